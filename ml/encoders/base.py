@@ -1,0 +1,89 @@
+"""The encoder contract: a CNN that maps images to a grid of feature vectors.
+
+Each encoder declares its input size, its pixel scaling and (once built) its feature
+grid. TensorFlow is imported only when a Keras model is actually built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ml.images import ImageInput, load_image
+
+if TYPE_CHECKING:
+    import keras
+
+
+class EncoderError(RuntimeError):
+    """The encoder cannot be built (typically: its weights are not available)."""
+
+
+class Encoder(ABC):
+    """Subclasses set `name`, `default_size`, implement `scale` and `build_model`."""
+
+    name: str = ""
+    default_size: int = 224
+
+    def __init__(self, image_size: int | None = None, weights: str | None = None) -> None:
+        self.image_size = int(image_size or self.default_size)
+        self.weights = weights  # encoder-specific weight source (a path, or None for the default)
+        self._model: keras.Model | None = None
+        self.weight_source = ""  # filled in by build_model: where the weights came from
+
+    # -- to implement -----------------------------------------------------------------
+    @abstractmethod
+    def scale(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 [N, S, S, 3] RGB -> float32 network input."""
+
+    @abstractmethod
+    def build_model(self) -> keras.Model:
+        """Keras model: scaled [N, S, S, 3] -> feature map [N, h, w, C]. Sets `weight_source`."""
+
+    # -- shared behaviour -------------------------------------------------------------
+    @property
+    def model(self) -> keras.Model:
+        if self._model is None:
+            self._model = self.build_model()
+        return self._model
+
+    @property
+    def feature_shape(self) -> tuple[int, int, int]:
+        """(h, w, C) of the feature grid."""
+        _, h, w, c = self.model.output_shape
+        return int(h), int(w), int(c)
+
+    def fingerprint(self) -> str:
+        """Stable id of (encoder, input size, weights) for keying feature caches."""
+        digest = hashlib.sha256()
+        for w in self.model.weights:
+            digest.update(np.ascontiguousarray(w.numpy()[..., :4]).tobytes())
+        return f"{self.name}-{self.image_size}-{digest.hexdigest()[:12]}"
+
+    def resize(self, image: Image.Image) -> np.ndarray:
+        """Stretch to S x S (Flickr8k's images are distributed stretched, so we match that)."""
+        if image.size != (self.image_size, self.image_size):
+            image = image.resize((self.image_size, self.image_size), Image.BILINEAR)
+        return np.asarray(image, dtype=np.uint8)
+
+    def preprocess(self, images: Sequence[ImageInput]) -> np.ndarray:
+        pixels = np.stack([self.resize(load_image(im)) for im in images])
+        return self.scale(pixels)
+
+    def encode(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray:
+        """Images -> float32 [N, h*w, C]."""
+        out = []
+        for i in range(0, len(images), batch_size):
+            out.append(self.encode_batch(self.preprocess(images[i : i + batch_size])))
+        h, w, c = self.feature_shape
+        return np.concatenate(out) if out else np.zeros((0, h * w, c), np.float32)
+
+    def encode_batch(self, scaled: np.ndarray) -> np.ndarray:
+        """Scaled network input -> float32 [N, h*w, C]."""
+        fmap = self.model(scaled, training=False)
+        fmap = np.asarray(fmap, dtype=np.float32)
+        return fmap.reshape(fmap.shape[0], -1, fmap.shape[-1])

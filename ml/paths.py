@@ -1,0 +1,21 @@
+"""Where ml/ keeps things outside the repository (converted encoder weights, feature caches)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "default"
+
+
+def cache_dir() -> Path:
+    """`IMGCAP_CACHE_DIR`, else `$XDG_CACHE_HOME/imgcap`, else `~/.cache/imgcap`; created on demand."""
+    root = os.environ.get("IMGCAP_CACHE_DIR")
+    if root:
+        path = Path(root)
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        path = (Path(xdg) if xdg else Path.home() / ".cache") / "imgcap"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
