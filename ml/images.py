@@ -6,15 +6,15 @@ CMYK, I;16, I, F) and refuses decompression bombs, so encoders only ever see RGB
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-ImageInput = Union[str, os.PathLike, bytes, Image.Image]
+ImageInput = str | os.PathLike | bytes | Image.Image
 
 # Refuse images above this many pixels (a decompression bomb guard); 64 Mpx covers real cameras.
 MAX_PIXELS = 64_000_000
@@ -32,7 +32,7 @@ def load_image(source: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Image:
     else:
         name = "<bytes>" if isinstance(source, bytes) else str(source)
         try:
-            fp = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+            fp = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
         except OSError as exc:
             raise ImageError(f"{name}: cannot open ({exc.strerror or exc})") from exc
         with fp:
@@ -49,10 +49,9 @@ def load_image(source: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Image:
                 raise ImageError(f"{name}: not a recognised image format") from exc
             except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
                 raise ImageError(f"{name}: unreadable or truncated image ({exc})") from exc
-    try:
+    # A broken EXIF block should not lose the picture.
+    with contextlib.suppress(Exception):
         image = ImageOps.exif_transpose(image)
-    except Exception:  # noqa: BLE001 - a broken EXIF block should not lose the picture
-        pass
     return to_rgb(image)
 
 

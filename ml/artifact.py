@@ -1,0 +1,139 @@
+"""One directory is one model: config.json, vocab.json, decoder.npz, metrics.json, README.md."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ml.model import CaptionDecoder, DecoderConfig
+from ml.vocab import Vocabulary
+
+FORMAT_VERSION = 1
+CONFIG, VOCAB, WEIGHTS, METRICS, CARD = (
+    "config.json",
+    "vocab.json",
+    "decoder.npz",
+    "metrics.json",
+    "README.md",
+)
+
+
+class ModelError(RuntimeError):
+    """A model directory is missing, incomplete or from an incompatible format."""
+
+
+def _weight_key(path: str) -> str:
+    # Drop the model's own (auto-numbered) name: "caption_decoder_1/embedding/embeddings" -> "embedding/...".
+    return path.split("/", 1)[1] if "/" in path else path
+
+
+def versions() -> dict[str, str]:
+    import keras
+    import tensorflow as tf
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as fp:
+        fp.write(data)
+    os.replace(tmp, path)
+
+
+def save_weights(decoder: CaptionDecoder, path: Path, dtype: str = "float16") -> None:
+    arrays = {_weight_key(w.path): np.asarray(w.numpy(), dtype=dtype) for w in decoder.weights}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+    with os.fdopen(fd, "wb") as fp:
+        np.savez(fp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_weights(decoder: CaptionDecoder, path: Path) -> None:
+    with np.load(path) as data:
+        stored = dict(data)
+    for w in decoder.weights:
+        key = _weight_key(w.path)
+        if key not in stored:
+            raise ModelError(f"{path}: no weights for {key}")
+        if tuple(stored[key].shape) != tuple(w.shape):
+            raise ModelError(
+                f"{path}: {key} has shape {stored[key].shape}, the model expects {tuple(w.shape)}"
+            )
+        w.assign(stored.pop(key).astype(np.float32))
+    if stored:
+        raise ModelError(f"{path}: unexpected weights {sorted(stored)[:5]}")
+
+
+def save_model(
+    directory: str | os.PathLike,
+    decoder: CaptionDecoder,
+    vocab: Vocabulary,
+    config: dict[str, Any],
+    metrics: dict[str, Any] | None = None,
+    card: str | None = None,
+) -> Path:
+    """Write (or overwrite) a model directory. `config` holds encoder/decoding/training sections."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    full = {
+        "format": FORMAT_VERSION,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": versions(),
+        **config,
+        "decoder": decoder.config.to_dict(),
+    }
+    save_weights(decoder, out / WEIGHTS)
+    vocab.save(out / VOCAB)
+    _write_atomic(out / CONFIG, (json.dumps(full, indent=2) + "\n").encode())
+    if metrics is not None:
+        _write_atomic(out / METRICS, (json.dumps(metrics, indent=2) + "\n").encode())
+    if card is not None:
+        _write_atomic(out / CARD, card.encode())
+    return out
+
+
+def read_config(directory: str | os.PathLike) -> dict[str, Any]:
+    path = Path(directory) / CONFIG
+    if not path.is_file():
+        raise ModelError(f"{directory}: not a model directory (no {CONFIG})")
+    config = json.loads(path.read_text())
+    if config.get("format") != FORMAT_VERSION:
+        raise ModelError(
+            f"{directory}: model format {config.get('format')!r}, this code reads {FORMAT_VERSION}"
+        )
+    return config
+
+
+def model_version(directory: str | os.PathLike) -> str:
+    """'<name>-<first 10 hex of the weights' sha256>': changes whenever the weights change."""
+    directory = Path(directory)
+    digest = hashlib.sha256((directory / WEIGHTS).read_bytes()).hexdigest()[:10]
+    return f"{read_config(directory).get('name', directory.name)}-{digest}"
+
+
+def load_decoder(directory: str | os.PathLike) -> tuple[dict[str, Any], CaptionDecoder, Vocabulary]:
+    directory = Path(directory)
+    config = read_config(directory)
+    for name in (VOCAB, WEIGHTS):
+        if not (directory / name).is_file():
+            raise ModelError(f"{directory}: missing {name}")
+    vocab = Vocabulary.load(directory / VOCAB)
+    decoder = CaptionDecoder(DecoderConfig.from_dict(config["decoder"]))
+    h, w, _ = config["encoder"]["feature_shape"]
+    decoder.build_for(h * w)
+    load_weights(decoder, directory / WEIGHTS)
+    return config, decoder, vocab

@@ -1,0 +1,150 @@
+"""`Captioner.caption(images) -> list[CaptionResult]`: the one thing the platform calls."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ml.artifact import ModelError, load_decoder, model_version
+from ml.decode import Decoder, Hypothesis
+from ml.encoders import Encoder, get_encoder
+from ml.images import ImageError, ImageInput, load_image
+from ml.paths import DEFAULT_MODEL_DIR
+from ml.vocab import Vocabulary
+
+
+@dataclass
+class Candidate:
+    text: str
+    score: float  # length-normalised log-probability (what the N-best list is sorted by)
+    log_prob: float  # total log-probability of the words and <end>
+    words: list[str]
+    attention: np.ndarray  # float32 [len(words), h, w], one softmax map per word
+
+
+@dataclass
+class CaptionResult:
+    image: str  # the path as given, or "<bytes>"/"<image>"
+    candidates: list[Candidate] = field(default_factory=list)
+    model_version: str = ""
+    error: str | None = None  # set, with no candidates, when the image could not be read
+
+    @property
+    def caption(self) -> str:
+        return self.candidates[0].text if self.candidates else ""
+
+    @property
+    def score(self) -> float:
+        return self.candidates[0].score if self.candidates else float("-inf")
+
+    @property
+    def attention(self) -> np.ndarray | None:
+        return self.candidates[0].attention if self.candidates else None
+
+    def to_json(self) -> dict[str, Any]:
+        """The `python -m ml caption --jsonl` line (a stable contract)."""
+        if self.error is not None:
+            return {"image": self.image, "error": self.error}
+        return {
+            "image": self.image,
+            "caption": self.caption,
+            "score": round(self.score, 6),
+            "candidates": [{"text": c.text, "score": round(c.score, 6)} for c in self.candidates],
+        }
+
+
+def _label(image: ImageInput) -> str:
+    if isinstance(image, bytes):
+        return "<bytes>"
+    if isinstance(image, (str, os.PathLike)):
+        return str(image)
+    return "<image>"
+
+
+class Captioner:
+    def __init__(self, encoder: Encoder, decoder: Decoder, config: dict[str, Any], version: str = "") -> None:
+        self.encoder, self.decoder, self.config = encoder, decoder, config
+        self.version = version
+        decoding = config.get("decoding", {})
+        self.beam_size = int(decoding.get("beam_size", 3))
+        self.max_len = int(decoding.get("max_len", 30))
+        self.length_penalty = float(decoding.get("length_penalty", 0.0))
+
+    @property
+    def vocab(self) -> Vocabulary:
+        return self.decoder.vocab
+
+    def caption(
+        self,
+        images: Sequence[ImageInput],
+        beam_size: int | None = None,
+        n_best: int | None = None,
+        max_len: int | None = None,
+        length_penalty: float | None = None,
+        batch_size: int = 32,
+    ) -> list[CaptionResult]:
+        """Caption many images; unreadable ones come back with `error` set, never raise."""
+        results = [CaptionResult(image=_label(im), model_version=self.version) for im in images]
+        readable, pixels = [], []
+        for i, im in enumerate(images):
+            try:
+                pixels.append(self.encoder.resize(load_image(im)))
+                readable.append(i)
+            except ImageError as exc:
+                results[i].error = str(exc)
+        for start in range(0, len(readable), batch_size):
+            idx = readable[start : start + batch_size]
+            feats = self.encoder.encode_batch(
+                self.encoder.scale(np.stack(pixels[start : start + batch_size]))
+            )
+            hyps = self.caption_features(feats, beam_size, n_best, max_len, length_penalty)
+            for i, h in zip(idx, hyps, strict=True):
+                results[i].candidates = h
+        return results
+
+    def caption_features(
+        self,
+        features: np.ndarray,
+        beam_size: int | None = None,
+        n_best: int | None = None,
+        max_len: int | None = None,
+        length_penalty: float | None = None,
+    ) -> list[list[Candidate]]:
+        """Decode precomputed encoder features [N, P, C]; beam_size 1 is greedy search."""
+        k = self.beam_size if beam_size is None else beam_size
+        max_len = max_len or self.max_len
+        lp = self.length_penalty if length_penalty is None else length_penalty
+        if k < 1:
+            raise ValueError("beam_size must be at least 1")
+        if k == 1:
+            hyps = [[h] for h in self.decoder.greedy(features, max_len, lp)]
+        else:
+            hyps = self.decoder.beam(features, k, max_len, lp, n_best)
+        return [[self._candidate(h) for h in per_image] for per_image in hyps]
+
+    def _candidate(self, h: Hypothesis) -> Candidate:
+        words = self.vocab.decode(h.ids)
+        gh, gw, _ = self.encoder.feature_shape
+        return Candidate(" ".join(words), h.score, h.log_prob, words, h.attention.reshape(-1, gh, gw))
+
+
+def load_captioner(path: str | os.PathLike | None = None) -> Captioner:
+    """The model in directory `path`, or the project's default model."""
+    directory = Path(path) if path is not None else DEFAULT_MODEL_DIR
+    if path is None and not (directory / "config.json").is_file():
+        raise ModelError(
+            f"no default model at {directory}: pass --model DIR (train one with `python -m ml train`)"
+        )
+    config, decoder, vocab = load_decoder(directory)
+    enc = config["encoder"]
+    encoder = get_encoder(enc["name"], image_size=enc["image_size"], weights=enc.get("weights"))
+    if list(encoder.feature_shape) != list(enc["feature_shape"]):
+        raise ModelError(
+            f"{directory}: encoder gives {encoder.feature_shape}, model expects {enc['feature_shape']}"
+        )
+    return Captioner(encoder, Decoder(decoder, vocab), config, model_version(directory))

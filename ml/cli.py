@@ -1,0 +1,192 @@
+"""`python -m ml {train,evaluate,caption,attention,features}`: the library without Django.
+
+TensorFlow is imported inside each command, so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import types
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from ml.config import TrainConfig
+from ml.data import DATASET_FORMATS
+
+ENCODER_CHOICES = ("inception_v3", "inception_v3_offline", "efficientnet_lite0", "efficientnet_lite2")
+
+
+def _flag_type(hint: Any):
+    if get_origin(hint) in (Union, types.UnionType):
+        hint = next(a for a in get_args(hint) if a is not type(None))
+    return hint
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="JSON or TOML file of training options (flags override it)")
+    p.add_argument("--out", required=True, help="run directory; it becomes a model directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    hints = get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        kind = _flag_type(hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        if kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            p.add_argument(flag, type=kind, default=None, help=f"default: {f.default!r}")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ml.train import train
+
+    cfg = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    overrides = {
+        f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None
+    }
+    cfg = TrainConfig.from_dict({**cfg.to_dict(), **overrides})
+    state = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    print(json.dumps({"out": args.out, **state}))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ml.captioner import load_captioner
+    from ml.evaluate import evaluate_model
+
+    captioner = load_captioner(args.model)
+    result = evaluate_model(
+        captioner,
+        args.dataset,
+        args.root,
+        args.split,
+        args.beam_size,
+        args.length_penalty,
+        args.limit,
+        progress=not args.quiet,
+    )
+    captions = result.pop("captions")
+    if args.captions:
+        Path(args.captions).write_text(
+            "".join(json.dumps({"image": k, "caption": v}) + "\n" for k, v in captions.items())
+        )
+    for name, value in result["metrics"].items():
+        print(f"{name:8s} {value:6.2f}", file=sys.stderr)
+    print(json.dumps(result))
+    return 0
+
+
+def _caption(args: argparse.Namespace) -> int:
+    from ml.captioner import CaptionResult, load_captioner
+    from ml.images import expand_paths
+
+    paths = expand_paths(args.paths)
+    captioner = load_captioner(args.model)
+    failed = 0
+    for start in range(0, len(paths), args.batch_size):
+        chunk = paths[start : start + args.batch_size]
+        results: list[CaptionResult] = captioner.caption(chunk, beam_size=args.beam_size, n_best=args.n_best)
+        for r in results:
+            failed += r.error is not None
+            if args.jsonl:
+                print(json.dumps(r.to_json()), flush=True)
+            elif r.error is not None:
+                print(f"{r.image}\tERROR: {r.error}", flush=True)
+            else:
+                print(f"{r.image}\t{r.caption}\t{r.score:.3f}", flush=True)
+    if failed:
+        print(f"{failed} of {len(paths)} image(s) could not be captioned", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _attention(args: argparse.Namespace) -> int:
+    from ml.attention_plot import render_attention
+    from ml.captioner import load_captioner
+    from ml.images import load_image
+
+    captioner = load_captioner(args.model)
+    image = load_image(args.image)
+    result = captioner.caption([image], beam_size=args.beam_size, n_best=1)[0]
+    best = result.candidates[0]
+    render_attention(image, best.words, best.attention).save(args.out)
+    print(f"{best.text}\n-> {args.out}")
+    return 0
+
+
+def _features(args: argparse.Namespace) -> int:
+    from ml.data import load_dataset
+    from ml.encoders import get_encoder
+    from ml.features import FeatureCache
+
+    encoder = get_encoder(args.encoder, image_size=args.image_size)
+    cache = FeatureCache(encoder)
+    for split in args.split:
+        images = load_dataset(args.dataset, args.root, split=split).images()
+        _, failed = cache.get(images, batch_size=args.batch_size)
+        print(f"{split}: {len(images) - len(failed)} images cached in {cache.root}, {len(failed)} unreadable")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ml", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a captioner (features are cached on the way)")
+    _add_train_args(p)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="BLEU-1..4, METEOR, ROUGE-L, CIDEr on a dataset split")
+    p.add_argument("--model", help="model directory (default: the shipped default model)")
+    p.add_argument("--dataset", choices=DATASET_FORMATS, default="flickr8k")
+    p.add_argument("--root", default="../shared/data/flickr8k")
+    p.add_argument("--split", default="dev")
+    p.add_argument("--beam-size", type=int, help="default: the model's own (1 = greedy)")
+    p.add_argument("--length-penalty", type=float)
+    p.add_argument("--limit", type=int, help="score only the first N images of the split")
+    p.add_argument("--captions", help="also write the generated captions to this JSONL file")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("caption", help="caption image files or folders")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--model", help="model directory (default: the shipped default model)")
+    p.add_argument("--beam-size", type=int, help="default: the model's own (1 = greedy)")
+    p.add_argument("--n-best", type=int, help="candidates per image (default: beam size)")
+    p.add_argument("--jsonl", action="store_true", help="one JSON object per image per line")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=_caption)
+
+    p = sub.add_parser("attention", help="draw where the model looked for each word")
+    p.add_argument("image")
+    p.add_argument("--model")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--beam-size", type=int)
+    p.set_defaults(func=_attention)
+
+    p = sub.add_parser("features", help="pre-compute and cache encoder features for dataset splits")
+    p.add_argument("--dataset", choices=DATASET_FORMATS, default="flickr8k")
+    p.add_argument("--root", default="../shared/data/flickr8k")
+    p.add_argument("--split", nargs="+", default=["train", "dev"])
+    p.add_argument("--encoder", choices=ENCODER_CHOICES, default="efficientnet_lite0")
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=_features)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the user gets one clear line, not a traceback
+        from ml.errors import USER_ERRORS
+
+        if isinstance(exc, USER_ERRORS):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise

