@@ -14,7 +14,7 @@ from ml.artifact import ModelError, load_decoder, model_version
 from ml.decode import Decoder, Hypothesis
 from ml.encoders import Encoder, get_encoder
 from ml.images import ImageError, ImageInput, load_image
-from ml.paths import DEFAULT_MODEL_DIR
+from ml.paths import default_model_dir
 from ml.vocab import Vocabulary
 
 
@@ -135,14 +135,16 @@ class Captioner:
 
 def load_captioner(path: str | os.PathLike | None = None) -> Captioner:
     """The model in directory `path`, or the project's default model."""
-    directory = Path(path) if path is not None else DEFAULT_MODEL_DIR
+    directory = Path(path) if path is not None else default_model_dir()
     if path is None and not (directory / "config.json").is_file():
         raise ModelError(
             f"no default model at {directory}: pass --model DIR (train one with `python -m ml train`)"
         )
     config, decoder, vocab = load_decoder(directory)
     enc = config["encoder"]
-    encoder = get_encoder(enc["name"], image_size=enc["image_size"], weights=enc.get("weights"))
+    encoder = get_encoder(
+        enc["name"], image_size=enc["image_size"], weights=enc.get("weights"), **enc.get("options", {})
+    )
     if list(encoder.feature_shape) != list(enc["feature_shape"]):
         raise ModelError(
             f"{directory}: encoder gives {encoder.feature_shape}, model expects {enc['feature_shape']}"

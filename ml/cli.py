@@ -30,12 +30,17 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run directory; it becomes a model directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--stop-after", type=int, help="end this invocation after N epochs (resume later)")
     hints = get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
         kind = _flag_type(hints[f.name])
         flag = "--" + f.name.replace("_", "-")
         if kind is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        elif get_origin(kind) is dict:
+            p.add_argument(
+                flag, type=json.loads, default=None, help='a JSON object, e.g. \'{"scaling": "unit"}\''
+            )
         else:
             p.add_argument(flag, type=kind, default=None, help=f"default: {f.default!r}")
 
@@ -121,7 +126,7 @@ def _features(args: argparse.Namespace) -> int:
     from ml.encoders import get_encoder
     from ml.features import FeatureCache
 
-    encoder = get_encoder(args.encoder, image_size=args.image_size)
+    encoder = get_encoder(args.encoder, image_size=args.image_size, **(args.encoder_options or {}))
     cache = FeatureCache(encoder)
     for split in args.split:
         images = load_dataset(args.dataset, args.root, split=split).images()
@@ -172,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", nargs="+", default=["train", "dev"])
     p.add_argument("--encoder", choices=ENCODER_CHOICES, default="efficientnet_lite0")
     p.add_argument("--image-size", type=int)
+    p.add_argument("--encoder-options", type=json.loads, help='a JSON object, e.g. \'{"scaling": "unit"}\'')
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=_features)
     return parser

@@ -23,6 +23,7 @@ class TrainConfig:
     encoder: str = "efficientnet_lite0"
     image_size: int | None = None
     encoder_weights: str | None = None
+    encoder_options: dict[str, str] | None = None  # e.g. {"scaling": "unit"} for inception_v3_offline
     # vocabulary
     vocab_size: int = 5000
     min_count: int = 1

@@ -6,7 +6,11 @@ import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "default"
+
+
+def default_model_dir() -> Path:
+    """`IMGCAP_DEFAULT_MODEL` if set, else the model shipped in the repository."""
+    return Path(os.environ.get("IMGCAP_DEFAULT_MODEL") or REPO_ROOT / "models" / "default")
 
 
 def cache_dir() -> Path:

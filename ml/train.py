@@ -28,7 +28,7 @@ from ml.data import load_dataset
 from ml.decode import Decoder
 from ml.encoders import Encoder, get_encoder
 from ml.features import FeatureCache
-from ml.metrics import score_captions
+from ml.metrics import CaptionScorer, score_captions
 from ml.model import CaptionDecoder, DecoderConfig
 from ml.model_card import render_model_card
 from ml.train_step import make_eval_step, make_train_step
@@ -185,8 +185,24 @@ def evaluate_split(
     beam_size: int = 1,
     length_penalty: float = 0.0,
     batch_size: int = 100,
+    scorer: CaptionScorer | None = None,
 ) -> dict[str, float]:
     """Decode every image of `split` and score against its references."""
+    hyps = decode_split(decoder, split, max_len, beam_size, length_penalty, batch_size)
+    if scorer is not None:
+        return scorer.score(split.references, hyps)
+    return score_captions(split.references, hyps)
+
+
+def decode_split(
+    decoder: Decoder,
+    split: Split,
+    max_len: int,
+    beam_size: int = 1,
+    length_penalty: float = 0.0,
+    batch_size: int = 100,
+) -> dict[str, str]:
+    """The best caption of every image of `split`, keyed by image path."""
     hyps: dict[str, str] = {}
     for start in range(0, len(split.images), batch_size):
         feats = split.features[start : start + batch_size].astype(np.float32)
@@ -196,13 +212,28 @@ def evaluate_split(
             best = [h[0] for h in decoder.beam(feats, beam_size, max_len, length_penalty, 1)]
         for path, h in zip(split.images[start : start + batch_size], best, strict=True):
             hyps[path] = " ".join(decoder.vocab.decode(h.ids))
-    return score_captions(split.references, hyps)
+    return hyps
+
+
+def saved_config(out: str | os.PathLike) -> TrainConfig | None:
+    """The configuration a run in `out` was started with, if there is one."""
+    path = Path(out) / "checkpoints" / "train_config.json"
+    return TrainConfig.from_dict(json.loads(path.read_text())) if path.is_file() else None
 
 
 def train(
-    cfg: TrainConfig, out: str | os.PathLike, resume: bool = False, progress: bool = True
+    cfg: TrainConfig,
+    out: str | os.PathLike,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
 ) -> dict[str, Any]:
-    """Train per `cfg` into `out`; returns the final state (best metric, epochs run, paths)."""
+    """Train per `cfg` into `out`; returns the final state (best metric, epochs run, time).
+
+    With `resume`, continue from the last checkpoint in `out` (`cfg` should be the saved one,
+    see `saved_config`). `stop_after` ends this invocation after that many epochs, so a long
+    run can be done in resumable chunks.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = Checkpoint(out)
@@ -210,12 +241,12 @@ def train(
         raise FileExistsError(
             f"{out} already holds a run: pass --resume to continue it, or pick another --out"
         )
-    if resume and ckpt.exists:
-        cfg = TrainConfig.from_dict(json.loads((ckpt.dir / "train_config.json").read_text()))
     (ckpt.dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     keras.utils.set_random_seed(cfg.seed)
 
-    encoder = get_encoder(cfg.encoder, image_size=cfg.image_size, weights=cfg.encoder_weights)
+    encoder = get_encoder(
+        cfg.encoder, image_size=cfg.image_size, weights=cfg.encoder_weights, **(cfg.encoder_options or {})
+    )
     vocab, train_split, dev = prepare_data(cfg, encoder)
     gh, gw, channels = encoder.feature_shape
     dcfg = DecoderConfig(
@@ -251,6 +282,7 @@ def train(
             "name": encoder.name,
             "image_size": encoder.image_size,
             "weights": cfg.encoder_weights,
+            "options": encoder.options(),
             "weight_source": encoder.weight_source,
             "feature_shape": [gh, gw, channels],
         },
@@ -270,7 +302,9 @@ def train(
     }
     writer = tf.summary.create_file_writer(str(out / "tensorboard"))
     started = time.time()
-    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+    scorer = CaptionScorer() if dev is not None else None
+    last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, state["epoch"] + stop_after)
+    for epoch in range(state["epoch"] + 1, last_epoch + 1):
         # Batches are seeded per epoch and dropout's RNG state is checkpointed, so a resumed run
         # continues exactly as an uninterrupted one. (Re-seeding TF per epoch instead would
         # re-instantiate the compiled step: about a second per call.)
@@ -312,7 +346,7 @@ def train(
         metrics: dict[str, float] = {}
         if dev is not None and epoch % cfg.eval_every == 0:
             row["dev_ce"] = round(_dev_ce(eval_fn, dev, batch_size), 4)
-            metrics = evaluate_split(inference, dev, cfg.max_len)
+            metrics = evaluate_split(inference, dev, cfg.max_len, scorer=scorer)
             row["metrics"] = json.dumps({k: round(v, 2) for k, v in metrics.items()})
             value = metrics[cfg.early_stop_metric]
             improved = state["best"] is None or value > state["best"]
@@ -347,6 +381,8 @@ def train(
             print(f"early stop: {cfg.early_stop_metric} has not improved for {cfg.patience} evaluations")
             break
     writer.close()
+    if scorer is not None:
+        scorer.close()
     state["seconds"] = round(time.time() - started, 1)
     return state
 

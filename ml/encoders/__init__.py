@@ -17,14 +17,22 @@ _REGISTRY: dict[str, tuple[str, str]] = {
 ENCODER_NAMES = tuple(_REGISTRY)
 
 
-def get_encoder(name: str, image_size: int | None = None, weights: str | None = None) -> Encoder:
-    """Instantiate encoder `name` (weights are loaded when its model is first built)."""
+def get_encoder(
+    name: str, image_size: int | None = None, weights: str | None = None, **options: str
+) -> Encoder:
+    """Instantiate encoder `name` (weights are loaded when its model is first built).
+
+    `options` are encoder-specific (e.g. inception_v3_offline's `scaling`, `tap`).
+    """
     try:
         module_name, class_name = _REGISTRY[name]
     except KeyError:
         raise EncoderError(f"unknown encoder {name!r}; choose from {', '.join(ENCODER_NAMES)}") from None
     cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(image_size=image_size, weights=weights)
+    try:
+        return cls(image_size=image_size, weights=weights, **options)
+    except TypeError as exc:
+        raise EncoderError(f"encoder {name!r} does not take options {sorted(options)}") from exc
 
 
 __all__ = ["ENCODER_NAMES", "Encoder", "EncoderError", "get_encoder"]

@@ -45,6 +45,10 @@ class Encoder(ABC):
     def build_model(self) -> keras.Model:
         """Keras model: scaled [N, S, S, 3] -> feature map [N, h, w, C]. Sets `weight_source`."""
 
+    def options(self) -> dict[str, str]:
+        """Encoder-specific settings beyond size and weights (saved with models, part of the fingerprint)."""
+        return {}
+
     # -- shared behaviour -------------------------------------------------------------
     @property
     def model(self) -> keras.Model:
@@ -63,7 +67,8 @@ class Encoder(ABC):
         digest = hashlib.sha256()
         for w in self.model.weights:
             digest.update(np.ascontiguousarray(w.numpy()[..., :4]).tobytes())
-        return f"{self.name}-{self.image_size}-{digest.hexdigest()[:12]}"
+        variant = "".join(f"-{v}" for v in self.options().values())
+        return f"{self.name}{variant}-{self.image_size}-{digest.hexdigest()[:12]}"
 
     def resize(self, image: Image.Image) -> np.ndarray:
         """Stretch to S x S (Flickr8k's images are distributed stretched, so we match that)."""

@@ -394,6 +394,9 @@ class InceptionV3OfflineEncoder(Encoder):
             raise EncoderError(f"scaling must be 'keras' or 'unit', not {self.scaling!r}")
         check_tap(self.tap)
 
+    def options(self) -> dict[str, str]:
+        return {"tap": self.tap, "scaling": self.scaling}
+
     def scale(self, pixels: np.ndarray) -> np.ndarray:
         x = pixels.astype(np.float32)
         return x / 127.5 - 1.0 if self.scaling == "keras" else x / 255.0

