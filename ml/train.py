@@ -48,42 +48,45 @@ class Split:
     references: dict[str, list[str]]  # image path -> raw captions
 
 
-def _load_split(cfg: TrainConfig, split: str, cache: FeatureCache, limit: int | None) -> tuple[list, Any]:
-    ds = load_dataset(cfg.dataset, cfg.root, split=split, skip_bad=cfg.skip_bad)
-    by_image = ds.captions_by_image()
+def _load_split(
+    cfg: TrainConfig,
+    split: str,
+    cache: FeatureCache,
+    limit: int | None,
+    captions_per_image: int | None,
+    vocab: Vocabulary | None = None,
+    progress: bool = True,
+) -> tuple[Split, Vocabulary]:
+    """A split's readable images with features and token arrays (vocabulary built if not given)."""
+    by_image = load_dataset(cfg.dataset, cfg.root, split=split, skip_bad=cfg.skip_bad).captions_by_image()
     images = list(by_image)[:limit] if limit else list(by_image)
-    features, failed = cache.get(images)
+    features, failed = cache.get(images, progress=progress)
     if failed:
-        keep = [i for i, p in enumerate(images) if p not in set(failed)]
         print(f"skipping {len(failed)} unreadable image(s) in {split}, e.g. {failed[0]}")
+        keep = [i for i, p in enumerate(images) if p not in set(failed)]
         images, features = [images[i] for i in keep], features[keep]
-    refs = {
-        p: by_image[p][: cfg.captions_per_image] if cfg.captions_per_image else by_image[p] for p in images
-    }
-    return images, features, refs
-
-
-def _tokenise(images: list[str], refs: dict[str, list[str]], vocab: Vocabulary, max_len: int):
+    refs = {p: by_image[p][:captions_per_image] for p in images}
+    if vocab is None:
+        vocab = Vocabulary.build((c for cs in refs.values() for c in cs), cfg.vocab_size, cfg.min_count)
     index, tokens = [], []
     for i, path in enumerate(images):
         for caption in refs[path]:
             index.append(i)
-            tokens.append(np.asarray(vocab.encode(caption, max_len), np.int32))
-    return np.asarray(index, np.int64), tokens
+            tokens.append(np.asarray(vocab.encode(caption, cfg.max_len), np.int32))
+    return Split(images, features, np.asarray(index, np.int64), tokens, refs), vocab
 
 
-def prepare_data(cfg: TrainConfig, encoder: Encoder) -> tuple[Vocabulary, Split, Split | None]:
+def prepare_data(
+    cfg: TrainConfig, encoder: Encoder, progress: bool = True
+) -> tuple[Vocabulary, Split, Split | None]:
+    """Train split (and its vocabulary) and, when evaluating, the dev split with all its references."""
     cache = FeatureCache(encoder)
-    images, feats, refs = _load_split(cfg, cfg.train_split, cache, cfg.limit_images)
-    vocab = Vocabulary.build((c for cs in refs.values() for c in cs), cfg.vocab_size, cfg.min_count)
-    idx, toks = _tokenise(images, refs, vocab, cfg.max_len)
-    train = Split(images, feats, idx, toks, refs)
+    train, vocab = _load_split(
+        cfg, cfg.train_split, cache, cfg.limit_images, cfg.captions_per_image, progress=progress
+    )
     dev = None
     if cfg.eval_every and cfg.dev_split:
-        d_images, d_feats, d_refs = _load_split(cfg, cfg.dev_split, cache, cfg.eval_images)
-        d_refs_all = {p: c for p, c in d_refs.items()}
-        d_idx, d_toks = _tokenise(d_images, d_refs_all, vocab, cfg.max_len)
-        dev = Split(d_images, d_feats, d_idx, d_toks, d_refs_all)
+        dev, _ = _load_split(cfg, cfg.dev_split, cache, cfg.eval_images, None, vocab, progress)
     return vocab, train, dev
 
 
@@ -247,7 +250,7 @@ def train(
     encoder = get_encoder(
         cfg.encoder, image_size=cfg.image_size, weights=cfg.encoder_weights, **(cfg.encoder_options or {})
     )
-    vocab, train_split, dev = prepare_data(cfg, encoder)
+    vocab, train_split, dev = prepare_data(cfg, encoder, progress)
     gh, gw, channels = encoder.feature_shape
     dcfg = DecoderConfig(
         vocab_size=len(vocab),

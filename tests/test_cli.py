@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import COCO_MINI, FLICKR8K, REPO
+from conftest import COCO_MINI, FLICKR8K, REPO, read_log
 from PIL import Image
 
 from ml.vocab import tokenize
@@ -125,14 +125,14 @@ def test_evaluate_prints_all_metrics_as_json(tiny_run, tmp_path):
     assert len(captions.read_text().splitlines()) == 12
 
 
-def test_train_cli_on_coco_with_a_config_file(tmp_path):
+def test_train_cli_on_coco_with_a_config_file_and_an_lstm(tmp_path):
     if not (COCO_MINI / "annotations").is_dir():
         pytest.skip("coco-mini not found")
     config = tmp_path / "tiny.toml"
     config.write_text(
         f'dataset = "coco"\nroot = "{COCO_MINI}"\ntrain_split = "val2017"\nencoder = "efficientnet_lite0"\n'
         "image_size = 64\nepochs = 2\nbatch_size = 16\nembed_dim = 32\nunits = 32\nfeature_proj_dim = 32\n"
-        "attention_dim = 32\neval_every = 0\n"
+        "attention_dim = 32\neval_every = 0\nrnn = \"lstm\"\nlearning_rate = 0.003\n"
     )
     proc = run_ml(
         "train", "--config", str(config), "--out", str(tmp_path / "run"), "--epochs", "3", "--quiet"
@@ -142,5 +142,8 @@ def test_train_cli_on_coco_with_a_config_file(tmp_path):
     assert state["epoch"] == 3
     config_json = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config_json["data"]["train_images"] == 24 and config_json["data"]["train_captions"] >= 120
+    assert config_json["decoder"]["rnn"] == "lstm"
+    log = read_log(tmp_path / "run")
+    assert float(log[-1]["ce"]) < float(log[0]["ce"])
     proc = run_ml("train", "--config", str(config), "--out", str(tmp_path / "run"), "--quiet")
     assert proc.returncode == 2 and "--resume" in proc.stderr
