@@ -45,7 +45,6 @@ class TrainConfig:
     penalty: float = 1.0  # doubly-stochastic attention regulariser (lambda)
     label_smoothing: float = 0.0
     clip_norm: float = 5.0
-    jit_compile: bool = False
     seed: int = 42
     # evaluation, early stopping, decoding defaults stored with the model
     eval_every: int = 1  # epochs between dev evaluations; 0 = never (no early stopping)

@@ -119,15 +119,22 @@ class CaptionDecoder(keras.Model):
         feats, keys, state = self.prepare(features, training=training)
         emb = self.embedding(words)  # [B, T, E]
         word_parts = self.word_in(emb)  # the embeddings' share of every step, in one product
-        hs, contexts, alphas = [], [], []
-        for t in range(words.shape[1]):  # static length: unrolled in the compiled graph
-            h, context, alpha, state = self._recur(word_parts[:, t], state, feats, keys)
-            hs.append(h)
-            contexts.append(context)
-            alphas.append(alpha)
-        h_all, ctx_all = tf.stack(hs, axis=1), tf.stack(contexts, axis=1)
+
+        # A symbolic loop (not unrolled): one compiled graph serves every caption length.
+        def step(carry, word_part):
+            return self._recur(word_part, carry[3], feats, keys)
+
+        batch = tf.shape(words)[0]
+        init = (
+            tf.zeros([batch, self.config.units]),
+            tf.zeros([batch, self.config.feature_proj_dim]),
+            tf.zeros([batch, tf.shape(feats)[1]]),
+            state,
+        )
+        h_all, ctx_all, alpha_all, _ = tf.scan(step, tf.transpose(word_parts, [1, 0, 2]), initializer=init)
+        h_all, ctx_all, alpha_all = (tf.transpose(x, [1, 0, 2]) for x in (h_all, ctx_all, alpha_all))
         logits = self._logits(h_all, ctx_all, emb, training)
-        return logits, tf.stack(alphas, axis=1)
+        return logits, alpha_all
 
     # -- one step (decoding) -----------------------------------------------------------
     def step(self, words, state, feats, keys):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import tempfile
 import time
@@ -105,11 +104,9 @@ def bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Genera
     return batches
 
 
-def pad_batch(tokens: list[np.ndarray], multiple: int = 4) -> np.ndarray:
-    """[B, T] int32, T rounded up to `multiple`+1 so few shapes get compiled."""
-    longest = max(len(t) for t in tokens)
-    width = math.ceil((longest - 1) / multiple) * multiple + 1
-    out = np.zeros((len(tokens), width), np.int32)
+def pad_batch(tokens: list[np.ndarray]) -> np.ndarray:
+    """[B, T] int32, padded with 0 to the longest caption of the batch."""
+    out = np.zeros((len(tokens), max(len(t) for t in tokens)), np.int32)
     for i, t in enumerate(tokens):
         out[i, : len(t)] = t
     return out
@@ -269,9 +266,7 @@ def train(
     batch_size = min(cfg.batch_size, len(lengths))
     steps_per_epoch = len(bucketed_batches(lengths, batch_size, np.random.default_rng(0)))
     optimizer = keras.optimizers.Adam(_learning_rate(cfg, steps_per_epoch * cfg.epochs))
-    step_fn = make_train_step(
-        decoder, optimizer, cfg.penalty, cfg.label_smoothing, cfg.clip_norm, cfg.jit_compile
-    )
+    step_fn = make_train_step(decoder, optimizer, cfg.penalty, cfg.label_smoothing, cfg.clip_norm)
     eval_fn = make_eval_step(decoder)
     inference = Decoder(decoder, vocab)
 

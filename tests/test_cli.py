@@ -132,7 +132,7 @@ def test_train_cli_on_coco_with_a_config_file_and_an_lstm(tmp_path):
     config.write_text(
         f'dataset = "coco"\nroot = "{COCO_MINI}"\ntrain_split = "val2017"\nencoder = "efficientnet_lite0"\n'
         "image_size = 64\nepochs = 2\nbatch_size = 16\nembed_dim = 32\nunits = 32\nfeature_proj_dim = 32\n"
-        "attention_dim = 32\neval_every = 0\nrnn = \"lstm\"\nlearning_rate = 0.003\n"
+        'attention_dim = 32\neval_every = 0\nrnn = "lstm"\nlearning_rate = 0.003\n'
     )
     proc = run_ml(
         "train", "--config", str(config), "--out", str(tmp_path / "run"), "--epochs", "3", "--quiet"
