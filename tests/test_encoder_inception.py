@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ml.encoders import EncoderError, get_encoder
+from ml.encoders import EncoderError, get_encoder, tfjs
 from ml.encoders import inception as inc
 from ml.encoders import inception_offline as off
 
@@ -89,7 +89,7 @@ def test_inception_loads_weights_file_from_env(tmp_path, monkeypatch):
 
 def test_parse_js_literal():
     text = 'x={a:1,b:[.5,-2e-3,!0,!1,null],"c d":"q\\"u",e:{},f:[]};'
-    value, end = off.parse_js_literal(text, 2)
+    value, end = tfjs.parse_js_literal(text, 2)
     assert value == {"a": 1, "b": [0.5, -0.002, True, False, None], "c d": 'q"u', "e": {}, "f": []}
     assert text[end] == ";"
 
@@ -114,7 +114,7 @@ def test_dequantise_across_shards():
             ],
         }
     ]
-    weights = off.dequantise(manifest, {"s1": bytes([0, 1, 2, 3, 4]), "s2": bytes([5, 6])})
+    weights = tfjs.dequantise(manifest, {"s1": bytes([0, 1, 2, 3, 4]), "s2": bytes([5, 6])})
     np.testing.assert_allclose(weights["a"], [[-1.0, -0.5], [0.0, 0.5]])
     np.testing.assert_allclose(weights["b"], [3.0, 3.25, 3.5])
 
