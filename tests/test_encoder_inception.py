@@ -120,9 +120,10 @@ def test_dequantise_across_shards():
 
 
 def test_offline_options_and_missing_npm(tmp_path, monkeypatch):
-    enc = off.InceptionV3OfflineEncoder(scaling="unit")
-    assert enc.scale(np.array([0, 255], np.uint8)).tolist() == [0.0, 1.0]
-    assert off.InceptionV3OfflineEncoder().scale(np.array([0, 255], np.uint8)).tolist() == [-1.0, 1.0]
+    enc = off.InceptionV3OfflineEncoder(scaling="keras")
+    assert enc.scale(np.array([0, 255], np.uint8)).tolist() == [-1.0, 1.0]
+    # The default: [0, 1], what nsfwjs' BatchNorm statistics were estimated on (and measured better).
+    assert off.InceptionV3OfflineEncoder().scale(np.array([0, 255], np.uint8)).tolist() == [0.0, 1.0]
     with pytest.raises(EncoderError):
         off.InceptionV3OfflineEncoder(scaling="caffe")
     with pytest.raises(EncoderError, match="mixed5"):

@@ -262,8 +262,11 @@ class InceptionV3OfflineEncoder(Encoder):
     name = "inception_v3_offline"
     default_size = 299
     tap = DEFAULT_TAP
-    # "keras": x/127.5-1, what the ImageNet layers were trained on; "unit": x/255, what nsfwjs feeds.
-    scaling = "keras"
+    # "unit": x/255, what nsfwjs feeds; "keras": x/127.5-1, Keras' ImageNet convention. nsfwjs
+    # re-estimated the BatchNorm statistics on [0, 1] input, and captions measured better with it
+    # (Flickr8k, 1,500 train images, 3 epochs, 250 dev images, greedy: CIDEr 17.4 vs 15.7,
+    # BLEU-4 8.6 vs 8.2, METEOR 12.7 vs 12.4, dev cross-entropy 3.864 vs 3.871).
+    scaling = "unit"
 
     def __init__(
         self,
