@@ -88,22 +88,24 @@ class Captioner:
         length_penalty: float | None = None,
         batch_size: int = 32,
     ) -> list[CaptionResult]:
-        """Caption many images; unreadable ones come back with `error` set, never raise."""
+        """Caption many images; unreadable ones come back with `error` set, never raise.
+
+        Images are read `batch_size` at a time, so memory stays flat for any number of them.
+        """
         results = [CaptionResult(image=_label(im), model_version=self.version) for im in images]
-        readable, pixels = [], []
-        for i, im in enumerate(images):
-            try:
-                pixels.append(self.encoder.resize(load_image(im)))
-                readable.append(i)
-            except ImageError as exc:
-                results[i].error = str(exc)
-        for start in range(0, len(readable), batch_size):
-            idx = readable[start : start + batch_size]
-            feats = self.encoder.encode_batch(
-                self.encoder.scale(np.stack(pixels[start : start + batch_size]))
-            )
+        for start in range(0, len(images), batch_size):
+            readable, pixels = [], []
+            for i in range(start, min(start + batch_size, len(images))):
+                try:
+                    pixels.append(self.encoder.resize(load_image(images[i])))
+                    readable.append(i)
+                except ImageError as exc:
+                    results[i].error = str(exc)
+            if not readable:
+                continue
+            feats = self.encoder.encode_batch(self.encoder.scale(np.stack(pixels)))
             hyps = self.caption_features(feats, beam_size, n_best, max_len, length_penalty)
-            for i, h in zip(idx, hyps, strict=True):
+            for i, h in zip(readable, hyps, strict=True):
                 results[i].candidates = h
         return results
 

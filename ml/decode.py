@@ -92,96 +92,86 @@ class Decoder:
         length_penalty: float = 0.0,
         n_best: int | None = None,
     ) -> list[list[Hypothesis]]:
-        """Beam search; per image the `n_best` (default beam_size) hypotheses, best first."""
+        """Beam search; per image the `n_best` (default beam_size) hypotheses, best first.
+
+        Images whose search has ended leave the batch, so a long caption in a batch costs
+        only its own beams, not everyone's.
+        """
         k, n = beam_size, len(features)
         n_best = min(n_best or k, k)
-        vocab_end = self.vocab.end_id
+        end_id = self.vocab.end_id
         feats, keys, state = self._prepare(tf.convert_to_tensor(features, tf.float32))
         positions = feats.shape[1]
         feats, keys, state = (tf.repeat(x, k, axis=0) for x in (feats, keys, state))
+        live = np.arange(n)  # images still searching; row j*k+b of the tensors is beam b of live[j]
         words = np.full(n * k, self.vocab.start_id, np.int32)
         beam_lp = np.full((n, k), -np.inf)
         beam_lp[:, 0] = 0.0  # all k start identical: keep one alive so they don't duplicate
         history = np.zeros((n, k, 0), np.int32)
         attn = np.zeros((n, k, 0, positions), np.float32)
         finished: list[list[Hypothesis]] = [[] for _ in range(n)]
-        active = np.ones(n, bool)
         for t in range(max_len):
+            m = len(live)
             lp, state, alpha = self._step(words, state, feats, keys)
             vocab_size = lp.shape[-1]
-            total = beam_lp[:, :, None] + lp.numpy().reshape(n, k, vocab_size)
-            flat = total.reshape(n, -1)
+            flat = (beam_lp[:, :, None] + lp.numpy().reshape(m, k, vocab_size)).reshape(m, -1)
             # 2k candidates always hold k that do not end here.
             top = np.argpartition(-flat, 2 * k - 1, axis=1)[:, : 2 * k]
             top = np.take_along_axis(top, np.argsort(-np.take_along_axis(flat, top, 1), axis=1), 1)
-            alpha = alpha.numpy().reshape(n, k, positions)
-            new_parent = np.zeros((n, k), np.int64)
-            new_word = np.full((n, k), vocab_end, np.int32)
-            new_lp = np.full((n, k), -np.inf)
-            for i in range(n):
-                if not active[i]:
-                    continue
+            new_parent = np.zeros((m, k), np.int64)
+            new_word = np.full((m, k), end_id, np.int32)
+            new_lp = np.full((m, k), -np.inf)
+            keep = np.ones(m, bool)
+            for j in range(m):
                 slot = 0
-                for cand in top[i]:
+                for cand in top[j]:
                     parent, word = divmod(int(cand), vocab_size)
-                    score = flat[i, cand]
+                    score = float(flat[j, cand])
                     if not np.isfinite(score):
                         break
-                    if word == vocab_end:
-                        ids = history[i, parent].tolist()
-                        finished[i].append(
-                            Hypothesis(
-                                ids,
-                                float(score),
-                                normalise(score, t + 1, length_penalty),
-                                attn[i, parent],
-                                True,
-                            )
-                        )
-                    elif slot < k:
-                        new_parent[i, slot], new_word[i, slot], new_lp[i, slot] = parent, word, score
+                    if word == end_id:
+                        norm = normalise(score, t + 1, length_penalty)
+                        hyp = Hypothesis(history[j, parent].tolist(), score, norm, attn[j, parent], True)
+                        finished[live[j]].append(hyp)
+                    else:
+                        new_parent[j, slot], new_word[j, slot], new_lp[j, slot] = parent, word, score
                         slot += 1
-                    if slot == k:
-                        break
+                        if slot == k:
+                            break
                 # With length_penalty 0, stop once no live beam can beat the n_best-th finished one
                 # (log-probs only fall, so that bound is exact); otherwise once k have finished.
-                done = sorted(finished[i], key=lambda h: -h.score)[:n_best]
+                done = sorted((h.score for h in finished[live[j]]), reverse=True)[:n_best]
                 if len(done) >= n_best and (
-                    new_lp[i].max() <= done[-1].score if length_penalty == 0.0 else len(finished[i]) >= k
+                    new_lp[j].max() <= done[-1] if length_penalty == 0.0 else len(finished[live[j]]) >= k
                 ):
-                    active[i] = False
-            if not active.any():
-                break
-            flat_parent = (np.arange(n)[:, None] * k + new_parent).reshape(-1)
-            state = tf.gather(state, flat_parent)
+                    keep[j] = False
+            alpha = alpha.numpy().reshape(m, k, positions)
             history = np.concatenate(
                 [np.take_along_axis(history, new_parent[:, :, None], 1), new_word[:, :, None]], axis=2
-            )
+            )[keep]
             attn = np.concatenate(
                 [
                     np.take_along_axis(attn, new_parent[:, :, None, None], 1),
                     np.take_along_axis(alpha, new_parent[:, :, None], 1)[:, :, None, :],
                 ],
                 axis=2,
-            )
-            beam_lp = np.where(active[:, None], new_lp, -np.inf)
-            words = new_word.reshape(-1)
-        results = []
-        for i in range(n):
-            hyps = list(finished[i])
-            if len(hyps) < n_best:  # ran out of length: keep the live beams, marked unfinished
-                for j in range(k):
-                    if np.isfinite(beam_lp[i, j]):
-                        length = history.shape[2]
-                        hyps.append(
-                            Hypothesis(
-                                history[i, j].tolist(),
-                                float(beam_lp[i, j]),
-                                normalise(beam_lp[i, j], length, length_penalty),
-                                attn[i, j],
-                                False,
-                            )
-                        )
-            hyps.sort(key=lambda h: -h.score)
-            results.append(hyps[:n_best])
-        return results
+            )[keep]
+            beam_lp, words = new_lp[keep], new_word[keep].reshape(-1)
+            rows = (np.flatnonzero(keep)[:, None] * k + np.arange(k)).reshape(-1)
+            state = tf.gather(state, (np.flatnonzero(keep)[:, None] * k + new_parent[keep]).reshape(-1))
+            if not keep.all():
+                feats, keys = tf.gather(feats, rows), tf.gather(keys, rows)
+            live = live[keep]
+            if not len(live):
+                break
+        # Out of length: live beams fill the lists of images with fewer than n_best finished ones.
+        for j, i in enumerate(live):
+            spare = n_best - len(finished[i])
+            order = np.argsort(-beam_lp[j])[: max(spare, 0)]
+            for b in order:
+                if np.isfinite(beam_lp[j, b]):
+                    norm = normalise(beam_lp[j, b], history.shape[2], length_penalty)
+                    finished[i].append(
+                        Hypothesis(history[j, b].tolist(), float(beam_lp[j, b]), norm, attn[j, b], False)
+                    )
+        return [sorted(hyps, key=lambda h: -h.score)[:n_best] for hyps in finished]
