@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint bench bench-train bench-encoders bench-decoder clean
+.PHONY: install test lint model bench bench-train bench-encoders bench-decoder clean
 
 install: $(STAMP)
 
@@ -23,6 +23,12 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 test: install
 	$(PY) -m pytest -q
+
+# Train the default model from scratch on ../shared/data/flickr8k, then ship it to models/default.
+# Resumable: run it again after an interruption.
+model: install
+	$(PY) -m ml train --config configs/default.toml --out runs/default $$(test -f runs/default/checkpoints/state.json && echo --resume)
+	$(PY) -m ml export --run runs/default --out models/default --notes models/NOTES.md
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,4 +1,4 @@
-"""`python -m ml {train,evaluate,caption,attention,features}`: the library without Django.
+"""`python -m ml {train,evaluate,caption,attention,export,features}`: the library without Django.
 
 TensorFlow is imported inside each command, so `--help` is instant.
 """
@@ -135,6 +135,15 @@ def _features(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from ml.export import export_model
+
+    notes = Path(args.notes).read_text() if args.notes else ""
+    metrics = export_model(args.run, args.out, args.root, tuple(args.beams), notes, progress=not args.quiet)
+    print(json.dumps(metrics))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ml", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -170,6 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--beam-size", type=int)
     p.set_defaults(func=_attention)
+
+    p = sub.add_parser("export", help="copy a run's best model into a model directory, scored on dev")
+    p.add_argument("--run", required=True, help="training run directory")
+    p.add_argument("--out", required=True, help="model directory to write (e.g. models/default)")
+    p.add_argument("--root", default="../shared/data/flickr8k", help="the dataset root, for scoring")
+    p.add_argument("--beams", nargs="+", type=int, default=[1, 3, 5], help="beam widths to score")
+    p.add_argument("--notes", help="a markdown file appended to the model card")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("features", help="pre-compute and cache encoder features for dataset splits")
     p.add_argument("--dataset", choices=DATASET_FORMATS, default="flickr8k")

@@ -1,0 +1,67 @@
+"""Turn a training run into a shippable model directory, with dev metrics and a model card."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ml.artifact import CARD, CONFIG, METRICS, VOCAB, WEIGHTS, read_config
+from ml.captioner import load_captioner
+from ml.evaluate import evaluate_model
+from ml.model_card import render_model_card
+
+# The fixed subset whose scores tests re-compute: the first N images of the dev split.
+SUBSET_IMAGES = 100
+
+
+def _training_summary(run: Path) -> dict[str, Any]:
+    log = run / "log.csv"
+    if not log.is_file():
+        return {}
+    with log.open() as fp:
+        rows = list(csv.DictReader(fp))
+    return {
+        "epochs_run": len(rows),
+        "train_seconds": round(sum(float(r["seconds"]) for r in rows)),
+        "tokens_per_s": round(sum(float(r["tokens_per_s"]) for r in rows) / max(len(rows), 1)),
+    }
+
+
+def export_model(
+    run: str | Path,
+    out: str | Path,
+    root: str,
+    beams: tuple[int, ...] = (1, 3, 5),
+    notes: str = "",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Copy the run's best model to `out`, score it on the dev split with each beam width, write the card."""
+    run, out = Path(run), Path(out)
+    config = read_config(run)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (CONFIG, VOCAB, WEIGHTS):
+        shutil.copyfile(run / name, out / name)
+    captioner = load_captioner(out)
+    data = config["data"]
+    dataset, split = data["dataset"], data.get("dev_split") or "dev"
+    decoding: dict[str, Any] = {}
+    for k in beams:
+        result = evaluate_model(captioner, dataset, root, split, beam_size=k, progress=progress)
+        decoding["greedy" if k == 1 else f"beam{k}"] = result["metrics"]
+        images = result["images"]
+    subset = evaluate_model(captioner, dataset, root, split, limit=SUBSET_IMAGES, progress=progress)
+    metrics = {
+        "dataset": dataset,
+        "split": split,
+        "images": images,
+        "decoding": decoding,
+        "subset": {k: subset[k] for k in ("images", "beam_size", "length_penalty", "metrics")},
+        "best_epoch": json.loads((run / METRICS).read_text()).get("epoch"),
+        "training": _training_summary(run),
+    }
+    (out / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / CARD).write_text(render_model_card(config, metrics, notes))
+    return metrics
