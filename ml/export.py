@@ -37,8 +37,12 @@ def export_model(
     beams: tuple[int, ...] = (1, 3, 5),
     notes: str = "",
     progress: bool = True,
+    limit: int | None = None,
 ) -> dict[str, Any]:
-    """Copy the run's best model to `out`, score it on the dev split with each beam width, write the card."""
+    """Copy the run's best model to `out`, score it on the dev split with each beam width, write the card.
+
+    `limit` scores only the first N dev images (quick checks; a shipped model uses all).
+    """
     run, out = Path(run), Path(out)
     config = read_config(run)
     out.mkdir(parents=True, exist_ok=True)
@@ -49,10 +53,11 @@ def export_model(
     dataset, split = data["dataset"], data.get("dev_split") or "dev"
     decoding: dict[str, Any] = {}
     for k in beams:
-        result = evaluate_model(captioner, dataset, root, split, beam_size=k, progress=progress)
+        result = evaluate_model(captioner, dataset, root, split, beam_size=k, limit=limit, progress=progress)
         decoding["greedy" if k == 1 else f"beam{k}"] = result["metrics"]
         images = result["images"]
-    subset = evaluate_model(captioner, dataset, root, split, limit=SUBSET_IMAGES, progress=progress)
+    subset_size = min(SUBSET_IMAGES, limit) if limit else SUBSET_IMAGES
+    subset = evaluate_model(captioner, dataset, root, split, limit=subset_size, progress=progress)
     metrics = {
         "dataset": dataset,
         "split": split,

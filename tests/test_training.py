@@ -91,3 +91,26 @@ def test_batches_group_similar_lengths():
     assert spread < 3  # sorted within pools of 50 batches
     padded = pad_batch([np.arange(1, 7), np.arange(1, 3)])
     assert padded.shape == (2, 6) and padded[1, 2:].sum() == 0
+
+
+def test_export_ships_the_best_model_with_scores_and_a_card(tmp_path):
+    needs_flickr8k()
+    from ml.captioner import load_captioner
+    from ml.export import export_model
+
+    run = tmp_path / "run"
+    train(TrainConfig(**{**TINY, "eval_every": 1, "eval_images": 4, "epochs": 2}), run, progress=False)
+    metrics = export_model(run, tmp_path / "model", TINY["root"], beams=(1, 2), progress=False, limit=10)
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
+        "README.md",
+        "config.json",
+        "decoder.npz",
+        "metrics.json",
+        "vocab.json",
+    ]
+    assert set(metrics["decoding"]) == {"greedy", "beam2"} and metrics["images"] == 10
+    assert metrics["subset"]["images"] == 10 and metrics["best_epoch"] in (1, 2)
+    assert metrics["training"]["epochs_run"] == 2
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "Hodosh" in card and "| beam2 |" in card
+    assert load_captioner(tmp_path / "model").version == load_captioner(run).version
