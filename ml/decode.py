@@ -34,6 +34,7 @@ class Decoder:
 
     def __init__(self, model: CaptionDecoder, vocab: Vocabulary) -> None:
         self.model, self.vocab = model, vocab
+        self._banned = [vocab.pad_id, vocab.start_id, vocab.unk_id]
         c = model.config
         state_dim = c.units * (1 if c.rnn == "gru" else 2)
         self._prepare = tf.function(
@@ -50,6 +51,12 @@ class Decoder:
             ],
         )
 
+    def _allowed(self, log_probs: tf.Tensor) -> np.ndarray:
+        """Log-probs as numpy with <pad>, <start> and <unk> ruled out: a caption never says them."""
+        out = log_probs.numpy()
+        out[:, self._banned] = -np.inf
+        return out
+
     def greedy(
         self, features: np.ndarray, max_len: int = 30, length_penalty: float = 0.0
     ) -> list[Hypothesis]:
@@ -64,7 +71,7 @@ class Decoder:
         length = np.full(n, max_len)
         for t in range(max_len):
             lp, state, alpha = self._step(words, state, feats, keys)
-            lp = lp.numpy()
+            lp = self._allowed(lp)
             words = lp.argmax(-1).astype(np.int32)
             log_prob += np.where(done, 0.0, lp[np.arange(n), words])
             ids[:, t], alphas[:, t] = words, alpha.numpy()
@@ -114,7 +121,7 @@ class Decoder:
             m = len(live)
             lp, state, alpha = self._step(words, state, feats, keys)
             vocab_size = lp.shape[-1]
-            flat = (beam_lp[:, :, None] + lp.numpy().reshape(m, k, vocab_size)).reshape(m, -1)
+            flat = (beam_lp[:, :, None] + self._allowed(lp).reshape(m, k, vocab_size)).reshape(m, -1)
             # 2k candidates always hold k that do not end here.
             top = np.argpartition(-flat, 2 * k - 1, axis=1)[:, : 2 * k]
             top = np.take_along_axis(top, np.argsort(-np.take_along_axis(flat, top, 1), axis=1), 1)

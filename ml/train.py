@@ -215,6 +215,37 @@ def decode_split(
     return hyps
 
 
+def _model_config(
+    cfg: TrainConfig, out: Path, encoder: Encoder, train: Split, has_dev: bool
+) -> dict[str, Any]:
+    """What a model directory records about its encoder, decoding defaults, data and training."""
+    gh, gw, channels = encoder.feature_shape
+    return {
+        "name": cfg.name or out.name,
+        "encoder": {
+            "name": encoder.name,
+            "image_size": encoder.image_size,
+            "weights": cfg.encoder_weights,
+            "options": encoder.options(),
+            "weight_source": encoder.weight_source,
+            "feature_shape": [gh, gw, channels],
+        },
+        "decoding": {
+            "beam_size": cfg.beam_size,
+            "max_len": cfg.max_len,
+            "length_penalty": cfg.length_penalty,
+        },
+        "data": {
+            "dataset": cfg.dataset,
+            "train_split": cfg.train_split,
+            "train_images": len(train.images),
+            "train_captions": len(train.tokens),
+            "dev_split": cfg.dev_split if has_dev else None,
+        },
+        "training": cfg.to_dict(),
+    }
+
+
 def saved_config(out: str | os.PathLike) -> TrainConfig | None:
     """The configuration a run in `out` was started with, if there is one."""
     path = Path(out) / "checkpoints" / "train_config.json"
@@ -274,30 +305,7 @@ def train(
     if resume and ckpt.exists:
         state = ckpt.restore(decoder, optimizer)
         print(f"resuming {out} after epoch {state['epoch']} (best {cfg.early_stop_metric} {state['best']})")
-    model_config = {
-        "name": cfg.name or out.name,
-        "encoder": {
-            "name": encoder.name,
-            "image_size": encoder.image_size,
-            "weights": cfg.encoder_weights,
-            "options": encoder.options(),
-            "weight_source": encoder.weight_source,
-            "feature_shape": [gh, gw, channels],
-        },
-        "decoding": {
-            "beam_size": cfg.beam_size,
-            "max_len": cfg.max_len,
-            "length_penalty": cfg.length_penalty,
-        },
-        "data": {
-            "dataset": cfg.dataset,
-            "train_split": cfg.train_split,
-            "train_images": len(train_split.images),
-            "train_captions": len(train_split.tokens),
-            "dev_split": cfg.dev_split if dev else None,
-        },
-        "training": cfg.to_dict(),
-    }
+    model_config = _model_config(cfg, out, encoder, train_split, dev is not None)
     writer = tf.summary.create_file_writer(str(out / "tensorboard"))
     started = time.time()
     scorer = CaptionScorer() if dev is not None else None

@@ -82,3 +82,18 @@ def test_many_images_in_one_batch_match_one_at_a_time(tiny_captioner):
     together = tiny_captioner.caption_features(feats, beam_size=3)
     alone = [tiny_captioner.caption_features(feats[i : i + 1], beam_size=3)[0] for i in range(len(feats))]
     assert [[c.text for c in x] for x in together] == [[c.text for c in x] for x in alone]
+
+
+def test_special_tokens_are_never_generated(tiny_run, tiny_captioner):
+    captioner = load_captioner(tiny_run)
+    model, vocab = captioner.decoder.model, captioner.vocab
+    # Make <unk> and <start> the model's favourite words: decoding must still refuse them.
+    bias = model.get_layer("logits").bias
+    favoured = bias.numpy()
+    favoured[[vocab.unk_id, vocab.start_id]] += 50.0
+    bias.assign(favoured)
+    feats = _features(tiny_captioner, 2, 2)
+    for k in (1, 3):
+        for cands in captioner.caption_features(feats, beam_size=k):
+            for c in cands:
+                assert c.words and not {"<unk>", "<start>", "<pad>"} & set(c.words), c.text
