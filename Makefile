@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint model bench bench-train bench-encoders bench-decoder clean
+.PHONY: install run test lint model bench bench-train bench-encoders bench-decoder clean
 
 install: $(STAMP)
 
@@ -20,6 +20,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 	command -v npm >/dev/null || (apt-get update -q && apt-get install -y -q npm)
 	$(PY) -m ml.encoders.inception_offline build
 	touch $(STAMP)
+
+# The web platform (Django, Celery) is not built yet; until then this points at what works.
+run: install
+	@echo "The imgcap web platform is not built yet (see README: Status)."
+	@echo "The captioner works now, e.g.:  $(PY) -m ml caption --jsonl path/to/photos/"
 
 test: install
 	$(PY) -m pytest -q

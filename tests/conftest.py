@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,3 +74,15 @@ def tiny_references(tiny_run) -> dict[str, str]:
 def read_log(run: Path) -> list[dict[str, str]]:
     with (run / "log.csv").open() as fp:
         return list(csv.DictReader(fp))
+
+
+def run_ml(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -m ml ARGS` from the repository root, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "ml", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )

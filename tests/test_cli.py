@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import COCO_MINI, FLICKR8K, REPO, read_log
+from conftest import COCO_MINI, FLICKR8K, read_log, run_ml
 from PIL import Image
 
 from ml.vocab import tokenize
-
-
-def run_ml(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ml", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-    )
 
 
 @pytest.fixture(scope="module")

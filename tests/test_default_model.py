@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import COCO_MINI, FLICKR8K, REPO, needs_flickr8k
-from test_cli import run_ml
+from conftest import COCO_MINI, FLICKR8K, REPO, needs_flickr8k, run_ml
 
 from ml.data import load_dataset
 from ml.vocab import tokenize
