@@ -13,7 +13,7 @@ import numpy as np
 from ml.artifact import ModelError, load_decoder, model_version
 from ml.decode import Decoder, Hypothesis
 from ml.encoders import Encoder, get_encoder
-from ml.images import ImageError, ImageInput, load_image
+from ml.images import ImageInput
 from ml.paths import default_model_dir
 from ml.vocab import Vocabulary
 
@@ -94,19 +94,13 @@ class Captioner:
         """
         results = [CaptionResult(image=_label(im), model_version=self.version) for im in images]
         for start in range(0, len(images), batch_size):
-            readable, pixels = [], []
-            for i in range(start, min(start + batch_size, len(images))):
-                try:
-                    pixels.append(self.encoder.resize(load_image(images[i])))
-                    readable.append(i)
-                except ImageError as exc:
-                    results[i].error = str(exc)
-            if not readable:
-                continue
-            feats = self.encoder.encode_batch(self.encoder.scale(np.stack(pixels)))
-            hyps = self.caption_features(feats, beam_size, n_best, max_len, length_penalty)
-            for i, h in zip(readable, hyps, strict=True):
-                results[i].candidates = h
+            feats, readable, errors = self.encoder.encode_readable(images[start : start + batch_size])
+            for i, message in errors.items():
+                results[start + i].error = message
+            if readable:
+                hyps = self.caption_features(feats, beam_size, n_best, max_len, length_penalty)
+                for i, h in zip(readable, hyps, strict=True):
+                    results[start + i].candidates = h
         return results
 
     def caption_features(

@@ -16,7 +16,6 @@ import numpy as np
 from tqdm import tqdm
 
 from ml.encoders.base import Encoder
-from ml.images import ImageError, load_image
 from ml.paths import cache_dir
 
 
@@ -51,18 +50,12 @@ class FeatureCache:
             total=len(missing), desc=f"encoding ({self.encoder.name})", unit="img", disable=not progress
         )
         for start in range(0, len(missing), batch_size):
-            chunk, pixels = [], []
-            for i in missing[start : start + batch_size]:
-                try:
-                    pixels.append(self.encoder.resize(load_image(paths[i])))
-                    chunk.append(i)
-                except ImageError:
-                    failed.append(str(paths[i]))
-            if chunk:
-                feats = self.encoder.encode_batch(self.encoder.scale(np.stack(pixels)))
-                for i, f in zip(chunk, feats, strict=True):
-                    self._save(keys[i], f.astype(np.float16))
-            bar.update(len(missing[start : start + batch_size]))
+            chunk = missing[start : start + batch_size]
+            feats, readable, errors = self.encoder.encode_readable([paths[i] for i in chunk])
+            failed.extend(str(paths[chunk[j]]) for j in errors)
+            for j, f in zip(readable, feats, strict=True):
+                self._save(keys[chunk[j]], f.astype(np.float16))
+            bar.update(len(chunk))
         bar.close()
         h, w, c = self.encoder.feature_shape
         out = np.zeros((len(paths), h * w, c), np.float16)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from ml.images import ImageInput, load_image
+from ml.images import ImageError, ImageInput, load_image
 
 if TYPE_CHECKING:
     import keras
@@ -87,6 +87,23 @@ class Encoder(ABC):
             out.append(self.encode_batch(self.preprocess(images[i : i + batch_size])))
         h, w, c = self.feature_shape
         return np.concatenate(out) if out else np.zeros((0, h * w, c), np.float32)
+
+    def encode_readable(self, images: Sequence[ImageInput]) -> tuple[np.ndarray, list[int], dict[int, str]]:
+        """Encode the images that can be read, in one batch.
+
+        Returns (float32 [M, h*w, C] for the readable ones, their indices, index -> error message).
+        """
+        readable, pixels, errors = [], [], {}
+        for i, image in enumerate(images):
+            try:
+                pixels.append(self.resize(load_image(image)))
+                readable.append(i)
+            except ImageError as exc:
+                errors[i] = str(exc)
+        if not readable:
+            h, w, c = self.feature_shape
+            return np.zeros((0, h * w, c), np.float32), readable, errors
+        return self.encode_batch(self.scale(np.stack(pixels))), readable, errors
 
     def encode_batch(self, scaled: np.ndarray) -> np.ndarray:
         """Scaled network input -> float32 [N, h*w, C]."""
