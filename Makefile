@@ -21,10 +21,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m ml.encoders.inception_offline build
 	touch $(STAMP)
 
-# The web platform (Django, Celery) is not built yet; until then this points at what works.
+# The platform on this machine, no services needed: migrates SQLite under var/, makes an admin user,
+# runs one Celery worker (with the reaper's schedule) and the web server on 127.0.0.1:$PORT (default 8000).
+# With DATABASE_URL / CELERY_BROKER_URL set it uses Postgres / Redis instead. Ctrl-C stops it all.
 run: install
-	@echo "The imgcap web platform is not built yet (see README: Status)."
-	@echo "The captioner works now, e.g.:  $(PY) -m ml caption --jsonl path/to/photos/"
+	$(PY) manage.py run_platform
 
 test: install
 	$(PY) -m pytest -q

@@ -1,0 +1,78 @@
+"""Django admin: browse everything; change state only through captions.services."""
+
+from django.contrib import admin, messages
+
+from captions import services
+from captions.models import Batch, BatchItem, Caption, Image, ModelVersion
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ["name", "encoder", "active", "created_at"]
+    readonly_fields = ["active", "created_at"]
+    actions = ["make_active"]
+
+    @admin.action(description="Make the selected version active (its captions are shown as best)")
+    def make_active(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Choose exactly one version.", messages.ERROR)
+            return
+        services.set_active_model(model_version=queryset.get())
+
+
+class CaptionInline(admin.TabularInline):
+    model = Caption
+    extra = 0
+    fields = ["text", "score", "rank", "source", "model_version", "created_at"]
+    readonly_fields = ["score", "rank", "source", "model_version", "created_at"]
+
+
+@admin.register(Image)
+class ImageAdmin(admin.ModelAdmin):
+    list_display = ["id", "original_name", "owner", "status", "visibility", "attempts", "created_at"]
+    list_filter = ["status", "visibility", "format"]
+    search_fields = ["original_name", "sha256", "owner__username"]
+    readonly_fields = [
+        "file",
+        "sha256",
+        "width",
+        "height",
+        "format",
+        "size",
+        "status",
+        "error",
+        "attempts",
+        "processing_started_at",
+        "created_at",
+        "updated_at",
+        "captioned_at",
+        "batch",
+    ]
+    inlines = [CaptionInline]
+    actions = ["retry_failed"]
+
+    @admin.action(description="Retry the selected failed images")
+    def retry_failed(self, request, queryset):
+        ids = services.requeue_images(images=queryset.filter(status=Image.Status.FAILED))
+        self.message_user(request, f"Queued {len(ids)} images again.")
+
+
+@admin.register(Caption)
+class CaptionAdmin(admin.ModelAdmin):
+    list_display = ["id", "image", "text", "source", "score", "rank", "model_version", "created_at"]
+    list_filter = ["source", "model_version"]
+    search_fields = ["text"]
+    raw_id_fields = ["image", "author"]
+    readonly_fields = ["attention", "words"]
+
+
+class BatchItemInline(admin.TabularInline):
+    model = BatchItem
+    extra = 0
+    raw_id_fields = ["image"]
+
+
+@admin.register(Batch)
+class BatchAdmin(admin.ModelAdmin):
+    list_display = ["id", "owner", "idempotency_key", "created_at"]
+    inlines = [BatchItemInline]

@@ -1,0 +1,188 @@
+"""Shapes of the API's requests and answers. Reading and writing go through selectors and services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import reverse
+from rest_framework import serializers
+
+from captions.models import Caption, Image
+from captions.selectors import BatchStatus, choose_captions
+
+# --- requests ---------------------------------------------------------------------------------------
+
+
+class ImageUploadSerializer(serializers.Serializer):
+    # Empty files pass here so that captions.ingest refuses them with its own code and message.
+    image = serializers.FileField(
+        allow_empty_file=True, help_text="The image file (JPEG, PNG, WebP, GIF, BMP, TIFF)."
+    )
+    visibility = serializers.ChoiceField(choices=Image.Visibility.choices, default=Image.Visibility.PRIVATE)
+
+
+class ImagePatchSerializer(serializers.Serializer):
+    caption = serializers.CharField(
+        required=False, allow_blank=True, help_text="A caption written by a person; model captions are kept."
+    )
+    visibility = serializers.ChoiceField(choices=Image.Visibility.choices, required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs:
+            raise serializers.ValidationError('send "caption" and/or "visibility"')
+        return attrs
+
+
+class BatchCreateSerializer(serializers.Serializer):
+    images = serializers.ListField(
+        child=serializers.FileField(allow_empty_file=True), required=False, help_text="Many image files."
+    )
+    archive = serializers.FileField(
+        allow_empty_file=True, required=False, help_text="A zip archive of images."
+    )
+    urls = serializers.ListField(
+        child=serializers.CharField(max_length=2048), required=False, help_text="http(s) URLs of images."
+    )
+    visibility = serializers.ChoiceField(choices=Image.Visibility.choices, default=Image.Visibility.PRIVATE)
+
+
+# --- answers ----------------------------------------------------------------------------------------
+
+
+def absolute(request, path: str) -> str:
+    return request.build_absolute_uri(path) if request is not None else path
+
+
+def image_urls(request, image: Image) -> dict[str, str]:
+    return {
+        "self": absolute(request, reverse("api:image-detail", args=[image.pk])),
+        "file": absolute(request, reverse("media", args=[image.file.name])),
+        "page": absolute(request, reverse("captions:image", args=[image.pk])),
+    }
+
+
+class CaptionSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="model_version.name", default=None, read_only=True)
+
+    class Meta:
+        model = Caption
+        fields = ["id", "text", "score", "rank", "model", "source", "created_at"]
+        read_only_fields = fields
+
+
+class ImageSerializer(serializers.ModelSerializer):
+    """An image with its best caption and the N-best candidates. Context: request, active (ModelVersion)."""
+
+    owner = serializers.CharField(source="owner.get_username", read_only=True)
+    caption = serializers.SerializerMethodField()
+    candidates = serializers.SerializerMethodField()
+    urls = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Image
+        fields = [
+            "id",
+            "status",
+            "error",
+            "visibility",
+            "owner",
+            "original_name",
+            "width",
+            "height",
+            "format",
+            "size",
+            "sha256",
+            "batch",
+            "attempts",
+            "created_at",
+            "updated_at",
+            "captioned_at",
+            "caption",
+            "candidates",
+            "urls",
+        ]
+        read_only_fields = fields
+
+    def _choice(self, image: Image):
+        cache = self.context.setdefault("_choices", {})
+        if image.pk not in cache:
+            cache[image.pk] = choose_captions(image, self.context.get("active"))
+        return cache[image.pk]
+
+    def get_caption(self, image: Image) -> dict[str, Any] | None:
+        best = self._choice(image).best
+        return CaptionSerializer(best).data if best is not None else None
+
+    def get_candidates(self, image: Image) -> list[dict[str, Any]]:
+        return CaptionSerializer(self._choice(image).candidates, many=True).data
+
+    def get_urls(self, image: Image) -> dict[str, str]:
+        return image_urls(self.context.get("request"), image)
+
+
+class BatchItemSerializer(serializers.Serializer):
+    id = serializers.IntegerField(source="image.id")
+    name = serializers.CharField()
+    status = serializers.CharField(source="image.status")
+    duplicate = serializers.BooleanField(help_text="The owner already had these bytes; not queued again.")
+    urls = serializers.SerializerMethodField()
+
+    def get_urls(self, item) -> dict[str, str]:
+        return image_urls(self.context.get("request"), item.image)
+
+
+class RejectionSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class BatchSerializer(serializers.Serializer):
+    """Serialises a selectors.BatchStatus."""
+
+    id = serializers.IntegerField(source="batch.id")
+    status = serializers.CharField()
+    counts = serializers.DictField(child=serializers.IntegerField())
+    items = BatchItemSerializer(many=True)
+    rejected = RejectionSerializer(source="batch.rejected", many=True)
+    idempotency_key = serializers.CharField(source="batch.idempotency_key", allow_null=True)
+    created_at = serializers.DateTimeField(source="batch.created_at")
+    urls = serializers.SerializerMethodField()
+
+    def get_urls(self, state: BatchStatus) -> dict[str, str]:
+        request = self.context.get("request")
+        return {
+            "self": absolute(request, reverse("api:batch-detail", args=[state.batch.pk])),
+            "page": absolute(request, reverse("captions:batch", args=[state.batch.pk])),
+        }
+
+
+class BatchSummarySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    items = serializers.IntegerField(source="n_items")
+    rejected = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField()
+
+    def get_rejected(self, batch) -> int:
+        return len(batch.rejected)
+
+    def get_url(self, batch) -> str:
+        return absolute(self.context.get("request"), reverse("api:batch-detail", args=[batch.pk]))
+
+
+class SearchHitSerializer(serializers.Serializer):
+    image = ImageSerializer()
+    snippet = serializers.CharField(
+        help_text="The matching caption, HTML-escaped, matches in <mark>…</mark>."
+    )
+    score = serializers.FloatField(help_text="Relevance; higher is better.")
+    matched = CaptionSerializer(source="caption")
+
+
+class ModelVersionSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    encoder = serializers.CharField()
+    metrics = serializers.DictField()
+    active = serializers.BooleanField()
+    created_at = serializers.DateTimeField()

@@ -1,0 +1,300 @@
+"""REST API v1: thin views over captions.selectors (reads) and captions.services (writes)."""
+
+from __future__ import annotations
+
+import mimetypes
+
+from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404, StreamingHttpResponse
+from django.urls import reverse
+from rest_framework import generics, status
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from captions import selectors, services
+from captions.api import serializers as s
+from captions.api.schema import ApiSchema
+from captions.exports import CONTENT_TYPES, render_rows
+from captions.ingest import RejectedInput
+
+
+def _int_param(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise RejectedInput("bad_filter", f"{name} must be a number; got {raw!r}") from None
+
+
+def _bool_param(request: Request, name: str) -> bool:
+    return request.query_params.get(name, "").lower() in {"1", "true", "yes", "me"}
+
+
+class _FirstRenderer(BaseContentNegotiation):
+    """Files and exports answer with their own content type whatever the Accept header says;
+    errors are JSON."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+
+class ImageListView(generics.GenericAPIView):
+    """List the images you can see (yours and public ones), or upload one image to caption (202)."""
+
+    serializer_class = s.ImageSerializer
+    parser_classes = [MultiPartParser, FormParser]
+    query_parameters = [
+        ("status", "only images in this state: pending, processing, done or failed", False),
+        ("batch", "only images of this batch (id)", False),
+        ("owner", '"me": only your own images', False),
+        ("visibility", "public or private", False),
+    ]
+
+    def get_serializer_class(self):
+        if self.request is not None and self.request.method == "POST":
+            return s.ImageUploadSerializer
+        return s.ImageSerializer
+
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "active": selectors.active_model_version()}
+
+    def get(self, request: Request) -> Response:
+        images = selectors.list_images(
+            request.user,
+            status=request.query_params.get("status") or None,
+            batch=_int_param(request, "batch"),
+            mine=request.query_params.get("owner") == "me" or _bool_param(request, "mine"),
+            visibility=request.query_params.get("visibility") or None,
+        )
+        page = self.paginate_queryset(images)
+        data = s.ImageSerializer(page, many=True, context=self.get_serializer_context()).data
+        return self.get_paginated_response(data)
+
+    def post(self, request: Request) -> Response:
+        form = s.ImageUploadSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        incoming = services.read_upload(form.validated_data["image"])
+        result = services.upload_image(
+            owner=request.user,
+            data=incoming.data,
+            name=incoming.name,
+            visibility=form.validated_data["visibility"],
+        )
+        image = selectors.get_image(request.user, result.image.pk)
+        data = s.ImageSerializer(image, context=self.get_serializer_context()).data
+        data["duplicate"] = not result.created
+        return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": data["urls"]["self"]})
+
+
+class ImageDetailView(generics.GenericAPIView):
+    """One image with its best caption and N-best candidates; PATCH adds a human caption or changes
+    visibility; DELETE removes it (owner only)."""
+
+    serializer_class = s.ImageSerializer
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+
+    def get_serializer_class(self):
+        if self.request is not None and self.request.method == "PATCH":
+            return s.ImagePatchSerializer
+        return s.ImageSerializer
+
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "active": selectors.active_model_version()}
+
+    def _show(self, request: Request, pk: int, code: int = status.HTTP_200_OK) -> Response:
+        image = selectors.get_image(request.user, pk)
+        return Response(s.ImageSerializer(image, context=self.get_serializer_context()).data, status=code)
+
+    def get(self, request: Request, pk: int) -> Response:
+        return self._show(request, pk)
+
+    def patch(self, request: Request, pk: int) -> Response:
+        image = selectors.get_own_image(request.user, pk)
+        form = s.ImagePatchSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        if "visibility" in form.validated_data:
+            services.set_visibility(image=image, visibility=form.validated_data["visibility"])
+        if "caption" in form.validated_data:
+            services.add_human_caption(image=image, text=form.validated_data["caption"], author=request.user)
+        return self._show(request, pk)
+
+    def delete(self, request: Request, pk: int) -> Response:
+        services.delete_image(image=selectors.get_own_image(request.user, pk))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ImageRecaptionView(generics.GenericAPIView):
+    """Queue the image again for the current model (202); earlier captions are kept. 409 while queued."""
+
+    serializer_class = s.ImageSerializer
+    permission_classes = [IsAuthenticated]
+
+    def post(self, request: Request, pk: int) -> Response:
+        services.recaption_image(image=selectors.get_own_image(request.user, pk))
+        image = selectors.get_image(request.user, pk)
+        context = {"request": request, "active": selectors.active_model_version()}
+        return Response(s.ImageSerializer(image, context=context).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ImageRetryView(ImageRecaptionView):
+    """Queue a failed image again (202). 409 unless it failed."""
+
+    def post(self, request: Request, pk: int) -> Response:
+        services.retry_image(image=selectors.get_own_image(request.user, pk))
+        image = selectors.get_image(request.user, pk)
+        context = {"request": request, "active": selectors.active_model_version()}
+        return Response(s.ImageSerializer(image, context=context).data, status=status.HTTP_202_ACCEPTED)
+
+
+class BatchListView(generics.GenericAPIView):
+    """Your batches (GET), or submit one (POST, 202): multipart `images` (many files) and/or a zip in
+    `archive`, or JSON {"urls": [...]}. Bad items are listed in `rejected` while the good ones are
+    accepted; 4xx if none is acceptable. Send an `Idempotency-Key` header to make retries safe."""
+
+    serializer_class = s.BatchSerializer
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    schema = ApiSchema(operation_id_base="Batch")
+    post_headers = [("Idempotency-Key", "a retried request with the same key returns the same batch")]
+
+    def get_serializer_class(self):
+        if self.request is not None and self.request.method == "POST":
+            return s.BatchCreateSerializer
+        return s.BatchSummarySerializer
+
+    def get(self, request: Request) -> Response:
+        page = self.paginate_queryset(selectors.list_batches(request.user))
+        data = s.BatchSummarySerializer(page, many=True, context={"request": request}).data
+        return self.get_paginated_response(data)
+
+    def post(self, request: Request) -> Response:
+        form = s.BatchCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        result = services.create_batch(
+            owner=request.user,
+            files=form.validated_data.get("images", []),
+            archives=[form.validated_data["archive"]] if form.validated_data.get("archive") else [],
+            urls=form.validated_data.get("urls", []),
+            visibility=form.validated_data["visibility"],
+            idempotency_key=request.headers.get("Idempotency-Key"),
+        )
+        data = s.BatchSerializer(selectors.batch_status(result.batch), context={"request": request}).data
+        headers = {"Location": data["urls"]["self"]}
+        if result.replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return Response(data, status=status.HTTP_202_ACCEPTED, headers=headers)
+
+
+class BatchDetailView(generics.GenericAPIView):
+    """A batch's status, counts {pending, processing, done, failed} and items (your own batches only)."""
+
+    serializer_class = s.BatchSerializer
+    permission_classes = [IsAuthenticated]
+
+    def get(self, request: Request, pk: int) -> Response:
+        state = selectors.batch_status(selectors.get_batch(request.user, pk))
+        return Response(s.BatchSerializer(state, context={"request": request}).data)
+
+
+class SearchView(generics.GenericAPIView):
+    """Full-text search over model and human captions: `q` (stemmed: "dogs running" finds "a dog runs"),
+    ranked best first, each with a highlighted snippet; only images you can see. Paginated."""
+
+    serializer_class = s.SearchHitSerializer
+    query_parameters = [("q", 'what to look for, e.g. "dogs running"; every word must match', True)]
+
+    def get(self, request: Request) -> Response:
+        query = request.query_params.get("q", "").strip()
+        if not query:
+            raise RejectedInput("missing_query", "give a search query in the q parameter")
+        page = self.paginate_queryset(selectors.search(request.user, query))
+        context = {"request": request, "active": selectors.active_model_version()}
+        data = s.SearchHitSerializer(page, many=True, context=context).data
+        return self.get_paginated_response(data)
+
+
+class ExportView(APIView):
+    """Stream every caption of the images you can see as CSV or JSON Lines: image_url, caption, score,
+    model_version, source (+ rank, image_id, original_name, created_at). Filters: batch, status, source
+    (model/human), model (version name), q (full-text), owner=me."""
+
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = _FirstRenderer
+    fmt = "csv"
+    query_parameters = [
+        ("batch", "only images of this batch (id)", False),
+        ("status", "only images in this state: pending, processing, done or failed", False),
+        ("source", "model or human", False),
+        ("model", "only captions of this model version (its name)", False),
+        ("q", "only captions matching this full-text search", False),
+        ("owner", '"me": only your own images', False),
+    ]
+
+    def get(self, request: Request) -> StreamingHttpResponse:
+        rows = selectors.export_rows(
+            request.user,
+            batch=_int_param(request, "batch"),
+            status=request.query_params.get("status") or None,
+            source=request.query_params.get("source") or None,
+            model=request.query_params.get("model") or None,
+            q=request.query_params.get("q") or None,
+            mine=request.query_params.get("owner") == "me",
+        )
+        media_root = request.build_absolute_uri(reverse("media", args=["x"]))[: -len("x")]
+
+        def url_for(row) -> str:
+            return media_root + row.image_file
+
+        response = StreamingHttpResponse(
+            render_rows(rows, self.fmt, url_for), content_type=CONTENT_TYPES[self.fmt]
+        )
+        response["Content-Disposition"] = f'attachment; filename="captions.{self.fmt}"'
+        return response
+
+
+class ModelVersionListView(generics.GenericAPIView):
+    """The captioning model versions known to the platform; `active` is the one whose captions are shown."""
+
+    serializer_class = s.ModelVersionSerializer
+    pagination_class = PageNumberPagination
+
+    def get(self, request: Request) -> Response:
+        from captions.models import ModelVersion
+
+        page = self.paginate_queryset(ModelVersion.objects.order_by("-created_at", "-id"))
+        return self.get_paginated_response(s.ModelVersionSerializer(page, many=True).data)
+
+
+class MediaView(APIView):
+    """An image file, only for users who may see an image stored under it (404 otherwise).
+
+    Token and session auth both work, so API clients can fetch the `file` URLs they are given.
+    """
+
+    permission_classes = [AllowAny]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = _FirstRenderer
+    schema = None
+
+    def get(self, request: Request, name: str) -> FileResponse:
+        image = selectors.get_image_by_file(request.user, name)
+        try:
+            handle = default_storage.open(image.file.name, "rb")
+        except FileNotFoundError:
+            raise Http404("file missing") from None
+        content_type = mimetypes.guess_type(image.file.name)[0] or "application/octet-stream"
+        response = FileResponse(handle, content_type=content_type)
+        # Content-addressed, so it never changes; private because visibility can.
+        response["Cache-Control"] = "private, max-age=86400"
+        response["X-Content-Type-Options"] = "nosniff"
+        return response

@@ -1,0 +1,23 @@
+"""Checks on what users send before anything is stored: images, ZIP archives and URLs.
+
+Pure Python (standard library and Pillow, no Django), so the web layer can call it and it can be
+tested alone. Every refusal is a `RejectedInput` carrying a code, a message and an HTTP status.
+"""
+
+from .archives import extract_archive, safe_member_name
+from .errors import RejectedInput
+from .images import ALLOWED_FORMATS, ImageInfo, inspect_image
+from .urls import FetchedFile, fetch_url, is_forbidden_address, is_metadata_address
+
+__all__ = [
+    "ALLOWED_FORMATS",
+    "FetchedFile",
+    "ImageInfo",
+    "RejectedInput",
+    "extract_archive",
+    "fetch_url",
+    "inspect_image",
+    "is_forbidden_address",
+    "is_metadata_address",
+    "safe_member_name",
+]

@@ -1,0 +1,221 @@
+"""Check that uploaded bytes are one image we accept, without trusting the file's name or headers.
+
+Animated images (GIF, WEBP, APNG) are accepted: the first frame is what gets captioned.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from .errors import RejectedInput, human_bytes, label
+
+# Pillow format name -> (MIME type, file extension without the dot).
+ALLOWED_FORMATS: dict[str, tuple[str, str]] = {
+    "JPEG": ("image/jpeg", "jpg"),
+    "PNG": ("image/png", "png"),
+    "WEBP": ("image/webp", "webp"),
+    "GIF": ("image/gif", "gif"),
+    "BMP": ("image/bmp", "bmp"),
+    "TIFF": ("image/tiff", "tif"),
+}
+# Multi-picture JPEGs (many phone and camera photos) open as "MPO" through Pillow's JPEG decoder.
+_ALIASES = {"MPO": "JPEG"}
+# EXIF orientations that turn the picture by 90 degrees, so width and height swap on display.
+_TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}
+_EXIF_ORIENTATION = 0x0112
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What `inspect_image` learnt about an accepted image.
+
+    `width`/`height` are as displayed (after the EXIF orientation), `format` one of ALLOWED_FORMATS,
+    `size` the byte count, `extension` lower case without the dot ("jpg"), `animated` whether the file
+    holds more than one frame (only the first is captioned).
+    """
+
+    width: int
+    height: int
+    format: str
+    mime: str
+    size: int
+    extension: str
+    animated: bool = False
+
+
+def allowed_formats_text() -> str:
+    return ", ".join(ALLOWED_FORMATS)
+
+
+def inspect_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "") -> ImageInfo:
+    """Validate `data` as one image and describe it; raise RejectedInput otherwise.
+
+    Checks, in order: not empty; at most `max_bytes`; recognised as an image; one of ALLOWED_FORMATS;
+    at most `max_pixels` pixels as declared by the header (checked before any pixel is decoded, so a
+    decompression bomb costs nothing); then the first frame is fully decoded, so truncated or corrupt
+    files are refused here rather than in the worker. This relies on Pillow's default
+    `ImageFile.LOAD_TRUNCATED_IMAGES = False`, which nothing in the project changes.
+
+    Animated images are accepted; the first frame is what gets captioned.
+    """
+    who = label(name)
+    size = len(data)
+    if size == 0:
+        raise RejectedInput("empty_file", f"{who}: the file is empty", status=400)
+    if size > max_bytes:
+        raise RejectedInput(
+            "file_too_large",
+            f"{who}: {human_bytes(size)} is over the limit of {human_bytes(max_bytes)} per image",
+            status=413,
+        )
+
+    unsupported = _sniff_unsupported(data)
+    if unsupported:
+        raise _unsupported(who, unsupported)
+
+    # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that; both mean "bomb" here.
+    # (The warning filter is process-wide; a concurrent call could at worst miss the conversion,
+    # and our own max_pixels check below still applies.)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        image = _open(data, who, max_pixels)
+        try:
+            fmt = _ALIASES.get(image.format or "", image.format or "")
+            if fmt not in ALLOWED_FORMATS:
+                raise _unsupported(who, fmt or "this format")
+            width, height = image.size
+            _check_pixels(who, width, height, max_pixels)
+            _decode_first_frame(image, who, max_pixels)
+            orientation = _orientation(image)
+            animated = bool(getattr(image, "is_animated", False))
+        finally:
+            image.close()
+
+    if orientation in _TRANSPOSED_ORIENTATIONS:
+        width, height = height, width
+    mime, extension = ALLOWED_FORMATS[fmt]
+    return ImageInfo(
+        width=width,
+        height=height,
+        format=fmt,
+        mime=mime,
+        size=size,
+        extension=extension,
+        animated=animated,
+    )
+
+
+def _open(data: bytes, who: str, max_pixels: int) -> ImageFile.ImageFile:
+    """Parse the header only (Pillow opens lazily), trying just the decoders we accept."""
+    try:
+        return Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise _bomb(who, max_pixels, detail="a likely decompression bomb") from None
+    except UnidentifiedImageError:
+        other = _name_other_format(data)
+        if other:
+            raise _unsupported(who, other) from None
+        raise RejectedInput(
+            "not_an_image",
+            f"{who}: this is not an image we can read; allowed formats: {allowed_formats_text()}",
+            status=415,
+        ) from None
+    except Exception as exc:  # a recognised format whose header is broken
+        raise _corrupt(who, exc) from None
+
+
+def _decode_first_frame(image: ImageFile.ImageFile, who: str, max_pixels: int) -> None:
+    try:
+        image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise _bomb(who, max_pixels, detail="a likely decompression bomb") from None
+    except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, EOFError...) on bad data
+        raise _corrupt(who, exc) from None
+    # Some formats only learn their true size while decoding; check again.
+    _check_pixels(who, image.size[0], image.size[1], max_pixels)
+
+
+def _check_pixels(who: str, width: int, height: int, max_pixels: int) -> None:
+    if width <= 0 or height <= 0:
+        raise RejectedInput(
+            "image_corrupt", f"{who}: the image declares no pixels ({width}x{height})", status=422
+        )
+    if width * height > max_pixels:
+        raise _bomb(who, max_pixels, detail=f"{width}x{height} = {width * height:,} pixels")
+
+
+def _orientation(image: ImageFile.ImageFile) -> int:
+    try:
+        return int(image.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:  # a broken EXIF block does not make the picture unusable
+        return 1
+
+
+def _bomb(who: str, max_pixels: int, *, detail: str) -> RejectedInput:
+    return RejectedInput(
+        "too_many_pixels",
+        f"{who}: the image is too large ({detail}); the limit is {max_pixels:,} pixels",
+        status=413,
+    )
+
+
+def _corrupt(who: str, exc: Exception) -> RejectedInput:
+    reason = str(exc) or type(exc).__name__
+    return RejectedInput(
+        "image_corrupt",
+        f"{who}: the image is truncated or corrupt and cannot be decoded ({reason})",
+        status=422,
+    )
+
+
+def _unsupported(who: str, fmt: str) -> RejectedInput:
+    return RejectedInput(
+        "unsupported_format",
+        f"{who}: {fmt} is not a supported image format; allowed formats: {allowed_formats_text()}",
+        status=415,
+    )
+
+
+def _sniff_unsupported(data: bytes) -> str | None:
+    """Name common formats Pillow cannot or must not open, so the message can say what was sent."""
+    head = data[:64]
+    if head.startswith(b"%PDF-"):
+        return "PDF"
+    if head.startswith(b"8BPS"):
+        return "PSD (Photoshop)"
+    if head.startswith(b"\x00\x00\x01\x00"):
+        return "ICO"
+    if head.startswith(b"%!PS"):
+        return "PostScript"
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return "a ZIP archive"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"avif", b"avis"):
+            return "AVIF"
+        if brand in (b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1", b"heim", b"heis"):
+            return "HEIC/HEIF"
+        return "a video or ISO media file"
+    if head.startswith((b"\x00\x00\x00\x0cjP  ", b"\xff\x4f\xff\x51")):
+        return "JPEG 2000"
+    if head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL ")):
+        return "JPEG XL"
+    text = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<?xml", b"<svg", b"<!doctype svg")) and b"<svg" in data[:4096].lower():
+        return "SVG"
+    return None
+
+
+def _name_other_format(data: bytes) -> str | None:
+    """Ask every Pillow plugin to read the header, only to name the format in the message; never decode."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as other:
+                return other.format
+    except Exception:
+        return None

@@ -1,0 +1,22 @@
+"""Caption full-text search: on Postgres a generated tsvector column with a GIN index; on SQLite an FTS5
+table with triggers. Each database gets only its own; see captions/search.py for both."""
+
+from django.db import migrations
+
+
+def forward(apps, schema_editor):
+    from captions.search import create_search_schema
+
+    create_search_schema(schema_editor)
+
+
+def backward(apps, schema_editor):
+    from captions.search import drop_search_schema
+
+    drop_search_schema(schema_editor)
+
+
+class Migration(migrations.Migration):
+    dependencies = [("captions", "0001_initial")]
+
+    operations = [migrations.RunPython(forward, backward)]

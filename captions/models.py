@@ -1,0 +1,148 @@
+"""Images, their captions, the batches they came in, and the model versions that captioned them.
+
+Writes go through captions.services, reads through captions.selectors.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class ModelVersion(models.Model):
+    """One exported captioning model (`Captioner.version`); at most one is active."""
+
+    name = models.CharField(max_length=200, unique=True)
+    encoder = models.CharField(max_length=100, blank=True, default="")
+    metrics = models.JSONField(default=dict, blank=True)
+    active = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["active"], condition=Q(active=True), name="one_active_model_version"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name + (" (active)" if self.active else "")
+
+
+class Batch(models.Model):
+    """Images submitted together. `images` lists every item, including already-known images it returned."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="batches")
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    images = models.ManyToManyField("Image", through="BatchItem", related_name="batches", blank=True)
+    # Items refused at submission ({"name", "code", "message"}), so a retried request answers the same.
+    rejected = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"], name="batch_idempotency_key_per_owner"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"batch {self.pk}"
+
+
+class Image(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        PROCESSING = "processing"
+        DONE = "done"
+        FAILED = "failed"
+
+    class Visibility(models.TextChoices):
+        PRIVATE = "private"
+        PUBLIC = "public"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="images")
+    # Stored under its content hash (images/ab/abcdef….jpg); owners uploading the same bytes share the file.
+    file = models.FileField(max_length=255)
+    sha256 = models.CharField(max_length=64)
+    original_name = models.CharField(max_length=255, blank=True, default="")
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    format = models.CharField(max_length=20)
+    size = models.PositiveBigIntegerField()
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    error = models.TextField(blank=True, default="")
+    visibility = models.CharField(max_length=10, choices=Visibility.choices, default=Visibility.PRIVATE)
+    # The batch that first brought this image (Batch.images also lists it in later batches).
+    batch = models.ForeignKey(
+        Batch, null=True, blank=True, on_delete=models.SET_NULL, related_name="origin_images"
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    processing_started_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    captioned_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["owner", "sha256"], name="image_sha256_per_owner")]
+        indexes = [
+            models.Index(fields=["status", "created_at"], name="image_status_created"),
+            models.Index(fields=["owner", "-created_at"], name="image_owner_created"),
+            models.Index(fields=["visibility", "-created_at"], name="image_visibility_created"),
+            models.Index(fields=["sha256"], name="image_sha256"),
+        ]
+
+    def __str__(self) -> str:
+        return f"image {self.pk} ({self.original_name or self.sha256[:12]})"
+
+
+class Caption(models.Model):
+    class Source(models.TextChoices):
+        MODEL = "model"
+        HUMAN = "human"
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="captions")
+    text = models.TextField()
+    score = models.FloatField(null=True, blank=True)  # the model's length-normalised score; None for people
+    rank = models.PositiveSmallIntegerField(default=0)  # 0 = best of its N-best list
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="captions"
+    )
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.MODEL)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    words = models.JSONField(default=list, blank=True)
+    attention = models.BinaryField(null=True, blank=True)  # captions.attention encoding
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["image_id", "rank", "-created_at"]
+        indexes = [
+            models.Index(fields=["image", "source", "-created_at"], name="caption_image_source"),
+            models.Index(fields=["image", "model_version", "rank"], name="caption_image_model_rank"),
+        ]
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class BatchItem(models.Model):
+    """An image of a batch, in submission order. `duplicate`: the owner already had it (not queued again)."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="items")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="batch_items")
+    position = models.PositiveIntegerField(default=0)
+    name = models.CharField(max_length=255, blank=True, default="")
+    duplicate = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["batch_id", "position", "id"]
+        constraints = [models.UniqueConstraint(fields=["batch", "image"], name="batch_item_unique")]
+
+    def __str__(self) -> str:
+        return f"batch {self.batch_id} item {self.image_id}"

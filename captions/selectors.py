@@ -1,0 +1,260 @@
+"""Every read of captions' data, always through what a user may see: their own images and public ones.
+
+Another user's private image does not exist for you: lookups raise Http404, never 403.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Prefetch, Q, QuerySet
+from django.http import Http404
+
+from captions.ingest import RejectedInput
+from captions.models import Batch, BatchItem, Caption, Image, ModelVersion
+from captions.search import SearchResults, filter_captions, search_images
+
+STATUSES = tuple(Image.Status.values)
+
+
+@dataclass(frozen=True)
+class CaptionChoice:
+    """An image's best caption and the N-best list it comes from."""
+
+    best: Caption | None
+    candidates: list[Caption] = field(default_factory=list)
+    human: list[Caption] = field(default_factory=list)  # newest first
+
+
+@dataclass(frozen=True)
+class BatchStatus:
+    batch: Batch
+    counts: dict[str, int]
+    status: str  # pending (nothing started) / processing / done (nothing left to do; failures are counted)
+    items: list[BatchItem]
+
+
+def visible_images(user) -> QuerySet[Image]:
+    """Images `user` may see: their own and public ones (only public ones for anonymous users)."""
+    public = Q(visibility=Image.Visibility.PUBLIC)
+    if user is None or not user.is_authenticated:
+        return Image.objects.filter(public)
+    return Image.objects.filter(public | Q(owner=user))
+
+
+def active_model_version() -> ModelVersion | None:
+    return ModelVersion.objects.filter(active=True).first()
+
+
+def with_captions(images: QuerySet[Image]) -> QuerySet[Image]:
+    """Prefetch what `choose_captions` needs, in one extra query for a whole page."""
+    return images.select_related("owner").prefetch_related(
+        Prefetch("captions", queryset=Caption.objects.select_related("model_version").order_by("rank", "-id"))
+    )
+
+
+def list_images(
+    user,
+    *,
+    status: str | None = None,
+    batch: int | None = None,
+    mine: bool = False,
+    visibility: str | None = None,
+) -> QuerySet[Image]:
+    """Visible images, newest first, filtered; raises RejectedInput for an unknown filter value."""
+    images = visible_images(user)
+    if status:
+        if status not in STATUSES:
+            raise RejectedInput("bad_filter", f"status must be one of {', '.join(STATUSES)}; got {status!r}")
+        images = images.filter(status=status)
+    if visibility:
+        if visibility not in Image.Visibility.values:
+            raise RejectedInput("bad_filter", f"visibility must be public or private; got {visibility!r}")
+        images = images.filter(visibility=visibility)
+    if batch is not None:
+        images = images.filter(batch_items__batch_id=batch)
+    if mine:
+        images = images.filter(owner=user) if user is not None and user.is_authenticated else images.none()
+    return with_captions(images).order_by("-created_at", "-id")
+
+
+def _filter_all_images(*, status: str | None, batch: int | None) -> QuerySet[Image]:
+    images = Image.objects.all()
+    if status:
+        if status not in STATUSES:
+            raise RejectedInput("bad_filter", f"status must be one of {', '.join(STATUSES)}; got {status!r}")
+        images = images.filter(status=status)
+    if batch is not None:
+        images = images.filter(batch_items__batch_id=batch)
+    return images
+
+
+def get_image(user, image_id: int | str) -> Image:
+    """A visible image, or Http404."""
+    try:
+        return with_captions(visible_images(user)).get(pk=int(image_id))
+    except (Image.DoesNotExist, ValueError, TypeError):
+        raise Http404("no such image") from None
+
+
+def get_own_image(user, image_id: int | str) -> Image:
+    """An image `user` may change: 404 if they cannot see it, 403 if they see it but do not own it."""
+    image = get_image(user, image_id)
+    if image.owner_id != getattr(user, "pk", None):
+        raise PermissionDenied("only the owner can change this image")
+    return image
+
+
+def get_image_by_file(user, name: str) -> Image:
+    """The visible image stored as media file `name` (Http404 otherwise): what the media view serves."""
+    image = visible_images(user).filter(file=name).order_by("id").first()
+    if image is None:
+        raise Http404("no such file")
+    return image
+
+
+def choose_captions(image: Image, active: ModelVersion | None = None) -> CaptionChoice:
+    """The best caption: the newest human one if any, else rank 0 of the active model's captions, falling
+    back to the newest model captions; candidates: that model version's N-best list."""
+    captions = list(image.captions.all())
+    human = sorted(
+        (c for c in captions if c.source == Caption.Source.HUMAN), key=lambda c: c.id, reverse=True
+    )
+    model = [c for c in captions if c.source == Caption.Source.MODEL]
+    version_id = None
+    if active is not None and any(c.model_version_id == active.pk for c in model):
+        version_id = active.pk
+    elif model:
+        version_id = max(model, key=lambda c: (c.created_at, c.id)).model_version_id
+    candidates = sorted((c for c in model if c.model_version_id == version_id), key=lambda c: (c.rank, c.id))
+    best = human[0] if human else (candidates[0] if candidates else None)
+    return CaptionChoice(best=best, candidates=candidates, human=human)
+
+
+def get_batch(user, batch_id: int | str) -> Batch:
+    """The user's own batch, or Http404 (batches are never public)."""
+    if user is None or not user.is_authenticated:
+        raise Http404("no such batch")
+    try:
+        return Batch.objects.get(pk=int(batch_id), owner=user)
+    except (Batch.DoesNotExist, ValueError, TypeError):
+        raise Http404("no such batch") from None
+
+
+def batch_status(batch: Batch) -> BatchStatus:
+    rows = Image.objects.filter(batch_items__batch=batch).values("status").annotate(n=Count("id"))
+    counts = dict.fromkeys(STATUSES, 0)
+    for row in rows:
+        counts[row["status"]] = row["n"]
+    if counts["pending"] + counts["processing"] == 0:
+        overall = "done"
+    elif counts["processing"] + counts["done"] + counts["failed"] == 0:
+        overall = "pending"
+    else:
+        overall = "processing"
+    items = list(BatchItem.objects.filter(batch=batch).select_related("image").order_by("position", "id"))
+    return BatchStatus(batch=batch, counts=counts, status=overall, items=items)
+
+
+def list_batches(user) -> QuerySet[Batch]:
+    if user is None or not user.is_authenticated:
+        return Batch.objects.none()
+    return Batch.objects.filter(owner=user).annotate(n_items=Count("items")).order_by("-created_at", "-id")
+
+
+def search(user, query: str) -> SearchResults:
+    """Visible images whose captions match `query`, ranked, each with a highlighted snippet."""
+    return search_images(query, user)
+
+
+@dataclass(frozen=True)
+class ExportRow:
+    image_id: int
+    image_file: str
+    original_name: str
+    caption: str
+    score: float | None
+    rank: int
+    model_version: str
+    source: str
+    created_at: str
+
+
+EXPORT_SOURCES = tuple(Caption.Source.values)
+
+
+def export_rows(
+    user,
+    *,
+    batch: int | None = None,
+    status: str | None = None,
+    source: str | None = None,
+    model: str | None = None,
+    q: str | None = None,
+    mine: bool = False,
+    all_images: bool = False,
+    chunk_size: int = 2000,
+) -> Iterator[ExportRow]:
+    """Every caption of the visible images matching the filters, streamed from the database in chunks.
+
+    Filters are checked now (RejectedInput), before the first row is produced.
+    """
+    captions = _export_queryset(
+        user, batch=batch, status=status, source=source, model=model, q=q, mine=mine, all_images=all_images
+    )
+    rows = captions.values_list(
+        "image_id",
+        "image__file",
+        "image__original_name",
+        "text",
+        "score",
+        "rank",
+        "model_version__name",
+        "source",
+        "created_at",
+    ).iterator(chunk_size=chunk_size)
+    return (
+        ExportRow(
+            image_id=image_id,
+            image_file=file,
+            original_name=name,
+            caption=text,
+            score=score,
+            rank=rank,
+            model_version=version or "",
+            source=source_,
+            created_at=created.isoformat(),
+        )
+        for image_id, file, name, text, score, rank, version, source_, created in rows
+    )
+
+
+def _export_queryset(
+    user,
+    *,
+    batch: int | None,
+    status: str | None,
+    source: str | None,
+    model: str | None,
+    q: str | None,
+    mine: bool,
+    all_images: bool = False,
+) -> QuerySet[Caption]:
+    """`all_images`: every image whatever its owner and visibility (admin commands only)."""
+    images = list_images(user, status=status, batch=batch, mine=mine).order_by()
+    if all_images:
+        images = _filter_all_images(status=status, batch=batch)
+    captions = Caption.objects.filter(image__in=images.values("id"))
+    if source:
+        if source not in EXPORT_SOURCES:
+            raise RejectedInput(
+                "bad_filter", f"source must be one of {', '.join(EXPORT_SOURCES)}; got {source!r}"
+            )
+        captions = captions.filter(source=source)
+    if model:
+        captions = captions.filter(model_version__name=model)
+    if q:
+        captions = filter_captions(captions, q)
+    return captions.order_by("image_id", "source", "model_version_id", "rank", "id")

@@ -1,0 +1,157 @@
+"""The plain HTML site: upload, gallery, image page, search, batches. No JavaScript needed."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from captions import selectors, services
+from captions.forms import CaptionForm, UploadForm, VisibilityForm
+from captions.ingest import RejectedInput
+
+PAGE_SIZE = 24
+
+
+def _page(request: HttpRequest, items, per_page: int = PAGE_SIZE):
+    return Paginator(items, per_page).get_page(request.GET.get("page"))
+
+
+def _pager_extra(request: HttpRequest) -> str:
+    """The current query string without `page`, ready to prefix `page=N` in pager links."""
+    params = request.GET.copy()
+    params.pop("page", None)
+    encoded = params.urlencode()
+    return encoded + "&" if encoded else ""
+
+
+def gallery(request: HttpRequest) -> HttpResponse:
+    status = request.GET.get("status") or None
+    mine = request.GET.get("mine") == "1"
+    try:
+        images = selectors.list_images(request.user, status=status, mine=mine)
+    except RejectedInput as exc:
+        messages.error(request, exc.message)
+        images = selectors.list_images(request.user, mine=mine)
+        status = None
+    page = _page(request, images)
+    active = selectors.active_model_version()
+    cards = [(image, selectors.choose_captions(image, active).best) for image in page]
+    context = {
+        "page": page,
+        "cards": cards,
+        "status": status,
+        "mine": mine,
+        "statuses": selectors.STATUSES,
+        "pager_extra": _pager_extra(request),
+    }
+    return render(request, "captions/gallery.html", context)
+
+
+@login_required
+def upload(request: HttpRequest) -> HttpResponse:
+    form = UploadForm(request.POST, request.FILES) if request.method == "POST" else UploadForm()
+    if request.method == "POST" and form.is_valid():
+        try:
+            result = services.create_batch(
+                owner=request.user,
+                files=form.cleaned_data["images"],
+                archives=[form.cleaned_data["archive"]] if form.cleaned_data.get("archive") else [],
+                visibility=form.cleaned_data["visibility"],
+            )
+        except RejectedInput as exc:
+            form.add_error(None, exc.message)
+            for item in getattr(exc, "rejected", [])[1:]:
+                form.add_error(None, item.message)
+            return render(request, "captions/upload.html", {"form": form}, status=exc.status)
+        for item in result.batch.rejected:
+            messages.warning(request, f"Not accepted: {item['message']}")
+        return redirect("captions:batch", pk=result.batch.pk)
+    return render(request, "captions/upload.html", {"form": form}, status=400 if form.errors else 200)
+
+
+def image_page(request: HttpRequest, pk: int) -> HttpResponse:
+    image = selectors.get_image(request.user, pk)
+    choice = selectors.choose_captions(image, selectors.active_model_version())
+    context = {
+        "image": image,
+        "choice": choice,
+        "is_owner": image.owner_id == request.user.pk,
+        "caption_form": CaptionForm(),
+        "visibility_form": VisibilityForm(initial={"visibility": image.visibility}),
+    }
+    return render(request, "captions/image.html", context)
+
+
+@login_required
+@require_POST
+def image_caption(request: HttpRequest, pk: int) -> HttpResponse:
+    image = selectors.get_own_image(request.user, pk)
+    form = CaptionForm(request.POST)
+    if form.is_valid():
+        try:
+            services.add_human_caption(image=image, text=form.cleaned_data["caption"], author=request.user)
+            messages.success(request, "Caption saved.")
+        except RejectedInput as exc:
+            messages.error(request, exc.message)
+    else:
+        messages.error(request, "The caption is empty or too long.")
+    return redirect("captions:image", pk=pk)
+
+
+@login_required
+@require_POST
+def image_recaption(request: HttpRequest, pk: int) -> HttpResponse:
+    image = selectors.get_own_image(request.user, pk)
+    try:
+        if image.status == image.Status.FAILED:
+            services.retry_image(image=image)
+        else:
+            services.recaption_image(image=image)
+        messages.success(request, "Queued for captioning.")
+    except RejectedInput as exc:
+        messages.error(request, exc.message)
+    return redirect("captions:image", pk=pk)
+
+
+@login_required
+@require_POST
+def image_visibility(request: HttpRequest, pk: int) -> HttpResponse:
+    image = selectors.get_own_image(request.user, pk)
+    form = VisibilityForm(request.POST)
+    if form.is_valid():
+        services.set_visibility(image=image, visibility=form.cleaned_data["visibility"])
+        messages.success(request, f"The image is now {image.visibility}.")
+    return redirect("captions:image", pk=pk)
+
+
+@login_required
+def image_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    image = selectors.get_own_image(request.user, pk)
+    if request.method == "POST":
+        services.delete_image(image=image)
+        messages.success(request, "Image deleted.")
+        return redirect("captions:gallery")
+    return render(request, "captions/image_delete.html", {"image": image})
+
+
+def search(request: HttpRequest) -> HttpResponse:
+    query = request.GET.get("q", "").strip()
+    page = _page(request, selectors.search(request.user, query)) if query else None
+    context = {"query": query, "page": page, "pager_extra": _pager_extra(request)}
+    return render(request, "captions/search.html", context)
+
+
+@login_required
+def batch_list(request: HttpRequest) -> HttpResponse:
+    page = _page(request, selectors.list_batches(request.user), per_page=50)
+    return render(request, "captions/batch_list.html", {"page": page})
+
+
+@login_required
+def batch_page(request: HttpRequest, pk: int) -> HttpResponse:
+    state = selectors.batch_status(selectors.get_batch(request.user, pk))
+    return render(request, "captions/batch.html", {"state": state})

@@ -1,0 +1,12 @@
+"""Development on one machine: DEBUG on, SQLite and the filesystem broker unless env says otherwise."""
+
+from imgcap_site.settings.base import *  # noqa: F403
+from imgcap_site.settings.base import MEDIA_ROOT, VAR_DIR
+from imgcap_site.settings.env import env_bool, env_list
+
+DEBUG = env_bool("DJANGO_DEBUG", True)
+# A developer's machine or a compose network (containers reach the web service by its name): any host.
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["*"])
+
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+MEDIA_ROOT.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,25 @@
+"""pytest's settings (pyproject: DJANGO_SETTINGS_MODULE): real Postgres by default, files under var/test."""
+
+from imgcap_site.settings.base import *  # noqa: F403
+from imgcap_site.settings.base import VAR_DIR
+from imgcap_site.settings.env import env_str, filesystem_broker, parse_database_url
+
+DEBUG = False
+SECRET_KEY = "test-only-secret-key"
+# Django's test client sends Host: testserver (also from subprocesses that do not set up a test environment).
+ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost", "[::1]"]
+
+DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+DATABASES = {"default": parse_database_url(DATABASE_URL)}
+
+TEST_DIR = VAR_DIR / "test"
+MEDIA_ROOT = TEST_DIR / "media"
+STATIC_ROOT = TEST_DIR / "static"
+
+if not env_str("CELERY_BROKER_URL"):
+    # Its own folder, so test messages never reach a development worker.
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_broker(TEST_DIR / "broker")
+
+# Fast hashing: tests create many users.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,199 @@
+"""Fixtures of the platform tests: users, API clients, real photos, captions saved through the real service.
+
+Nothing here is autouse: worker and pipeline tests choose what they need.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import struct
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+REPO = Path(__file__).resolve().parents[2]
+FLICKR_IMAGES = REPO.parent / "shared" / "data" / "flickr8k" / "images"
+COCO_IMAGES = REPO.parent / "shared" / "data" / "coco-mini" / "val2017"
+
+
+def flickr_photos(n: int) -> list[Path]:
+    found = sorted(FLICKR_IMAGES.glob("*.jpg"))[:n]
+    if len(found) < n:
+        pytest.skip(f"real Flickr8k photos not found in {FLICKR_IMAGES}")
+    return found
+
+
+def tagged_jpeg(data: bytes, tag: str | None = None) -> bytes:
+    """JPEG bytes with a comment segment inserted: the same picture, bytes (and hash) of their own."""
+    comment = (tag or f"imgcap test {uuid.uuid4()}").encode()
+    return data[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + data[2:]
+
+
+def png_bytes(width: int = 32, height: int = 24, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (width, height), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def media_root(settings, tmp_path) -> Path:
+    """Uploaded files go to a fresh folder per test."""
+    root = tmp_path / "media"
+    root.mkdir()
+    settings.MEDIA_ROOT = root
+    return root
+
+
+@pytest.fixture
+def photo() -> Callable[[], bytes]:
+    """photo() → bytes of a real Flickr8k JPEG, different bytes at each call (a fresh comment segment)."""
+    paths = flickr_photos(8)
+    counter = iter(range(10**6))
+
+    def make() -> bytes:
+        i = next(counter)
+        return tagged_jpeg(paths[i % len(paths)].read_bytes())
+
+    return make
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user("alice", "alice@example.com", "alice-password")
+
+
+@pytest.fixture
+def other_user(django_user_model):
+    return django_user_model.objects.create_user("bob", "bob@example.com", "bob-password")
+
+
+def token_client(user):
+    """A DRF client that authenticates the way API users do: `Authorization: Token …`."""
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    token, _ = Token.objects.get_or_create(user=user)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture
+def api(user, media_root):
+    return token_client(user)
+
+
+@pytest.fixture
+def other_api(other_user, media_root):
+    return token_client(other_user)
+
+
+@pytest.fixture
+def anon_api(media_root):
+    from rest_framework.test import APIClient
+
+    return APIClient()
+
+
+@pytest.fixture
+def model_version():
+    from captions import services
+
+    return services.ensure_model_version(
+        name="imgcap-test-model-0001", encoder="efficientnet_lite0", metrics={"bleu4": 0.2}
+    )
+
+
+@pytest.fixture
+def make_image(media_root, photo):
+    """make_image(owner, visibility="private") → a stored, pending Image, made by services.upload_image."""
+    from captions import services
+
+    def make(owner, visibility: str = "private", data: bytes | None = None, name: str = "photo.jpg"):
+        return services.upload_image(
+            owner=owner, data=data if data is not None else photo(), name=name, visibility=visibility
+        ).image
+
+    return make
+
+
+def _save_captions(image, version, texts: list[str], scores: list[float] | None = None) -> None:
+    from captions import services
+
+    scores = scores or [-0.5 - 0.1 * i for i in range(len(texts))]
+    candidates = [
+        services.CandidateData(
+            text=text,
+            score=score,
+            words=text.split(),
+            attention=np.random.default_rng(i).random((len(text.split()), 4, 4), dtype=np.float32),
+        )
+        for i, (text, score) in enumerate(zip(texts, scores, strict=True))
+    ]
+    services.save_model_captions(image=image, model_version=version, candidates=candidates)
+
+
+@pytest.fixture
+def save_captions() -> Callable[..., None]:
+    """save_captions(image, version, texts, scores=None): model captions stored the way the worker does it,
+    through services.save_model_captions."""
+    return _save_captions
+
+
+def _broker_messages(settings) -> list[dict]:
+    """The task messages waiting in the test broker folder (kombu's filesystem transport), decoded."""
+    options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", None)
+    if not options:
+        pytest.skip("these checks read the filesystem broker; CELERY_BROKER_URL is set")
+    found = []
+    for path in sorted(Path(options["data_folder_in"]).glob("*.msg")):
+        try:
+            envelope = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # consumed meanwhile by a worker of another test
+        body = envelope.get("body", "")
+        if envelope.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body).decode()
+        args = json.loads(body)[0] if body else []
+        found.append(
+            {
+                "file": path.name,
+                "task": envelope.get("headers", {}).get("task"),
+                "queue": path.name.split(".")[-2],
+                "args": args,
+            }
+        )
+    return found
+
+
+@pytest.fixture
+def broker_messages(settings) -> Iterator[Callable[[], list[dict]]]:
+    """broker_messages() → task messages sent to the test broker folder since the fixture was set up:
+    {file, task, queue, args}."""
+    before = {m["file"] for m in _broker_messages(settings)}
+    yield lambda: [m for m in _broker_messages(settings) if m["file"] not in before]
+    # No worker reads the test broker folder: remove what this test sent.
+    folder = Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"])
+    for message in _broker_messages(settings):
+        if message["file"] not in before:
+            (folder / message["file"]).unlink(missing_ok=True)
+
+
+@pytest.fixture
+def queued_ids(broker_messages) -> Callable[[], list[int]]:
+    """queued_ids() → every image id in the caption tasks sent since the fixture was set up."""
+
+    def ids() -> list[int]:
+        found: list[int] = []
+        for message in broker_messages():
+            if message["task"] == "imgcap.caption_images":
+                found += message["args"][0]
+        return found
+
+    return ids

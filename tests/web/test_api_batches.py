@@ -1,0 +1,259 @@
+"""/api/v1/batches/: many files, URLs or a zip; partial acceptance; Idempotency-Key; status and counts."""
+
+from __future__ import annotations
+
+import io
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from captions import services
+from captions.models import Batch, Image
+
+pytestmark = pytest.mark.django_db
+
+BATCHES = "/api/v1/batches/"
+
+
+def files(*items: tuple[str, bytes]) -> list[SimpleUploadedFile]:
+    return [SimpleUploadedFile(name, data, "application/octet-stream") for name, data in items]
+
+
+def zip_of(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def photo_server(photo):
+    """A real HTTP server on 127.0.0.1 serving /a.jpg and /b.jpg (real photos) and 404 otherwise."""
+    served = {"/a.jpg": photo(), "/b.jpg": photo()}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            body = served.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_many_files_make_a_batch_with_every_item(api, photo, queued_ids, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(
+            BATCHES,
+            {
+                "images": files(("a.jpg", photo()), ("b.jpg", photo()), ("c.jpg", photo())),
+                "visibility": "public",
+            },
+            format="multipart",
+        )
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert [item["name"] for item in body["items"]] == ["a.jpg", "b.jpg", "c.jpg"]
+    ids = [item["id"] for item in body["items"]]
+    assert sorted(queued_ids()) == sorted(ids)
+    assert body["rejected"] == []
+    assert body["counts"] == {"pending": 3, "processing": 0, "done": 0, "failed": 0}
+    assert body["status"] == "pending"
+    assert body["urls"]["self"] == f"http://testserver/api/v1/batches/{body['id']}/"
+    assert set(Image.objects.values_list("visibility", flat=True)) == {"public"}
+    assert all(item["urls"]["file"].startswith("http://testserver/media/") for item in body["items"])
+
+
+def test_bad_files_are_rejected_one_by_one(api, photo):
+    response = api.post(
+        BATCHES,
+        {"images": files(("good.jpg", photo()), ("empty.jpg", b""), ("text.jpg", b"no picture " * 30))},
+        format="multipart",
+    )
+    assert response.status_code == 202
+    body = response.json()
+    assert [i["name"] for i in body["items"]] == ["good.jpg"]
+    assert [(r["name"], bool(r["code"]), bool(r["message"])) for r in body["rejected"]] == [
+        ("empty.jpg", True, True),
+        ("text.jpg", True, True),
+    ]
+
+
+def test_a_batch_with_no_good_file_is_a_4xx_and_stores_nothing(api):
+    response = api.post(
+        BATCHES, {"images": files(("empty.jpg", b""), ("t.jpg", b"words " * 40))}, format="multipart"
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "no_acceptable_images"
+    assert [r["name"] for r in error["rejected"]] == ["empty.jpg", "t.jpg"]
+    assert Batch.objects.count() == 0 and Image.objects.count() == 0
+
+
+def test_an_empty_request_says_what_to_send(api):
+    response = api.post(BATCHES, {}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "no_images"
+
+
+def test_a_zip_archive(api, photo):
+    archive = zip_of({"trip/one.jpg": photo(), "trip/two.jpg": photo(), "trip/readme.txt": b"hello " * 20})
+    response = api.post(BATCHES, {"archive": SimpleUploadedFile("trip.zip", archive)}, format="multipart")
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert sorted(i["name"] for i in body["items"]) == ["one.jpg", "two.jpg"]
+    assert [r["name"] for r in body["rejected"]] == ["readme.txt"]
+
+
+@pytest.mark.parametrize(
+    "archive",
+    [
+        b"PK\x03\x04 this is not really a zip",
+        zip_of({"../../etc/passwd.jpg": b"x" * 100}),
+        zip_of({"inner.zip": zip_of({"a.jpg": b"y" * 100})}),
+    ],
+    ids=["not-a-zip", "path-traversal", "nested-archive"],
+)
+def test_bad_archives_are_a_4xx(api, archive, media_root):
+    response = api.post(BATCHES, {"archive": SimpleUploadedFile("bad.zip", archive)}, format="multipart")
+    assert 400 <= response.status_code < 500, response.content
+    assert response.json()["error"]["message"]
+    assert Batch.objects.count() == 0 and Image.objects.count() == 0
+
+
+def test_a_zip_bomb_is_refused(api, settings):
+    settings.IMGCAP_ARCHIVE_MAX_RATIO = 100
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("zeros.jpg", b"\0" * 5_000_000)
+    response = api.post(
+        BATCHES, {"archive": SimpleUploadedFile("bomb.zip", buffer.getvalue())}, format="multipart"
+    )
+    assert 400 <= response.status_code < 500
+    assert Image.objects.count() == 0
+
+
+def test_urls_are_fetched(api, photo_server, settings):
+    settings.IMGCAP_URL_ALLOW_PRIVATE = True  # the test server is on 127.0.0.1
+    response = api.post(
+        BATCHES,
+        {"urls": [f"{photo_server}/a.jpg", f"{photo_server}/b.jpg", f"{photo_server}/gone.jpg"]},
+        format="json",
+    )
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert sorted(i["name"] for i in body["items"]) == ["a.jpg", "b.jpg"]
+    assert [r["name"] for r in body["rejected"]] == [f"{photo_server}/gone.jpg"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.com/a.jpg",
+        "file:///etc/passwd",
+        "http://127.0.0.1:9/a.jpg",
+        "http://169.254.169.254/latest/",
+    ],
+    ids=["ftp", "file", "loopback", "metadata"],
+)
+def test_bad_urls_are_a_4xx(api, url):
+    response = api.post(BATCHES, {"urls": [url]}, format="json")
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["message"]
+    assert Batch.objects.count() == 0
+
+
+def test_more_files_than_django_accepts_is_a_clean_413(api, photo, settings):
+    settings.DATA_UPLOAD_MAX_NUMBER_FILES = 2
+    response = api.post(
+        BATCHES,
+        {"images": files(("a.jpg", photo()), ("b.jpg", photo()), ("c.jpg", photo()))},
+        format="multipart",
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "too_many_files"
+    assert Image.objects.count() == 0
+
+
+def test_more_files_than_a_batch_takes_is_413(api, photo, settings):
+    settings.IMGCAP_MAX_BATCH_FILES = 2
+    response = api.post(
+        BATCHES,
+        {"images": files(("a.jpg", photo()), ("b.jpg", photo()), ("c.jpg", photo()))},
+        format="multipart",
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "too_many_files"
+    assert Image.objects.count() == 0
+
+
+def test_idempotency_key_returns_the_same_batch(api, photo, queued_ids, django_capture_on_commit_callbacks):
+    payload = {"images": files(("a.jpg", photo()), ("b.jpg", photo()))}
+    first = api.post(BATCHES, payload, format="multipart", HTTP_IDEMPOTENCY_KEY="upload-42")
+    assert first.status_code == 202
+    with django_capture_on_commit_callbacks(execute=True):
+        again = api.post(
+            BATCHES,
+            {"images": files(("c.jpg", photo()))},
+            format="multipart",
+            HTTP_IDEMPOTENCY_KEY="upload-42",
+        )
+    assert again.status_code == 202
+    assert again["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    assert [i["id"] for i in again.json()["items"]] == [i["id"] for i in first.json()["items"]]
+    assert Batch.objects.count() == 1 and Image.objects.count() == 2
+    assert queued_ids() == []
+    # Another key is another batch.
+    other = api.post(
+        BATCHES, {"images": files(("c.jpg", photo()))}, format="multipart", HTTP_IDEMPOTENCY_KEY="x"
+    )
+    assert other.json()["id"] != first.json()["id"]
+
+
+def test_batch_status_counts_and_visibility(api, other_api, user, photo, model_version, save_captions):
+    result = services.create_batch(
+        owner=user, files=[services.IncomingFile(f"{i}.jpg", photo()) for i in range(4)]
+    )
+    images = [item.image for item in result.batch.items.order_by("position")]
+    claimed = services.claim_images(limit=2, first=[images[0].pk, images[1].pk])
+    save_captions(claimed[0], model_version, ["a dog runs"])
+    services.mark_failed(image=claimed[1], error="broken")
+
+    body = api.get(f"{BATCHES}{result.batch.pk}/").json()
+    assert body["counts"] == {"pending": 2, "processing": 0, "done": 1, "failed": 1}
+    assert body["status"] == "processing"
+    assert [i["status"] for i in body["items"]] == ["done", "failed", "pending", "pending"]
+
+    assert other_api.get(f"{BATCHES}{result.batch.pk}/").status_code == 404
+    listed = api.get(BATCHES).json()
+    assert [(b["id"], b["items"]) for b in listed["results"]] == [(result.batch.pk, 4)]
+    assert other_api.get(BATCHES).json()["count"] == 0
+
+
+def test_a_batch_lists_already_known_images_as_duplicates(api, user, photo):
+    data = photo()
+    known = services.upload_image(owner=user, data=data, name="known.jpg").image
+    response = api.post(
+        BATCHES, {"images": files(("again.jpg", data), ("new.jpg", photo()))}, format="multipart"
+    )
+    items = response.json()["items"]
+    assert [(i["id"] == known.pk, i["duplicate"]) for i in items] == [(True, True), (False, False)]
+    assert Image.objects.count() == 2

@@ -1,0 +1,256 @@
+"""/api/v1/images/: upload, list, detail, human captions, recaption, delete, and the media files."""
+
+from __future__ import annotations
+
+import re
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from captions import services
+from captions.models import Caption, Image
+
+pytestmark = pytest.mark.django_db
+
+IMAGES = "/api/v1/images/"
+
+
+def upload(client, data: bytes, name: str = "photo.jpg", **extra):
+    return client.post(
+        IMAGES, {"image": SimpleUploadedFile(name, data, "image/jpeg"), **extra}, format="multipart"
+    )
+
+
+def assert_error(response, status: int, code: str | None = None) -> dict:
+    assert response.status_code == status, response.content
+    error = response.json()["error"]
+    assert set(error) >= {"code", "message"} and error["message"]
+    if code is not None:
+        assert error["code"] == code
+    return error
+
+
+def test_upload_answers_202_with_the_image_and_its_urls(api, photo, media_root):
+    data = photo()
+    response = upload(api, data, "dog.jpg", visibility="public")
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["status"] == "pending"
+    assert body["visibility"] == "public"
+    assert body["original_name"] == "dog.jpg"
+    assert body["caption"] is None and body["candidates"] == []
+    assert body["duplicate"] is False
+    urls = body["urls"]
+    assert urls["self"] == f"http://testserver/api/v1/images/{body['id']}/"
+    assert urls["page"] == f"http://testserver/images/{body['id']}/"
+    assert urls["file"].startswith("http://testserver/media/images/")
+    assert response["Location"] == urls["self"]
+
+    file_response = api.get(urls["file"])
+    assert file_response.status_code == 200
+    assert b"".join(file_response.streaming_content) == data
+    assert file_response["Content-Type"] == "image/jpeg"
+
+
+def test_uploading_the_same_bytes_again_returns_the_same_image(api, photo):
+    data = photo()
+    first = upload(api, data).json()
+    again = upload(api, data, "copy.jpg")
+    assert again.status_code == 202
+    assert again.json()["id"] == first["id"] and again.json()["duplicate"] is True
+    assert Image.objects.count() == 1
+
+
+def test_upload_needs_authentication(anon_api, photo):
+    assert_error(upload(anon_api, photo()), 401, "not_authenticated")
+    assert Image.objects.count() == 0
+
+
+def test_session_authentication_works_too(client, user, photo, media_root):
+    client.force_login(user)
+    response = client.post(IMAGES, {"image": SimpleUploadedFile("a.jpg", photo(), "image/jpeg")})
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("make_data", "status", "code"),
+    [
+        (lambda photo: b"", 400, "empty_file"),
+        (lambda photo: b"GIF89a? no, just words " * 20, None, None),
+        (lambda photo: b"%PDF-1.4 not a picture " * 20, None, None),
+        (lambda photo: photo()[:3000], None, None),
+    ],
+    ids=["zero-bytes", "not-an-image", "unsupported-format", "truncated"],
+)
+def test_bad_uploads_get_a_4xx_and_store_nothing(api, photo, media_root, make_data, status, code):
+    response = upload(api, make_data(photo))
+    assert 400 <= response.status_code < 500, response.content
+    assert_error(response, status or response.status_code, code)
+    assert Image.objects.count() == 0
+    assert not any(p.is_file() for p in Path(media_root).rglob("*"))
+
+
+def test_too_big_is_413(api, photo, settings, media_root):
+    data = photo()
+    settings.IMGCAP_MAX_UPLOAD_BYTES = len(data) // 2
+    assert_error(upload(api, data), 413)
+    assert Image.objects.count() == 0
+
+
+def test_missing_file_field_is_a_validation_error(api):
+    error = assert_error(api.post(IMAGES, {"visibility": "public"}, format="multipart"), 400, "invalid")
+    assert "image" in error["message"]
+
+
+def test_list_shows_own_and_public_images_with_filters_and_pages(
+    api, anon_api, user, other_user, make_image, model_version, save_captions
+):
+    mine_private = make_image(user)
+    mine_public = make_image(user, "public")
+    theirs_public = make_image(other_user, "public")
+    make_image(other_user)  # private: never listed for alice
+    save_captions(mine_public, model_version, ["a dog runs on the beach"])
+
+    listed = api.get(IMAGES).json()
+    assert listed["count"] == 3
+    assert {r["id"] for r in listed["results"]} == {mine_private.pk, mine_public.pk, theirs_public.pk}
+    by_id = {r["id"]: r for r in listed["results"]}
+    assert by_id[mine_public.pk]["caption"]["text"] == "a dog runs on the beach"
+
+    assert {r["id"] for r in anon_api.get(IMAGES).json()["results"]} == {mine_public.pk, theirs_public.pk}
+    assert {r["id"] for r in api.get(IMAGES, {"owner": "me"}).json()["results"]} == {
+        mine_private.pk,
+        mine_public.pk,
+    }
+    assert [r["id"] for r in api.get(IMAGES, {"status": "done"}).json()["results"]] == [mine_public.pk]
+    assert_error(api.get(IMAGES, {"status": "sleeping"}), 400, "bad_filter")
+
+    page1 = api.get(IMAGES, {"page_size": 2}).json()
+    assert len(page1["results"]) == 2 and page1["next"] and page1["previous"] is None
+    page2 = api.get(page1["next"]).json()
+    assert len(page2["results"]) == 1
+    assert {r["id"] for r in page1["results"] + page2["results"]} == {r["id"] for r in listed["results"]}
+
+
+def test_list_filters_by_batch(api, user, photo):
+    result = services.create_batch(owner=user, files=[services.IncomingFile("a.jpg", photo())])
+    services.upload_image(owner=user, data=photo(), name="b.jpg")
+    listed = api.get(IMAGES, {"batch": result.batch.pk}).json()
+    assert [r["original_name"] for r in listed["results"]] == ["a.jpg"]
+
+
+def test_detail_has_the_best_caption_and_candidates(api, user, make_image, model_version, save_captions):
+    image = make_image(user)
+    save_captions(image, model_version, ["a dog runs", "a dog is running", "a brown dog"], [-0.3, -0.4, -0.9])
+    body = api.get(f"{IMAGES}{image.pk}/").json()
+    assert body["status"] == "done"
+    assert body["caption"]["text"] == "a dog runs"
+    assert body["caption"]["score"] == pytest.approx(-0.3)
+    assert body["caption"]["model"] == model_version.name
+    assert body["caption"]["source"] == "model"
+    assert [(c["text"], c["rank"]) for c in body["candidates"]] == [
+        ("a dog runs", 0),
+        ("a dog is running", 1),
+        ("a brown dog", 2),
+    ]
+
+
+def test_another_users_private_image_is_404_everywhere(api, other_api, anon_api, user, make_image):
+    image = make_image(user)
+    detail = f"{IMAGES}{image.pk}/"
+    file_url = api.get(detail).json()["urls"]["file"]
+    for client in (other_api, anon_api):
+        assert_error(client.get(detail), 404, "not_found")
+        assert client.get(file_url).status_code == 404
+        assert client.patch(detail, {"caption": "mine now"}, format="json").status_code in (401, 404)
+        assert client.delete(detail).status_code in (401, 404)
+        assert client.post(f"{detail}recaption/").status_code in (401, 404)
+    assert api.get(file_url).status_code == 200
+    assert Image.objects.filter(pk=image.pk).exists()
+
+
+def test_a_public_image_is_visible_but_only_its_owner_changes_it(other_api, anon_api, user, make_image):
+    image = make_image(user, "public")
+    detail = f"{IMAGES}{image.pk}/"
+    assert other_api.get(detail).status_code == 200
+    assert anon_api.get(detail).status_code == 200
+    file_url = other_api.get(detail).json()["urls"]["file"]
+    assert anon_api.get(file_url).status_code == 200
+    assert_error(other_api.patch(detail, {"caption": "hijack"}, format="json"), 403)
+    assert_error(other_api.delete(detail), 403)
+    assert Caption.objects.count() == 0
+
+
+def test_patch_records_a_human_caption_and_keeps_model_ones(
+    api, user, make_image, model_version, save_captions
+):
+    image = make_image(user)
+    save_captions(image, model_version, ["a dog runs"])
+    response = api.patch(f"{IMAGES}{image.pk}/", {"caption": "Rex chasing a ball"}, format="json")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["caption"]["text"] == "Rex chasing a ball" and body["caption"]["source"] == "human"
+    assert body["caption"]["score"] is None
+    assert [c["text"] for c in body["candidates"]] == ["a dog runs"]
+    assert Caption.objects.filter(image=image).count() == 2
+
+    assert (
+        api.patch(f"{IMAGES}{image.pk}/", {"visibility": "public"}, format="json").json()["visibility"]
+        == "public"
+    )
+    assert_error(api.patch(f"{IMAGES}{image.pk}/", {"caption": "   "}, format="json"), 400, "empty_caption")
+    assert_error(api.patch(f"{IMAGES}{image.pk}/", {}, format="json"), 400, "invalid")
+
+
+def test_recaption_queues_again_and_keeps_captions(
+    api, user, make_image, model_version, save_captions, queued_ids, django_capture_on_commit_callbacks
+):
+    image = make_image(user)
+    assert_error(api.post(f"{IMAGES}{image.pk}/recaption/"), 409, "already_queued")
+    save_captions(image, model_version, ["a dog runs"])
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(f"{IMAGES}{image.pk}/recaption/")
+    assert response.status_code == 202
+    assert response.json()["status"] == "pending"
+    assert response.json()["caption"]["text"] == "a dog runs"  # old captions stay until new ones arrive
+    assert queued_ids() == [image.pk]
+
+
+def test_retry_a_failed_image(api, user, make_image):
+    image = make_image(user)
+    assert_error(api.post(f"{IMAGES}{image.pk}/retry/"), 409, "not_failed")
+    services.mark_failed(image=image, error="decoder exploded")
+    assert api.get(f"{IMAGES}{image.pk}/").json()["error"] == "decoder exploded"
+    response = api.post(f"{IMAGES}{image.pk}/retry/")
+    assert response.status_code == 202 and response.json()["status"] == "pending"
+
+
+def test_delete_removes_the_image_and_its_file(
+    api, user, make_image, media_root, django_capture_on_commit_callbacks
+):
+    image = make_image(user)
+    path = media_root / image.file.name
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.delete(f"{IMAGES}{image.pk}/")
+    assert response.status_code == 204
+    assert not path.exists()
+    assert_error(api.get(f"{IMAGES}{image.pk}/"), 404)
+
+
+def test_model_versions_are_listed(api, model_version):
+    body = api.get("/api/v1/models/").json()
+    assert [(m["name"], m["active"]) for m in body["results"]] == [(model_version.name, True)]
+
+
+def test_token_from_drf_create_token_works(user, photo, media_root):
+    from django.core.management import call_command
+    from rest_framework.test import APIClient
+
+    out = StringIO()
+    call_command("drf_create_token", user.username, stdout=out)
+    key = re.search(r"\b([0-9a-f]{40})\b", out.getvalue()).group(1)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert upload(client, photo()).status_code == 202

@@ -1,0 +1,265 @@
+"""docker-compose.yml and the Dockerfile refer only to things that exist in this project.
+
+Docker cannot run here, so these read the files: every service can start (image or build), every
+name it depends on or mounts is declared, every command it runs names a real module, Django
+command and queue, and the Dockerfile copies files that are there.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.util
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = REPO / "docker-compose.yml"
+DOCKERFILE = REPO / "Dockerfile"
+QUEUES = {"caption", "default"}  # the contract's queue names
+# What imgcap_site/settings/production.py refuses to start without, or needs to reach the services.
+REQUIRED_ENV = ("DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DATABASE_URL", "CELERY_BROKER_URL")
+APP_SERVICES = ("migrate", "web", "worker", "beat", "gpu-worker")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose) -> dict[str, dict]:
+    return compose["services"]
+
+
+def argv(service: dict) -> list[str]:
+    command = service.get("command") or []
+    return shlex.split(command) if isinstance(command, str) else [str(part) for part in command]
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+def module_file(dotted: str) -> Path:
+    """imgcap_site.settings.production -> imgcap_site/settings/production.py (or a package's __init__)."""
+    path = REPO / Path(*dotted.split("."))
+    return path.with_suffix(".py") if path.with_suffix(".py").is_file() else path / "__init__.py"
+
+
+def django_command_exists(name: str) -> bool:
+    """A command of Django itself, of an installed contrib/third-party app we use, or of captions."""
+    roots = [REPO / "captions"]
+    for package in ("django", "rest_framework"):
+        spec = importlib.util.find_spec(package)
+        assert spec is not None and spec.origin, f"{package} is not installed"
+        roots.append(Path(spec.origin).parent)
+    return any(any(root.glob(f"**/management/commands/{name}.py")) for root in roots)
+
+
+def manage_commands(words: list[str]) -> list[str]:
+    return [words[i + 1] for i, word in enumerate(words[:-1]) if word.endswith("manage.py")]
+
+
+# --- services -------------------------------------------------------------------------------------
+
+
+def test_the_expected_services_exist(services):
+    assert {"postgres", "redis", *APP_SERVICES} <= set(services)
+
+
+def test_every_service_has_an_image_or_a_build(services):
+    for name, service in services.items():
+        assert service.get("image") or service.get("build"), f"{name} has neither image nor build"
+        build = service.get("build")
+        if build is not None:
+            context = build if isinstance(build, str) else build.get("context", ".")
+            assert (REPO / context / "Dockerfile").is_file(), (
+                f"{name} builds from a folder without a Dockerfile"
+            )
+
+
+def test_depends_on_names_real_services_with_valid_conditions(services):
+    for name, service in services.items():
+        depends = service.get("depends_on") or {}
+        entries = {d: {} for d in depends} if isinstance(depends, list) else depends
+        for other, options in entries.items():
+            assert other in services, f"{name} depends on unknown service {other}"
+            condition = (options or {}).get("condition", "service_started")
+            assert condition in {"service_started", "service_healthy", "service_completed_successfully"}
+            if condition == "service_healthy":
+                assert "healthcheck" in services[other], (
+                    f"{name} waits for {other} to be healthy; it has no check"
+                )
+
+
+def test_postgres_and_redis(services):
+    assert services["postgres"]["image"].startswith("postgres:16")
+    assert services["redis"]["image"].startswith("redis:7")
+    assert any(v.endswith(":/var/lib/postgresql/data") for v in services["postgres"]["volumes"])
+
+
+def test_named_volumes_are_declared_and_media_is_shared(compose, services):
+    declared = set(compose.get("volumes") or {})
+    for name, service in services.items():
+        for volume in service.get("volumes") or []:
+            source = volume.split(":", 1)[0] if isinstance(volume, str) else volume.get("source", "")
+            if not source.startswith((".", "/", "~")):  # a named volume, not a bind mount
+                assert source in declared, f"{name} mounts undeclared volume {source}"
+    assert {"postgres-data", "media"} <= declared
+    for name in ("web", "worker", "gpu-worker"):
+        service = services[name]
+        media_root = service["environment"]["IMGCAP_MEDIA_ROOT"]
+        assert f"media:{media_root}" in service["volumes"], f"{name} does not see the shared media volume"
+
+
+def test_migrate_runs_before_the_app(services):
+    assert manage_commands(argv(services["migrate"])) == ["migrate"]
+    for name in ("web", "worker", "beat", "gpu-worker"):
+        condition = services[name]["depends_on"]["migrate"]["condition"]
+        assert condition == "service_completed_successfully", name
+
+
+def test_gpu_worker_is_behind_the_gpu_profile_with_a_device_reservation(services):
+    gpu = services["gpu-worker"]
+    assert gpu["profiles"] == ["gpu"]
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert any(
+        d["driver"] == "nvidia" and "gpu" in d["capabilities"] and d["count"] == "all" for d in devices
+    )
+    assert "cuda" in str(gpu["build"].get("args", {})).lower()
+    assert "ARG WITH_CUDA" in DOCKERFILE.read_text()
+    for name in ("web", "worker", "beat", "migrate"):
+        assert "profiles" not in services[name], f"{name} must start with a plain `docker compose up`"
+
+
+def test_app_services_get_the_settings_production_requires(services):
+    production = (REPO / "imgcap_site" / "settings" / "production.py").read_text()
+    for variable in REQUIRED_ENV:
+        assert variable in production, f"production settings no longer read {variable}: update this test"
+    for name in APP_SERVICES:
+        env = services[name]["environment"]
+        for variable in REQUIRED_ENV:
+            assert env.get(variable), f"{name} lacks {variable}"
+        assert env["DATABASE_URL"].startswith("postgres://") and "@postgres:5432/" in env["DATABASE_URL"]
+        assert env["CELERY_BROKER_URL"] == "redis://redis:6379/0"
+        assert "${IMGCAP_SECRET_KEY:?" in env["DJANGO_SECRET_KEY"], (
+            "the secret key must be required, not a default"
+        )
+
+
+def test_settings_module_exists(services):
+    for name in APP_SERVICES:
+        module = services[name]["environment"]["DJANGO_SETTINGS_MODULE"]
+        assert module == "imgcap_site.settings.production"
+        assert module_file(module).is_file(), f"{module} does not exist"
+
+
+# --- commands ---------------------------------------------------------------------------------------
+
+
+def test_gunicorn_serves_the_project_wsgi_application(services):
+    words = argv(services["web"])
+    assert words[0] == "gunicorn"
+    target = next(w for w in words[1:] if not w.startswith("-"))
+    module, _, attribute = target.partition(":")
+    assert (module, attribute) == ("imgcap_site.wsgi", "application")
+    assert re.search(r"^application\s*=", module_file(module).read_text(), re.M)
+    assert "--bind=0.0.0.0:8000" in words
+    assert services["web"]["ports"] == ["8000:8000"]
+
+
+def celery_services(services) -> dict[str, list[str]]:
+    return {name: argv(s) for name, s in services.items() if argv(s)[:1] == ["celery"]}
+
+
+def test_celery_commands_name_the_project_app_and_contract_queues(services):
+    found = celery_services(services)
+    assert set(found) == {"worker", "beat", "gpu-worker"}
+    celery_module = REPO / "imgcap_site" / "celery.py"
+    assert re.search(r"^app\s*=\s*Celery\(", celery_module.read_text(), re.M)
+    consumed: set[str] = set()
+    for name, words in found.items():
+        assert words[1:3] == ["-A", "imgcap_site"], name
+        if words[3] == "worker":
+            queues = set(words[words.index("-Q") + 1].split(","))
+            assert queues <= QUEUES, f"{name} consumes unknown queues {queues - QUEUES}"
+            consumed |= queues
+            assert "-B" not in words, "beat runs as its own service, exactly once"
+        else:
+            assert words[3] == "beat"
+    assert consumed == QUEUES, "some queue of the contract has no worker"
+    assert argv(services["worker"])[argv(services["worker"]).index("-Q") + 1] == "caption,default"
+    assert argv(services["gpu-worker"])[argv(services["gpu-worker"]).index("-Q") + 1] == "caption"
+
+
+def test_contract_queues_are_the_ones_settings_route_to():
+    base = (REPO / "imgcap_site" / "settings" / "base.py").read_text()
+    assert re.search(r'CELERY_TASK_DEFAULT_QUEUE\s*=\s*"default"', base)
+    assert re.search(r'"imgcap\.caption_images":\s*\{\s*"queue":\s*"caption"', base)
+
+
+def test_every_manage_py_command_is_a_real_django_command(services):
+    used = [cmd for s in services.values() for cmd in manage_commands(argv(s))]
+    for instruction, arguments in dockerfile_instructions():
+        if instruction == "RUN":
+            used += manage_commands(shlex.split(arguments))
+    assert {"migrate", "collectstatic"} <= set(used)
+    assert (REPO / "manage.py").is_file()
+    for command in used:
+        assert django_command_exists(command), f"manage.py {command} is not a Django command here"
+    assert not django_command_exists("no_such_command_anywhere")
+
+
+# --- Dockerfile -------------------------------------------------------------------------------------
+
+
+def dockerignore_patterns() -> list[str]:
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    return [line.strip().lstrip("/") for line in lines if line.strip() and not line.startswith("#")]
+
+
+def test_dockerfile_copies_files_that_exist_and_are_not_ignored():
+    patterns = dockerignore_patterns()
+    copies = [args for instruction, args in dockerfile_instructions() if instruction in {"COPY", "ADD"}]
+    assert copies
+    for arguments in copies:
+        words = [w for w in shlex.split(arguments) if not w.startswith("--")]
+        assert not any(a.startswith("--from") for a in shlex.split(arguments)), (
+            "no multi-stage copies expected"
+        )
+        for source in words[:-1]:
+            assert (REPO / source).exists(), f"COPY source {source} does not exist"
+            if source != ".":
+                assert not any(fnmatch.fnmatch(source, p) for p in patterns), f"{source} is in .dockerignore"
+
+
+def test_dockerfile_base_user_and_default_command():
+    instructions = dockerfile_instructions()
+    assert instructions[0] == ("FROM", "python:3.11-slim")
+    users = [args for instruction, args in instructions if instruction == "USER"]
+    assert users and users[-1] not in {"root", "0"}
+    run_text = " ".join(args for instruction, args in instructions if instruction == "RUN")
+    assert "pip install -r requirements.txt" in run_text
+    assert "useradd" in run_text and users[-1] in run_text
+    cmd = [args for instruction, args in instructions if instruction == "CMD"][-1]
+    assert "gunicorn" in cmd and "imgcap_site.wsgi:application" in cmd
+
+
+def test_dockerignore_keeps_local_state_out_of_the_image():
+    patterns = dockerignore_patterns()
+    for required in (".venv", "runs", "var", ".git", ".env"):
+        assert required in patterns, f".dockerignore should list {required}"
+    for needed in ("ml", "models", "captions", "worker", "imgcap_site", "manage.py", "requirements.txt"):
+        assert not any(fnmatch.fnmatch(needed, p) for p in patterns), f"{needed} must reach the image"
+        assert (REPO / needed).exists(), f"{needed} is missing from the project"

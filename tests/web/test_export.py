@@ -1,0 +1,123 @@
+"""/api/v1/export.csv and .jsonl: streamed, filterable, absolute image URLs, only visible images."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from django.http import StreamingHttpResponse
+
+from captions import services
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def library(user, other_user, make_image, photo, model_version, save_captions):
+    """alice: a batch of two captioned images (one with a human caption too); bob: public + private."""
+    batch = services.create_batch(
+        owner=user,
+        files=[services.IncomingFile("beach.jpg", photo()), services.IncomingFile("park.jpg", photo())],
+    ).batch
+    beach, park = (item.image for item in batch.items.order_by("position"))
+    save_captions(beach, model_version, ["a dog runs on the beach", "a dog on sand"], [-0.25, -0.5])
+    save_captions(park, model_version, ["children play in a park"], [-0.4])
+    services.add_human_caption(image=park, text="kids at the park, with a red ball", author=user)
+    older = services.ensure_model_version(name="imgcap-older", encoder="inception_v3", metrics={})
+    save_captions(park, older, ["people on grass"], [-0.9])
+    bob_public = make_image(other_user, "public")
+    save_captions(bob_public, model_version, ["a cat on a sofa"], [-0.3])
+    bob_private = make_image(other_user, "private")
+    save_captions(bob_private, model_version, ["a secret cat"], [-0.3])
+    return {"batch": batch, "beach": beach, "park": park, "bob_public": bob_public, "version": model_version}
+
+
+def csv_rows(response) -> list[dict]:
+    assert isinstance(response, StreamingHttpResponse)
+    text = b"".join(response.streaming_content).decode()
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def jsonl_rows(response) -> list[dict]:
+    assert isinstance(response, StreamingHttpResponse)
+    lines = b"".join(response.streaming_content).decode().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_csv_has_every_visible_caption_with_absolute_urls(api, library):
+    response = api.get("/api/v1/export.csv")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    assert 'filename="captions.csv"' in response["Content-Disposition"]
+    rows = csv_rows(response)
+    assert list(rows[0])[:5] == ["image_url", "caption", "score", "model_version", "source"]
+    captions = {r["caption"] for r in rows}
+    assert captions == {
+        "a dog runs on the beach",
+        "a dog on sand",
+        "children play in a park",
+        "kids at the park, with a red ball",
+        "people on grass",
+        "a cat on a sofa",
+    }
+    beach = next(r for r in rows if r["caption"] == "a dog runs on the beach")
+    assert float(beach["score"]) == pytest.approx(-0.25)
+    assert beach["model_version"] == library["version"].name
+    assert beach["source"] == "model" and beach["rank"] == "0"
+    assert beach["image_url"] == f"http://testserver/media/{library['beach'].file.name}"
+    human = next(r for r in rows if r["source"] == "human")
+    assert human["score"] == "" and human["model_version"] == ""
+    # The URL is the real, visibility-checked media URL.
+    assert api.get(beach["image_url"]).status_code == 200
+
+
+def test_jsonl_has_the_same_rows(api, library):
+    response = api.get("/api/v1/export.jsonl")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/x-ndjson")
+    rows = jsonl_rows(response)
+    assert len(rows) == 6
+    human = next(r for r in rows if r["source"] == "human")
+    assert human["score"] is None and human["model_version"] is None
+    assert {r["image_id"] for r in rows} == {
+        library["beach"].pk,
+        library["park"].pk,
+        library["bob_public"].pk,
+    }
+
+
+def test_filters(api, anon_api, library):
+    def captions(**params) -> set[str]:
+        return {r["caption"] for r in jsonl_rows(api.get("/api/v1/export.jsonl", params))}
+
+    assert captions(source="human") == {"kids at the park, with a red ball"}
+    assert captions(model="imgcap-older") == {"people on grass"}
+    assert captions(batch=library["batch"].pk, source="model", model=library["version"].name) == {
+        "a dog runs on the beach",
+        "a dog on sand",
+        "children play in a park",
+    }
+    assert captions(q="dogs running") == {"a dog runs on the beach"}
+    assert captions(owner="me", q="cat") == set()
+    assert captions(q="cat") == {"a cat on a sofa"}
+    assert captions(status="pending") == set()
+    anon = {r["caption"] for r in csv_rows(anon_api.get("/api/v1/export.csv"))}
+    assert anon == {"a cat on a sofa"}
+
+
+def test_bad_filters_are_400_before_streaming(api, library):
+    for params in ({"source": "robot"}, {"status": "sleepy"}, {"batch": "abc"}):
+        response = api.get("/api/v1/export.csv", params, HTTP_ACCEPT="text/csv")
+        assert response.status_code == 400, params
+        assert response.json()["error"]["code"] == "bad_filter"
+
+
+def test_export_is_streamed_from_a_database_iterator(user, library):
+    from captions import selectors
+
+    rows = selectors.export_rows(user, chunk_size=2)
+    first = next(rows)
+    assert first.caption
+    assert len([first, *rows]) == 6

@@ -1,0 +1,289 @@
+"""Upload → queue → worker → captions, end to end with real services.
+
+Real Postgres (the test database, committed rows: transaction=True), real Redis (db 9) and one real
+`celery worker` process per module running the tiny TF model. Uploads go through the REST API.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import struct
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from django.db import connection
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from captions.models import Image, ModelVersion
+from imgcap_site.celery import app as celery_app
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO.parent / "shared" / "data"
+FLICKR_IMAGES = DATA / "flickr8k" / "images"
+COCO_IMAGES = DATA / "coco-mini" / "val2017"
+REDIS_DB = 9
+BROKER_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
+BATCH_WAIT_MS = 500
+CAPTION_TIMEOUT_S = 90
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BATCH_LINE = re.compile(r"imgcap batch: (\d+) images in one model call.*\(ids \[([\d, ]*)\]\)")
+
+
+def real_photos(folder: Path, n: int) -> list[Path]:
+    found = sorted(folder.glob("*.jpg"))[:n]
+    if len(found) < n:
+        pytest.skip(f"real photos not found in {folder}")
+    return found
+
+
+def unique_jpeg(path: Path) -> bytes:
+    """Same pixels with a JPEG comment added: bytes (and so a stored file) no other test shares."""
+    data = path.read_bytes()
+    comment = f"imgcap e2e {uuid.uuid4()}".encode()
+    return data[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + data[2:]
+
+
+def wait_for(check: Callable[[], Any], timeout_s: float, what: str, log: Path | None = None) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.25)
+    tail = log.read_text()[-4000:] if log is not None and log.exists() else ""
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}\nworker log tail:\n{tail}")
+
+
+def reset_publisher() -> None:
+    """Drop the in-process Celery connection pools so the next send uses the current broker_url."""
+    if celery_app._pool is not None:
+        celery_app._pool.force_close_all()
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+
+
+@contextmanager
+def publishing_to(url: str) -> Iterator[None]:
+    """This test process sends tasks to `url` (the worker's broker) instead of the settings' one."""
+    conf = celery_app.conf
+    saved = conf.broker_url, conf.broker_transport_options
+    conf.broker_url, conf.broker_transport_options = url, {}
+    reset_publisher()
+    try:
+        yield
+    finally:
+        conf.broker_url, conf.broker_transport_options = saved
+        reset_publisher()
+
+
+class Worker:
+    def __init__(self, process: subprocess.Popen, log: Path) -> None:
+        self.process, self.log = process, log
+
+    def batches(self, ids: set[int]) -> list[list[int]]:
+        """The batches (lists of image ids) this worker logged that contain any of `ids`."""
+        found = []
+        for match in BATCH_LINE.finditer(self.log.read_text()):
+            batch = [int(i) for i in match.group(2).split(",") if i.strip()]
+            assert len(batch) == int(match.group(1))
+            if ids & set(batch):
+                found.append(batch)
+        return found
+
+
+@pytest.fixture(scope="module")
+def worker(django_db_setup, django_db_blocker, tiny_run, tmp_path_factory) -> Iterator[Worker]:
+    with django_db_blocker.unblock():
+        db_name = connection.settings_dict["NAME"]
+    redis.Redis.from_url(BROKER_URL).flushdb()
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "imgcap_site.settings.test",
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{db_name}",
+        "CELERY_BROKER_URL": BROKER_URL,
+        "IMGCAP_MODEL_DIR": str(tiny_run),
+        "IMGCAP_BATCH_MAX": "16",
+        "IMGCAP_BATCH_WAIT_MS": str(BATCH_WAIT_MS),
+        "IMGCAP_MAX_ATTEMPTS": "3",
+        "IMGCAP_STALE_AFTER_S": "600",
+        "PYTHONUNBUFFERED": "1",
+    }
+    command = [sys.executable, "-m", "celery", "-A", "imgcap_site", "worker", "-Q", "caption,default"]
+    command += [
+        "--pool",
+        "solo",
+        "--concurrency",
+        "1",
+        "--loglevel",
+        "INFO",
+        "-n",
+        f"e2e-{uuid.uuid4().hex[:8]}@%h",
+    ]
+    command += ["--without-mingle", "--without-gossip"]
+    with log.open("w") as out:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(
+            lambda: process.poll() is not None or "imgcap captioner ready" in log.read_text(),
+            120,
+            "the worker to load the model",
+            log,
+        )
+        assert process.poll() is None, f"worker exited ({process.returncode}):\n{log.read_text()[-4000:]}"
+        with publishing_to(BROKER_URL):
+            yield Worker(process, log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def api(worker, django_user_model) -> APIClient:
+    user = django_user_model.objects.create_user(
+        username=f"e2e-{uuid.uuid4().hex[:8]}", password="pw-e2e-12345"
+    )
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.user = user
+    return client
+
+
+def upload(api: APIClient, name: str, data: bytes) -> dict:
+    response = api.post("/api/v1/images/", {"image": io_file(name, data)}, format="multipart")
+    assert response.status_code == 202, response.content
+    return response.json()
+
+
+def io_file(name: str, data: bytes):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return SimpleUploadedFile(name, data, content_type="image/jpeg")
+
+
+def wait_until(api: APIClient, image_id: int, statuses: set[str], worker: Worker) -> dict:
+    def check() -> dict | None:
+        body = api.get(f"/api/v1/images/{image_id}/").json()
+        return body if body["status"] in statuses else None
+
+    return wait_for(check, CAPTION_TIMEOUT_S, f"image {image_id} to be {statuses}", worker.log)
+
+
+def test_uploads_are_captioned_then_found_by_search_and_export(worker, api):
+    photos = [*real_photos(FLICKR_IMAGES, 2), *real_photos(COCO_IMAGES, 1)]
+    uploaded = [upload(api, p.name, unique_jpeg(p)) for p in photos]
+    assert all(item["status"] in {"pending", "processing", "done"} for item in uploaded)
+
+    done = [wait_until(api, item["id"], {"done", "failed"}, worker) for item in uploaded]
+    version = ModelVersion.objects.get(active=True)
+    for body, photo in zip(done, photos, strict=True):
+        assert body["status"] == "done", body
+        assert body["original_name"] == photo.name and body["attempts"] == 1
+        assert body["caption"]["text"] and body["caption"]["source"] == "model"
+        assert body["caption"]["model"] == version.name
+        ranks = [c["rank"] for c in body["candidates"]]
+        assert ranks == list(range(len(ranks))) and 1 <= len(ranks) <= 3
+        assert body["candidates"][0]["text"] == body["caption"]["text"]
+    assert version.encoder == "efficientnet_lite0"
+    assert api.get("/api/v1/models/").json()["results"][0]["name"] == version.name
+
+    # Search by the longest word of the first image's caption (stop words like "a" are not indexed).
+    first = done[0]
+    word = max(first["caption"]["text"].split(), key=len)
+    hits = api.get("/api/v1/search/", {"q": word}).json()["results"]
+    assert first["id"] in [hit["image"]["id"] for hit in hits], hits
+    assert "<mark>" in next(hit["snippet"] for hit in hits if hit["image"]["id"] == first["id"])
+
+    csv_response = api.get("/api/v1/export.csv")
+    assert csv_response.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(b"".join(csv_response.streaming_content).decode())))
+    for body in done:
+        best = [r for r in rows if r["image_id"] == str(body["id"]) and r["rank"] == "0"]
+        assert [(r["caption"], r["source"], r["model_version"]) for r in best] == [
+            (body["caption"]["text"], "model", version.name)
+        ]
+        assert best[0]["image_url"] == body["urls"]["file"]
+
+    jsonl = b"".join(api.get("/api/v1/export.jsonl").streaming_content).decode().splitlines()
+    exported = {(row["image_id"], row["rank"]): row["caption"] for row in map(json.loads, jsonl)}
+    for body in done:
+        assert exported[(body["id"], 0)] == body["caption"]["text"]
+
+
+def test_broken_file_fails_with_its_error_and_recaption_then_retry_recover(worker, api):
+    photo = real_photos(FLICKR_IMAGES, 3)[2]
+    image_id = upload(api, photo.name, unique_jpeg(photo))["id"]
+    assert wait_until(api, image_id, {"done", "failed"}, worker)["status"] == "done"
+
+    path = Path(Image.objects.get(pk=image_id).file.path)
+    good = path.read_bytes()
+    path.write_bytes(good[:500])  # damaged on disk after it was validated
+    assert api.post(f"/api/v1/images/{image_id}/recaption/").status_code == 202
+    failed = wait_until(api, image_id, {"failed"}, worker)
+    assert "unreadable or truncated" in failed["error"] and photo.name in failed["error"]
+    assert str(path) not in failed["error"]
+    # The first run's captions are kept; a failure does not erase them.
+    assert failed["caption"] is not None
+
+    path.write_bytes(good)
+    assert api.post(f"/api/v1/images/{image_id}/retry/").status_code == 202
+    done = wait_until(api, image_id, {"done"}, worker)
+    assert done["error"] == "" and done["attempts"] == 1
+    assert len(done["candidates"]) == len({c["rank"] for c in done["candidates"]})  # retry did not duplicate
+
+
+def test_reaper_requeues_an_image_stuck_in_processing_and_the_worker_captions_it(worker, api):
+    stuck_photo, hopeless_photo = real_photos(FLICKR_IMAGES, 5)[3:5]
+    stuck = upload(api, stuck_photo.name, unique_jpeg(stuck_photo))["id"]
+    hopeless = upload(api, hopeless_photo.name, unique_jpeg(hopeless_photo))["id"]
+    for image_id in (stuck, hopeless):
+        wait_until(api, image_id, {"done"}, worker)
+    first_captioned = Image.objects.get(pk=stuck).captioned_at
+
+    # As if a worker had been killed an hour into their batch (the broker's copy of the task is gone).
+    an_hour_ago = timezone.now() - timedelta(hours=1)
+    Image.objects.filter(pk=stuck).update(status="processing", processing_started_at=an_hour_ago, attempts=1)
+    Image.objects.filter(pk=hopeless).update(
+        status="processing", processing_started_at=an_hour_ago, attempts=3
+    )
+
+    celery_app.send_task("imgcap.requeue_stale", queue="default")  # what beat sends every minute
+    done = wait_until(api, stuck, {"done"}, worker)
+    assert done["attempts"] == 2
+    assert Image.objects.get(pk=stuck).captioned_at > first_captioned
+    gave_up = wait_until(api, hopeless, {"failed"}, worker)
+    assert gave_up["error"] == "gave up after 3 attempts"
+    assert "imgcap reaper: requeued 1 stale images" in worker.log.read_text()
+
+
+def test_uploads_arriving_together_are_captioned_in_fewer_model_calls(worker, api):
+    photos = real_photos(FLICKR_IMAGES, 17)[5:17]
+    ids = [upload(api, p.name, unique_jpeg(p))["id"] for p in photos]  # one request each, one task each
+    for image_id in ids:
+        assert wait_until(api, image_id, {"done", "failed"}, worker)["status"] == "done"
+
+    batches = worker.batches(set(ids))
+    assert sorted(i for batch in batches for i in batch if i in ids) == sorted(ids)  # each captioned once
+    assert len(batches) < len(ids), batches
+    assert max(len(batch) for batch in batches) > 1

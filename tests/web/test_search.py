@@ -1,0 +1,166 @@
+"""Caption search: stemming, ranking, highlighted snippets, visibility.
+
+Runs on the configured database (Postgres); test_search_sqlite.py runs this same file on SQLite (FTS5).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.db import connection
+
+from captions import selectors, services
+
+pytestmark = pytest.mark.django_db
+
+SEARCH = "/api/v1/search/"
+
+
+@pytest.fixture
+def captioned(user, other_user, make_image, model_version, save_captions):
+    """Four images with model captions: alice's private + public, bob's public + private."""
+
+    def make(owner, visibility, texts):
+        image = make_image(owner, visibility)
+        save_captions(image, model_version, texts)
+        return image
+
+    return {
+        "running_dog": make(user, "private", ["a dog runs across the grass", "a brown dog on grass"]),
+        "many_dogs": make(user, "public", ["a dog chases another dog near a dog house"]),
+        "bob_dog": make(other_user, "public", ["a man sits on a long bench next to a small sleeping dog"]),
+        "bob_secret": make(other_user, "private", ["a dog runs on the beach"]),
+        "cat": make(user, "public", ["a cat sleeps on a red sofa"]),
+    }
+
+
+def ids(results) -> list[int]:
+    return [hit.image.pk for hit in results[: len(results)]]
+
+
+def test_which_database():
+    # test_search_sqlite.py sets IMGCAP_EXPECT_DB_VENDOR=sqlite: proof that the FTS5 path really ran.
+    url = os.environ.get("DATABASE_URL", "postgres://")
+    expected = os.environ.get("IMGCAP_EXPECT_DB_VENDOR") or (
+        "sqlite" if url.startswith("sqlite") else "postgresql"
+    )
+    assert connection.vendor == expected
+
+
+def test_stemming_finds_other_word_forms(user, captioned):
+    found = ids(selectors.search(user, "dogs running"))
+    assert found == [captioned["running_dog"].pk]
+
+
+def test_all_words_must_match_and_stop_words_are_ignored(user, captioned):
+    assert ids(selectors.search(user, "the cat")) == [captioned["cat"].pk]
+    assert ids(selectors.search(user, "cat dog")) == []
+    assert ids(selectors.search(user, "the")) == []
+    assert ids(selectors.search(user, "zebra")) == []
+
+
+def test_ranking_puts_the_best_match_first(user, captioned):
+    found = ids(selectors.search(user, "dog"))
+    assert set(found) == {captioned["running_dog"].pk, captioned["many_dogs"].pk, captioned["bob_dog"].pk}
+    assert found[0] == captioned["many_dogs"].pk  # "dog" three times
+    assert found[-1] == captioned["bob_dog"].pk  # once, in a long caption
+    scores = [hit.score for hit in selectors.search(user, "dog")[0:3]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_each_image_appears_once_with_its_best_caption(user, captioned):
+    results = selectors.search(user, "grass")
+    assert results.count() == 1
+    (hit,) = results[0:10]
+    assert hit.image.pk == captioned["running_dog"].pk
+    assert "grass" in hit.caption.text
+
+
+def test_snippets_highlight_the_matches(user, captioned):
+    (hit,) = selectors.search(user, "running dogs")[0:1]
+    assert "<mark>" in hit.snippet
+    marked = [part.split("</mark>")[0].lower() for part in hit.snippet.split("<mark>")[1:]]
+    assert set(marked) == {"dog", "runs"}
+
+
+def test_snippets_escape_caption_html(user, make_image):
+    image = make_image(user)
+    services.add_human_caption(image=image, text="<script>alert(1)</script> a parrot & a dog", author=user)
+    (hit,) = selectors.search(user, "parrot")[0:1]
+    # Postgres' ts_headline drops tag-like tokens, SQLite keeps them escaped: never live HTML either way.
+    assert "<script>" not in hit.snippet
+    assert "alert(1)" in hit.snippet and "&amp; a dog" in hit.snippet
+    assert "<mark>parrot</mark>" in hit.snippet
+
+
+def test_human_captions_are_searched(user, make_image, model_version, save_captions):
+    image = make_image(user)
+    save_captions(image, model_version, ["a dog on grass"])
+    services.add_human_caption(image=image, text="Rex fetching a frisbee", author=user)
+    assert ids(selectors.search(user, "frisbees")) == [image.pk]
+    assert ids(selectors.search(user, "dog")) == [image.pk]
+
+
+def test_only_visible_images_are_found(user, other_user, captioned):
+    assert captioned["bob_secret"].pk not in ids(selectors.search(user, "dog beach"))
+    assert ids(selectors.search(other_user, "dog beach")) == [captioned["bob_secret"].pk]
+    assert set(ids(selectors.search(None, "dog"))) == {captioned["many_dogs"].pk, captioned["bob_dog"].pk}
+
+
+def test_search_follows_caption_changes(user, make_image, model_version, save_captions):
+    image = make_image(user)
+    save_captions(image, model_version, ["a horse in a field"])
+    assert ids(selectors.search(user, "horse")) == [image.pk]
+    save_captions(image, model_version, ["a pony in a field"])  # replaces the captions
+    assert ids(selectors.search(user, "horse")) == []
+    assert ids(selectors.search(user, "pony")) == [image.pk]
+    services.delete_image(image=image)
+    assert ids(selectors.search(user, "pony")) == []
+
+
+def test_the_api_answers_ranked_pages_with_snippets(api, anon_api, captioned):
+    body = api.get(SEARCH, {"q": "dogs", "page_size": 2}).json()
+    assert body["count"] == 3
+    assert [r["image"]["id"] for r in body["results"]] == [
+        captioned["many_dogs"].pk,
+        captioned["running_dog"].pk,
+    ]
+    assert "<mark>" in body["results"][0]["snippet"]
+    assert body["results"][0]["matched"]["source"] == "model"
+    assert body["next"]
+    rest = api.get(body["next"]).json()
+    assert [r["image"]["id"] for r in rest["results"]] == [captioned["bob_dog"].pk]
+
+    anon = anon_api.get(SEARCH, {"q": "dog"}).json()
+    assert {r["image"]["id"] for r in anon["results"]} == {captioned["many_dogs"].pk, captioned["bob_dog"].pk}
+
+    response = api.get(SEARCH)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "missing_query"
+
+
+def test_search_page_shows_highlights(client, user, captioned):
+    client.force_login(user)
+    response = client.get("/search/", {"q": "dogs running"})
+    assert response.status_code == 200
+    assert b"<mark>" in response.content
+    assert f"/images/{captioned['running_dog'].pk}/".encode() in response.content
+
+
+def test_the_search_structures_exist():
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'captions_caption_search_gin'")
+            (definition,) = cursor.fetchone()
+            assert "USING gin (search_vector)" in definition
+            cursor.execute("SET LOCAL enable_seqscan = off")
+            cursor.execute(
+                "EXPLAIN SELECT id FROM captions_caption "
+                "WHERE search_vector @@ websearch_to_tsquery('english', 'dogs')"
+            )
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            assert "captions_caption_search_gin" in plan
+        else:
+            cursor.execute("SELECT name FROM sqlite_master WHERE name LIKE 'captions_caption_fts%'")
+            names = {row[0] for row in cursor.fetchall()}
+            assert {"captions_caption_fts", "captions_caption_fts_ai", "captions_caption_fts_ad"} <= names

@@ -1,0 +1,235 @@
+"""The services the worker calls (claim, save, fail, reap) and how the best caption is chosen."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from captions import selectors, services
+from captions.attention import AttentionFormatError, decode_attention, encode_attention
+from captions.ingest import RejectedInput
+from captions.models import Caption, Image, ModelVersion
+
+pytestmark = pytest.mark.django_db
+
+
+def test_claim_takes_the_requested_ids_first_then_the_oldest(user, make_image):
+    a, b, c, d = (make_image(user) for _ in range(4))
+    claimed = services.claim_images(limit=3, first=[c.pk])
+    assert [i.pk for i in claimed] == [c.pk, a.pk, b.pk]
+    for image in claimed:
+        assert image.status == "processing"
+        assert image.attempts == 1
+        assert image.processing_started_at is not None
+    assert Image.objects.get(pk=d.pk).status == "pending"
+    # Only pending images are taken: a second claim gets what is left.
+    assert [i.pk for i in services.claim_images(limit=10, first=[a.pk])] == [d.pk]
+    assert services.claim_images(limit=10) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_claim_skips_rows_another_transaction_has_locked(user, make_image, queued_ids):
+    locked, free = make_image(user), make_image(user)
+    assert sorted(queued_ids()) == sorted([locked.pk, free.pk])  # autocommit: sent at once
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_lock() -> None:
+        try:
+            with transaction.atomic():
+                list(Image.objects.select_for_update().filter(pk=locked.pk))
+                holding.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=hold_lock)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        claimed = services.claim_images(limit=10, first=[locked.pk])
+        assert [i.pk for i in claimed] == [free.pk]
+    finally:
+        release.set()
+        thread.join()
+    assert Image.objects.get(pk=locked.pk).status == "pending"
+    assert [i.pk for i in services.claim_images(limit=10)] == [locked.pk]
+
+
+def test_save_model_captions_replaces_that_versions_captions_only(
+    user, make_image, model_version, save_captions
+):
+    image = make_image(user)
+    other_version = services.ensure_model_version(name="imgcap-older", encoder="inception_v3", metrics={})
+    save_captions(image, other_version, ["an old caption"])
+    services.add_human_caption(image=image, text="  my  dog Rex  ", author=user)
+
+    save_captions(image, model_version, ["a dog runs", "a dog is running", "a brown dog"])
+    save_captions(image, model_version, ["a dog runs on grass", "a dog plays"])  # a retry: replaces
+
+    mine = Caption.objects.filter(image=image, model_version=model_version).order_by("rank")
+    assert [(c.text, c.rank) for c in mine] == [("a dog runs on grass", 0), ("a dog plays", 1)]
+    assert Caption.objects.filter(image=image, model_version=other_version).count() == 1
+    human = Caption.objects.get(image=image, source="human")
+    assert human.text == "my dog Rex" and human.score is None and human.model_version is None
+
+    image.refresh_from_db()
+    assert image.status == "done" and image.error == "" and image.captioned_at is not None
+
+    first = mine[0]
+    assert first.words == ["a", "dog", "runs", "on", "grass"]
+    assert decode_attention(first.attention).shape == (5, 4, 4)
+
+
+def test_save_keeps_at_most_n_best(user, make_image, model_version, save_captions, settings):
+    settings.IMGCAP_N_BEST = 2
+    image = make_image(user)
+    save_captions(image, model_version, ["one", "two", "three"])
+    assert Caption.objects.filter(image=image).count() == 2
+
+
+def test_save_for_a_deleted_image_is_a_no_op(user, make_image, model_version, save_captions):
+    image = make_image(user)
+    Image.objects.filter(pk=image.pk).delete()
+    save_captions(image, model_version, ["a dog"])
+    assert Caption.objects.count() == 0
+
+
+def test_mark_failed_then_retry(user, make_image, queued_ids, django_capture_on_commit_callbacks):
+    image = make_image(user)
+    services.claim_images(limit=1)
+    services.mark_failed(image=image, error="cannot decode")
+    image.refresh_from_db()
+    assert (image.status, image.error) == ("failed", "cannot decode")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.retry_image(image=image)
+    image.refresh_from_db()
+    assert (image.status, image.error, image.attempts) == ("pending", "", 0)
+    assert queued_ids() == [image.pk]
+    with pytest.raises(RejectedInput) as caught:
+        services.retry_image(image=image)
+    assert caught.value.status == 409
+
+
+def test_recaption_keeps_old_captions_and_refuses_while_queued(
+    user, make_image, model_version, save_captions
+):
+    image = make_image(user)
+    with pytest.raises(RejectedInput) as caught:
+        services.recaption_image(image=image)
+    assert caught.value.status == 409
+    save_captions(image, model_version, ["a dog"])
+    services.recaption_image(image=image)
+    image.refresh_from_db()
+    assert image.status == "pending"
+    assert Caption.objects.filter(image=image).count() == 1
+
+
+def test_requeue_stale_requeues_or_gives_up(
+    user, make_image, settings, queued_ids, django_capture_on_commit_callbacks
+):
+    settings.IMGCAP_MAX_ATTEMPTS = 3
+    stuck, lost, worn_out, fresh, fresh_pending = (make_image(user) for _ in range(5))
+    long_ago = timezone.now() - timedelta(seconds=3600)
+    Image.objects.filter(pk=stuck.pk).update(status="processing", processing_started_at=long_ago, attempts=1)
+    Image.objects.filter(pk=lost.pk).update(updated_at=long_ago)
+    Image.objects.filter(pk=worn_out.pk).update(
+        status="processing", processing_started_at=long_ago, attempts=3
+    )
+    Image.objects.filter(pk=fresh.pk).update(
+        status="processing", processing_started_at=timezone.now(), attempts=1
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        requeued = services.requeue_stale(older_than_s=600)
+
+    assert sorted(requeued) == sorted([stuck.pk, lost.pk])
+    assert sorted(queued_ids()) == sorted([stuck.pk, lost.pk])
+    states = dict(Image.objects.values_list("pk", "status"))
+    assert states[stuck.pk] == "pending" and states[lost.pk] == "pending"
+    assert states[fresh.pk] == "processing" and states[fresh_pending.pk] == "pending"
+    worn_out.refresh_from_db()
+    assert worn_out.status == "failed" and worn_out.error == "gave up after 3 attempts"
+    # Just requeued, so not stale again right away.
+    assert services.requeue_stale(older_than_s=600) == []
+
+
+def test_enqueue_sends_chunks_to_the_caption_queue(
+    settings, broker_messages, django_capture_on_commit_callbacks
+):
+    settings.IMGCAP_BATCH_MAX = 2
+    with django_capture_on_commit_callbacks(execute=True):
+        services.enqueue_captioning([11, 12, 13])
+    messages = broker_messages()
+    assert sorted(m["args"][0] for m in messages) == [[11, 12], [13]]
+    assert {(m["task"], m["queue"]) for m in messages} == {("imgcap.caption_images", "caption")}
+
+
+def test_the_first_model_version_becomes_active(model_version):
+    assert model_version.active
+    second = services.ensure_model_version(
+        name="imgcap-newer", encoder="efficientnet_lite2", metrics={"bleu4": 0.3}
+    )
+    assert not second.active
+    assert (
+        services.ensure_model_version(name="imgcap-newer", encoder="efficientnet_lite2", metrics={}).pk
+        == second.pk
+    )
+    services.set_active_model(model_version=second)
+    assert list(ModelVersion.objects.filter(active=True)) == [second]
+
+
+def test_best_caption_prefers_human_then_active_model_then_newest(
+    user, make_image, model_version, save_captions
+):
+    image = make_image(user)
+    newer = services.ensure_model_version(name="imgcap-newer", encoder="efficientnet_lite2", metrics={})
+    save_captions(image, newer, ["newer model says cat", "newer second"])
+    save_captions(image, model_version, ["active model says dog", "active second"])
+
+    def best():
+        return selectors.choose_captions(
+            selectors.get_image(user, image.pk), selectors.active_model_version()
+        )
+
+    choice = best()
+    assert choice.best.text == "active model says dog"
+    assert [c.text for c in choice.candidates] == ["active model says dog", "active second"]
+
+    services.set_active_model(model_version=newer)
+    assert best().best.text == "newer model says cat"
+
+    ModelVersion.objects.update(active=False)
+    # No active version: the newest model captions (the ones saved last).
+    assert best().best.text == "active model says dog"
+
+    services.add_human_caption(image=image, text="first human", author=user)
+    services.add_human_caption(image=image, text="second human", author=user)
+    choice = best()
+    assert choice.best.text == "second human"
+    assert [c.text for c in choice.human] == ["second human", "first human"]
+
+
+def test_empty_human_caption_is_refused(user, make_image):
+    image = make_image(user)
+    with pytest.raises(RejectedInput):
+        services.add_human_caption(image=image, text="   ", author=user)
+
+
+def test_attention_round_trip_is_compact_and_close():
+    rng = np.random.default_rng(0)
+    attention = rng.random((7, 14, 14), dtype=np.float32)
+    attention /= attention.sum(axis=(1, 2), keepdims=True)
+    data = encode_attention(attention)
+    assert len(data) == 9 + 7 * 4 + 7 * 14 * 14
+    back = decode_attention(data)
+    assert back.shape == attention.shape and back.dtype == np.float32
+    assert np.abs(back - attention).max() <= attention.max() / 510 + 1e-7
+    assert np.array_equal(decode_attention(encode_attention(np.zeros((2, 3, 3)))), np.zeros((2, 3, 3)))
+    with pytest.raises(AttentionFormatError):
+        decode_attention(data[:-1])

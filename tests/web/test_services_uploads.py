@@ -1,0 +1,213 @@
+"""Uploads and batches through captions.services, on real Postgres with real photos."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image as PILImage
+
+from captions import services
+from captions.ingest import RejectedInput
+from captions.models import Batch, BatchItem, Image
+
+pytestmark = pytest.mark.django_db
+
+
+def stored_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def test_upload_stores_the_file_under_its_hash_and_queues_it_after_commit(
+    user, photo, media_root, queued_ids, django_capture_on_commit_callbacks
+):
+    data = photo()
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        result = services.upload_image(owner=user, data=data, name="dog.jpg")
+        assert queued_ids() == []  # nothing is sent before the transaction commits
+    assert len(callbacks) == 1
+
+    image = result.image
+    sha = hashlib.sha256(data).hexdigest()
+    assert result.created
+    assert image.sha256 == sha
+    assert image.file.name == f"images/{sha[:2]}/{sha}.jpg"
+    assert (media_root / image.file.name).read_bytes() == data
+    assert (image.status, image.visibility, image.original_name, image.format) == (
+        "pending",
+        "private",
+        "dog.jpg",
+        "JPEG",
+    )
+    assert (image.width, image.height) == PILImage.open(io.BytesIO(data)).size
+    assert image.size == len(data)
+    assert queued_ids() == [image.pk]
+
+
+def test_the_same_bytes_from_the_same_owner_return_the_existing_image_without_queueing(
+    user, other_user, photo, media_root, queued_ids, django_capture_on_commit_callbacks
+):
+    data = photo()
+    first = services.upload_image(owner=user, data=data, name="a.jpg").image
+    with django_capture_on_commit_callbacks(execute=True):
+        again = services.upload_image(owner=user, data=data, name="renamed.jpg")
+    assert not again.created
+    assert again.image.pk == first.pk
+    assert queued_ids() == []
+    assert Image.objects.count() == 1
+
+    # Another owner gets an image of their own, sharing the stored file.
+    theirs = services.upload_image(owner=other_user, data=data, name="b.jpg")
+    assert theirs.created and theirs.image.pk != first.pk
+    assert theirs.image.file.name == first.file.name
+    assert len(stored_files(media_root)) == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (b"", 400),
+        (b"this is a text file, not a picture" * 10, 415),
+    ],
+    ids=["zero-bytes", "not-an-image"],
+)
+def test_bad_input_is_refused_and_stores_nothing(user, media_root, data, status):
+    with pytest.raises(RejectedInput) as caught:
+        services.upload_image(owner=user, data=data, name="bad.jpg")
+    assert caught.value.status == status
+    assert caught.value.message
+    assert Image.objects.count() == 0
+    assert stored_files(media_root) == []
+
+
+def test_a_truncated_jpeg_is_refused(user, photo, media_root):
+    data = photo()
+    with pytest.raises(RejectedInput):
+        services.upload_image(owner=user, data=data[: len(data) // 2], name="cut.jpg")
+    assert Image.objects.count() == 0
+    assert stored_files(media_root) == []
+
+
+def test_over_the_size_limit_is_413(user, photo, media_root, settings):
+    data = photo()
+    settings.IMGCAP_MAX_UPLOAD_BYTES = len(data) - 1
+    with pytest.raises(RejectedInput) as caught:
+        services.upload_image(owner=user, data=data, name="big.jpg")
+    assert caught.value.status == 413
+    assert Image.objects.count() == 0
+
+
+def test_a_batch_accepts_the_good_items_and_lists_the_rejected_ones(
+    user, photo, media_root, queued_ids, django_capture_on_commit_callbacks
+):
+    good_a, good_b = photo(), photo()
+    files = [
+        services.IncomingFile("a.jpg", good_a),
+        services.IncomingFile("empty.jpg", b""),
+        services.IncomingFile("b.jpg", good_b),
+        services.IncomingFile("notes.txt", b"hello there, no picture here"),
+    ]
+    with django_capture_on_commit_callbacks(execute=True):
+        result = services.create_batch(owner=user, files=files, visibility="public")
+    batch = result.batch
+    items = list(BatchItem.objects.filter(batch=batch).order_by("position"))
+    assert [i.name for i in items] == ["a.jpg", "b.jpg"]
+    assert {i.image.visibility for i in items} == {"public"}
+    assert [r["name"] for r in batch.rejected] == ["empty.jpg", "notes.txt"]
+    assert all(r["code"] and r["message"] for r in batch.rejected)
+    assert sorted(queued_ids()) == sorted(i.image_id for i in items)
+    assert len(stored_files(media_root)) == 2
+
+
+def test_a_batch_with_nothing_acceptable_stores_nothing(user, media_root):
+    files = [services.IncomingFile("empty.jpg", b""), services.IncomingFile("x.txt", b"plain text " * 20)]
+    with pytest.raises(services.BatchRejected) as caught:
+        services.create_batch(owner=user, files=files)
+    assert caught.value.code == "no_acceptable_images"
+    assert [r.name for r in caught.value.rejected] == ["empty.jpg", "x.txt"]
+    assert Batch.objects.count() == 0 and Image.objects.count() == 0
+    assert stored_files(media_root) == []
+
+
+def test_an_idempotency_key_returns_the_first_batch(
+    user, photo, media_root, queued_ids, django_capture_on_commit_callbacks
+):
+    files = [services.IncomingFile("a.jpg", photo())]
+    first = services.create_batch(owner=user, files=files, idempotency_key="key-1")
+    with django_capture_on_commit_callbacks(execute=True):
+        again = services.create_batch(
+            owner=user, files=[services.IncomingFile("c.jpg", photo())], idempotency_key="key-1"
+        )
+    assert again.replayed and not first.replayed
+    assert again.batch.pk == first.batch.pk
+    assert Image.objects.count() == 1
+    assert queued_ids() == []
+
+
+def test_a_batch_from_a_zip_archive(user, photo, media_root):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("holiday/one.jpg", photo())
+        archive.writestr("holiday/two.jpg", photo())
+    result = services.create_batch(
+        owner=user, archives=[services.IncomingFile("photos.zip", buffer.getvalue())]
+    )
+    assert sorted(i.name for i in result.batch.items.all()) == ["one.jpg", "two.jpg"]
+    assert Image.objects.filter(owner=user).count() == 2
+
+
+def test_a_bad_archive_refuses_the_whole_batch(user, media_root):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("../escape.jpg", b"whatever")
+    with pytest.raises(RejectedInput) as caught:
+        services.create_batch(owner=user, archives=[services.IncomingFile("evil.zip", buffer.getvalue())])
+    assert 400 <= caught.value.status < 500
+    assert Batch.objects.count() == 0
+    assert stored_files(media_root) == []
+
+
+def test_too_many_files_in_a_batch(user, photo, settings, media_root):
+    settings.IMGCAP_MAX_BATCH_FILES = 2
+    files = [services.IncomingFile(f"{i}.jpg", photo()) for i in range(3)]
+    with pytest.raises(RejectedInput) as caught:
+        services.create_batch(owner=user, files=files)
+    assert caught.value.code == "too_many_files"
+    assert Image.objects.count() == 0
+
+
+def test_delete_removes_the_file_only_when_no_other_image_uses_it(user, other_user, photo, media_root):
+    data = photo()
+    mine = services.upload_image(owner=user, data=data, name="a.jpg").image
+    theirs = services.upload_image(owner=other_user, data=data, name="b.jpg").image
+    path = media_root / mine.file.name
+
+    services.delete_image(image=mine)
+    assert path.exists()  # bob's image still uses the bytes
+    # on_commit does not run inside the test transaction; call what it runs
+    services._delete_file_if_unused(mine.file.name)
+    assert path.exists()
+    services.delete_image(image=theirs)
+    services._delete_file_if_unused(theirs.file.name)
+    assert not path.exists()
+    assert Image.objects.count() == 0
+
+
+def test_delete_runs_its_file_cleanup_on_commit(user, photo, media_root, django_capture_on_commit_callbacks):
+    image = services.upload_image(owner=user, data=photo(), name="a.jpg").image
+    path = media_root / image.file.name
+    with django_capture_on_commit_callbacks(execute=True):
+        services.delete_image(image=image)
+    assert not path.exists()
+
+
+def test_set_visibility_checks_its_value(user, photo, media_root):
+    image = services.upload_image(owner=user, data=photo(), name="a.jpg").image
+    services.set_visibility(image=image, visibility="public")
+    image.refresh_from_db()
+    assert image.visibility == "public"
+    with pytest.raises(RejectedInput):
+        services.set_visibility(image=image, visibility="secret")

@@ -1,0 +1,211 @@
+"""The micro-batcher in-process against the real database, with the real tiny TF captioner.
+
+The end-to-end path through a real Celery worker process is in test_pipeline_e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from captions import services
+from captions.attention import decode_attention
+from captions.models import Caption, Image, ModelVersion
+from worker import batching, runtime
+
+FLICKR_IMAGES = Path(__file__).resolve().parents[3] / "shared" / "data" / "flickr8k" / "images"
+
+pytestmark = pytest.mark.django_db
+
+
+def photos(n: int) -> list[Path]:
+    found = sorted(FLICKR_IMAGES.glob("*.jpg"))[:n]
+    if len(found) < n:
+        pytest.skip(f"real Flickr8k photos not found in {FLICKR_IMAGES}")
+    return found
+
+
+def unique_jpeg(path: Path) -> bytes:
+    """The photo's bytes with a JPEG comment segment added: same pixels, bytes no other test shares.
+
+    Stored files are named by content hash, so tests that damage a stored file need bytes of their own.
+    """
+    data = path.read_bytes()
+    comment = f"imgcap test {uuid.uuid4()}".encode()
+    return data[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + data[2:]
+
+
+@pytest.fixture
+def tiny_settings(settings, tiny_run):
+    settings.IMGCAP_MODEL_DIR = str(tiny_run)
+    settings.IMGCAP_BATCH_MAX = 16
+    settings.IMGCAP_BATCH_WAIT_MS = 0
+    settings.IMGCAP_N_BEST = 3
+    settings.IMGCAP_BEAM_SIZE = None
+    return settings
+
+
+@pytest.fixture
+def owner(django_user_model):
+    return django_user_model.objects.create_user(
+        username=f"worker-{uuid.uuid4().hex[:8]}", password="pw-12345-x"
+    )
+
+
+def upload(owner, path: Path, data: bytes | None = None) -> Image:
+    return services.upload_image(owner=owner, data=data or unique_jpeg(path), name=path.name).image
+
+
+def test_batch_stores_n_best_with_ranks_words_and_attention(tiny_settings, tiny_captioner, owner, tiny_run):
+    images = [upload(owner, p) for p in photos(3)]
+    report = batching.caption_pending(first=[images[2].pk], captioner=tiny_captioner)
+
+    # One model call for the three, the named image first.
+    assert report.claimed[0] == images[2].pk
+    assert sorted(report.claimed) == sorted(im.pk for im in images)
+    assert sorted(report.done) == sorted(report.claimed) and report.failed == []
+
+    version = ModelVersion.objects.get(name=tiny_captioner.version)
+    assert version.active and version.encoder == tiny_captioner.config["encoder"]["name"]
+    metrics_file = Path(tiny_run) / "metrics.json"
+    assert version.metrics == (json.loads(metrics_file.read_text()) if metrics_file.is_file() else {})
+
+    direct = tiny_captioner.caption([im.file.path for im in images], n_best=3)
+    for image, expected in zip(images, direct, strict=True):
+        image.refresh_from_db()
+        assert image.status == Image.Status.DONE and image.error == ""
+        assert image.captioned_at is not None and image.processing_started_at is None
+        assert image.attempts == 1
+        stored = list(image.captions.order_by("rank"))
+        assert [c.rank for c in stored] == list(range(len(expected.candidates)))
+        assert [c.text for c in stored] == [c.text for c in expected.candidates]
+        assert len(stored) == min(3, len(expected.candidates)) >= 1
+        scores = [c.score for c in stored]
+        assert scores == sorted(scores, reverse=True)
+        for caption, candidate in zip(stored, expected.candidates, strict=True):
+            assert caption.source == Caption.Source.MODEL and caption.model_version_id == version.pk
+            assert caption.words == candidate.words and " ".join(caption.words) == caption.text
+            assert caption.score == pytest.approx(candidate.score, abs=1e-4)
+            attention = decode_attention(caption.attention)
+            assert (
+                attention.shape == candidate.attention.shape == (len(candidate.words), *attention.shape[1:])
+            )
+            # uint8 quantisation per word: error at most max/510 per cell
+            tolerance = candidate.attention.reshape(len(candidate.words), -1).max(axis=1) / 500 + 1e-6
+            assert np.all(np.abs(attention - candidate.attention) <= tolerance[:, None, None])
+
+
+def test_n_best_setting_limits_candidates(tiny_settings, tiny_captioner, owner):
+    tiny_settings.IMGCAP_N_BEST = 1
+    image = upload(owner, photos(1)[0])
+    batching.caption_pending(first=[image.pk], captioner=tiny_captioner)
+    assert list(image.captions.values_list("rank", flat=True)) == [0]
+
+
+def test_claims_respect_batch_max_and_each_image_is_claimed_once(tiny_settings, owner):
+    images = [upload(owner, p) for p in photos(5)]
+    ids = [im.pk for im in images]
+    first = batching.claim_batch([ids[4], ids[3]], batch_max=2, wait_ms=0)
+    assert [im.pk for im in first] == [ids[4], ids[3]]
+    # 4 is taken: this claim gets the others, oldest first.
+    second = batching.claim_batch([ids[4]], batch_max=8, wait_ms=0)
+    assert [im.pk for im in second] == ids[:3]
+    assert batching.claim_batch(ids, batch_max=8, wait_ms=0) == []
+    for image in Image.objects.filter(pk__in=ids):
+        assert image.status == Image.Status.PROCESSING
+        assert image.attempts == 1 and image.processing_started_at is not None
+
+
+def test_partial_batch_waits_for_more_but_empty_claim_returns_at_once(tiny_settings, owner):
+    image = upload(owner, photos(1)[0])
+    started = time.monotonic()
+    got = batching.claim_batch([image.pk], batch_max=4, wait_ms=300)
+    waited = time.monotonic() - started
+    assert [im.pk for im in got] == [image.pk]
+    assert 0.3 <= waited < 3
+
+    started = time.monotonic()
+    assert batching.claim_batch([image.pk], batch_max=4, wait_ms=5000) == []
+    assert time.monotonic() - started < 1
+
+
+def test_task_for_images_already_captioned_does_nothing(tiny_settings, tiny_captioner, owner):
+    images = [upload(owner, p) for p in photos(2)]
+    ids = [im.pk for im in images]
+    batching.caption_pending(first=ids, captioner=tiny_captioner)
+    before = list(Caption.objects.filter(image_id__in=ids).order_by("id").values_list("id", flat=True))
+
+    again = batching.caption_pending(first=ids, captioner=tiny_captioner)  # a duplicate or re-sent message
+    assert again.claimed == []
+    after = list(Caption.objects.filter(image_id__in=ids).order_by("id").values_list("id", flat=True))
+    assert after == before
+
+
+def test_recaption_replaces_that_models_captions_and_keeps_human_ones(tiny_settings, tiny_captioner, owner):
+    image = upload(owner, photos(1)[0])
+    batching.caption_pending(first=[image.pk], captioner=tiny_captioner)
+    model_count = image.captions.filter(source=Caption.Source.MODEL).count()
+    services.add_human_caption(image=image, text="a person wrote this", author=owner)
+
+    services.recaption_image(image=image)
+    report = batching.caption_pending(first=[image.pk], captioner=tiny_captioner)
+    assert report.done == [image.pk]
+    image.refresh_from_db()
+    assert image.status == Image.Status.DONE and image.attempts == 1
+    assert image.captions.filter(source=Caption.Source.MODEL).count() == model_count
+    assert image.captions.filter(source=Caption.Source.HUMAN, text="a person wrote this").count() == 1
+
+
+def test_damaged_and_missing_files_fail_alone_and_retry_works(tiny_settings, tiny_captioner, owner):
+    good, damaged, missing = (upload(owner, p) for p in photos(3))
+    damaged_bytes = Path(damaged.file.path).read_bytes()
+    missing_bytes = Path(missing.file.path).read_bytes()
+    Path(damaged.file.path).write_bytes(damaged_bytes[:600])  # passed validation, broke on disk later
+    Path(missing.file.path).unlink()
+
+    report = batching.caption_pending(first=[good.pk, damaged.pk, missing.pk], captioner=tiny_captioner)
+    assert report.done == [good.pk]
+    assert sorted(report.failed) == sorted([damaged.pk, missing.pk])
+
+    for image in (damaged, missing):
+        image.refresh_from_db()
+        assert image.status == Image.Status.FAILED and image.captions.count() == 0
+        assert image.processing_started_at is None
+        # Users see the name they uploaded, not the server's file path.
+        assert image.original_name in image.error and image.file.path not in image.error
+    assert "unreadable or truncated" in damaged.error
+    assert "cannot be read" in missing.error
+
+    Path(damaged.file.path).write_bytes(damaged_bytes)
+    Path(missing.file.path).write_bytes(missing_bytes)
+    for image in (damaged, missing):
+        services.retry_image(image=image)
+    retried = batching.caption_pending(captioner=tiny_captioner)
+    assert sorted(retried.done) == sorted([damaged.pk, missing.pk])
+    for image in (damaged, missing):
+        image.refresh_from_db()
+        assert image.status == Image.Status.DONE and image.error == "" and image.captions.count() >= 1
+
+
+def test_a_model_call_that_raises_fails_the_whole_batch(tiny_settings, tiny_captioner, owner):
+    tiny_settings.IMGCAP_BEAM_SIZE = 0  # the captioner refuses it: a real error from inside the model call
+    images = [upload(owner, p) for p in photos(2)]
+    report = batching.caption_pending(first=[im.pk for im in images], captioner=tiny_captioner)
+    assert sorted(report.failed) == sorted(im.pk for im in images) and report.done == []
+    for image in images:
+        image.refresh_from_db()
+        assert image.status == Image.Status.FAILED
+        assert image.error == "captioning failed: ValueError: beam_size must be at least 1"
+
+
+def test_model_version_metrics_come_from_the_model_directory(tiny_settings, tiny_captioner, tmp_path):
+    (tmp_path / "metrics.json").write_text(json.dumps({"dev": {"BLEU-4": 12.5}}))
+    version = runtime.register_model_version(tiny_captioner, tmp_path)
+    assert version.metrics == {"dev": {"BLEU-4": 12.5}} and version.name == tiny_captioner.version
+    assert runtime.read_metrics(tmp_path / "nowhere") == {}

@@ -1,0 +1,160 @@
+"""The micro-batcher: claim pending images for a short while, caption them in one model call.
+
+A task names the images it was sent for, but claims whatever is pending (its own ids first), so
+uploads that arrive within IMGCAP_BATCH_WAIT_MS share one encoder/decoder pass. Claiming is
+`select_for_update(skip_locked)` in `services.claim_images`: a task sent for ids another task has
+already claimed finds nothing and returns, which makes duplicate sends and reaper re-sends harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+
+from captions import services
+from captions.models import Image, ModelVersion
+from worker import runtime
+
+if TYPE_CHECKING:
+    from ml.captioner import Captioner, CaptionResult
+
+logger = logging.getLogger(__name__)
+
+# How often a batch that is not full looks for newly pending images while it waits.
+CLAIM_POLL_S = 0.05
+
+
+@dataclass
+class BatchReport:
+    """What one caption_images task did (also its log line)."""
+
+    claimed: list[int] = field(default_factory=list)
+    done: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    model_version: str = ""
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        return (
+            f"imgcap batch: {len(self.claimed)} images in one model call, {len(self.done)} captioned, "
+            f"{len(self.failed)} failed, {self.seconds:.2f}s, model {self.model_version} "
+            f"(ids {self.claimed})"
+        )
+
+
+def claim_batch(
+    first: Sequence[int] = (), *, batch_max: int | None = None, wait_ms: int | None = None
+) -> list[Image]:
+    """Claim up to batch_max pending images, `first` before others.
+
+    When the first claim finds some but fewer than batch_max, keep claiming newly pending ones until
+    wait_ms have passed since it or the batch is full. Finding none at all returns at once.
+    """
+    batch_max = settings.IMGCAP_BATCH_MAX if batch_max is None else batch_max
+    wait_ms = settings.IMGCAP_BATCH_WAIT_MS if wait_ms is None else wait_ms
+    images = list(services.claim_images(limit=batch_max, first=list(first)))
+    if not images:
+        return images
+    deadline = time.monotonic() + wait_ms / 1000
+    while len(images) < batch_max:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        time.sleep(min(CLAIM_POLL_S, left))
+        images += services.claim_images(limit=batch_max - len(images))
+    return images
+
+
+def caption_pending(first: Sequence[int] = (), *, captioner: Captioner | None = None) -> BatchReport:
+    """The caption_images task: claim a batch (see claim_batch) and caption it in one call.
+
+    The model is loaded before anything is claimed, so a model that cannot load leaves images pending.
+    """
+    captioner = captioner if captioner is not None else runtime.get_captioner()
+    images = claim_batch(first)
+    if not images:
+        return BatchReport()
+    return caption_batch(images, captioner)
+
+
+def caption_batch(images: Sequence[Image], captioner: Captioner) -> BatchReport:
+    """Caption claimed images with one `captioner.caption` call and store each result.
+
+    An image whose result has an error is marked failed with it; if the call itself raises, every
+    image of the batch is marked failed with the exception's text (none is left in processing).
+    """
+    started = time.monotonic()
+    report = BatchReport(claimed=[im.pk for im in images], model_version=captioner.version)
+    inputs, readable = [], []
+    for image in images:
+        try:
+            inputs.append(_model_input(image))
+            readable.append(image)
+        except OSError as exc:
+            _fail(report, image, f"the stored file of {image.original_name} cannot be read ({exc})")
+    if readable:
+        try:
+            version = runtime.register_model_version(captioner)
+            results = captioner.caption(
+                inputs,
+                n_best=settings.IMGCAP_N_BEST,
+                beam_size=settings.IMGCAP_BEAM_SIZE,
+                batch_size=len(inputs),
+            )
+        except Exception as exc:
+            logger.exception("imgcap batch %s: captioning failed", [im.pk for im in readable])
+            for image in readable:
+                _fail(report, image, f"captioning failed: {type(exc).__name__}: {exc}")
+        else:
+            for image, model_input, result in zip(readable, inputs, results, strict=True):
+                _store(report, image, model_input, result, version)
+    report.seconds = time.monotonic() - started
+    logger.info(report.summary())
+    return report
+
+
+def _model_input(image: Image) -> str | bytes:
+    """A path when the storage has one (the encoder reads it), else the file's bytes."""
+    try:
+        path = image.file.path
+    except NotImplementedError:  # storages without local files (e.g. object stores)
+        with image.file.open("rb") as fp:
+            return fp.read()
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no file for image {image.pk}")
+    return path
+
+
+def _store(
+    report: BatchReport, image: Image, model_input: str | bytes, result: CaptionResult, version: ModelVersion
+) -> None:
+    if result.error is not None:
+        # The message starts with the server-side path; users know the file by its original name.
+        error = result.error
+        if isinstance(model_input, str):
+            error = error.replace(model_input, image.original_name)
+        _fail(report, image, error)
+        return
+    candidates = [
+        services.CandidateData(text=c.text, score=float(c.score), words=list(c.words), attention=c.attention)
+        for c in result.candidates
+    ]
+    try:
+        services.save_model_captions(image=image, model_version=version, candidates=candidates)
+    except Exception as exc:
+        logger.exception("imgcap image %s: storing captions failed", image.pk)
+        _fail(report, image, f"storing captions failed: {type(exc).__name__}: {exc}")
+        return
+    report.done.append(image.pk)
+
+
+def _fail(report: BatchReport, image: Image, error: str) -> None:
+    logger.warning("imgcap image %s failed: %s", image.pk, error)
+    services.mark_failed(image=image, error=error)
+    report.failed.append(image.pk)

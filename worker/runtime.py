@@ -1,0 +1,89 @@
+"""The captioner of this worker process, loaded once, and the ModelVersion row it writes under."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+
+from captions import services
+
+if TYPE_CHECKING:  # importing ml.captioner imports TensorFlow: only when a caption is needed
+    from captions.models import ModelVersion
+    from ml.captioner import Captioner
+
+logger = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_captioner: Captioner | None = None
+
+
+def model_dir() -> Path:
+    """The model directory this worker serves: settings.IMGCAP_MODEL_DIR, else the shipped default."""
+    from ml.paths import default_model_dir  # no TensorFlow in ml.paths
+
+    configured = getattr(settings, "IMGCAP_MODEL_DIR", None)
+    return Path(configured) if configured else default_model_dir()
+
+
+def get_captioner() -> Captioner:
+    """This process's captioner; the first call loads it (seconds), later calls return it."""
+    global _captioner
+    if _captioner is None:
+        with _lock:
+            if _captioner is None:
+                started = time.monotonic()  # TensorFlow's import is most of the start-up
+                from ml.captioner import load_captioner
+
+                directory = model_dir()
+                captioner = load_captioner(directory)
+                logger.info(
+                    "imgcap captioner ready: model %s (encoder %s) from %s, loaded in %.1fs",
+                    captioner.version,
+                    captioner.config["encoder"]["name"],
+                    directory,
+                    time.monotonic() - started,
+                )
+                _captioner = captioner
+    return _captioner
+
+
+def warm_up() -> None:
+    """Load the model at worker start so the first batch doesn't wait; a failure is logged, not fatal.
+
+    Tasks call get_captioner() again and raise before claiming anything, so images stay pending
+    (the reaper re-sends them) rather than being marked failed for a deployment problem.
+    """
+    try:
+        get_captioner()
+    except Exception:
+        logger.exception("imgcap captioner could not be loaded from %s", model_dir())
+
+
+def read_metrics(directory: Path) -> dict[str, Any]:
+    """The model directory's metrics.json, or {} when it has none (or it is unreadable)."""
+    try:
+        return json.loads((directory / "metrics.json").read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        logger.warning("ignoring unreadable %s: %s", directory / "metrics.json", exc)
+        return {}
+
+
+def register_model_version(captioner: Captioner, directory: Path | None = None) -> ModelVersion:
+    """The ModelVersion row for `captioner` (created, and made active if none is, on first use).
+
+    Looked up per batch rather than cached: a row cached in the process would go stale if the
+    version were deleted, and the lookup is one indexed query per batch.
+    """
+    return services.ensure_model_version(
+        name=captioner.version,
+        encoder=captioner.config["encoder"]["name"],
+        metrics=read_metrics(directory if directory is not None else model_dir()),
+    )
