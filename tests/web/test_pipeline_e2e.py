@@ -22,6 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import kombu.pools
 import pytest
 import redis
 from django.db import connection
@@ -77,6 +78,9 @@ def reset_publisher() -> None:
         celery_app._pool.force_close_all()
     celery_app._pool = None
     celery_app.amqp._producer_pool = None
+    # kombu also keeps producer pools in a process-wide registry keyed by connection; left there, the
+    # closed pool would be handed out again once the old broker_url is back.
+    kombu.pools.reset()
 
 
 @contextmanager

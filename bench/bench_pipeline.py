@@ -1,0 +1,250 @@
+"""Pipeline throughput: REST upload -> Redis -> Celery worker -> captions in Postgres, against the bare
+captioner loop on the same images in the same run.
+
+    .venv/bin/python -m bench.bench_pipeline                   # 256 Flickr8k dev images
+    .venv/bin/python -m bench.bench_pipeline --images 32       # smoke run
+
+Platform: gunicorn (`-w 2` sync workers) and one real worker process
+(`celery -A imgcap_site worker -Q caption,default --pool solo`) with the production settings, a fresh
+Postgres database, Redis db 12 as the broker and a temporary media folder; the model is the worker's
+(IMGCAP_MODEL_DIR, default models/default). The client uploads the images the way a client with a
+folder of photos would: `--chunk` files per POST to /api/v1/batches/ (32; `--chunk 1` posts each image
+to /api/v1/images/ instead), one request after another. Pipeline time runs from the first upload
+request to the moment the last image is stored as done (the newest `updated_at` of the images), with
+the worker already warm: its model is loaded and `--warmup` other images went through it first.
+
+Bare loop: `load_captioner(...).caption(paths, batch_size=IMGCAP_BATCH_MAX, n_best=IMGCAP_N_BEST,
+beam_size=IMGCAP_BEAM_SIZE)` in this process, the same work per image as the worker's, timed once
+before the platform starts and once after it has stopped (never sharing the cores with the worker),
+each after a warm-up call. The ratio is pipeline images/s over the mean of the two bare runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+from bench import platform_env as pe
+from bench.timing import write_results
+
+BATCH_LINE = re.compile(
+    r"imgcap batch: (\d+) images in one model call, (\d+) captioned, (\d+) failed, ([\d.]+)s"
+)
+GOAL = 0.9
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=256, help="the first N Flickr8k dev images")
+    parser.add_argument("--warmup", type=int, default=16, help="other dev images captioned first, untimed")
+    parser.add_argument("--chunk", type=int, default=32, help="files per batch POST (1: /api/v1/images/)")
+    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn sync workers")
+    parser.add_argument("--batch-max", type=int, help="IMGCAP_BATCH_MAX (default: the settings' 16)")
+    parser.add_argument("--batch-wait-ms", type=int, help="IMGCAP_BATCH_WAIT_MS (default: the settings')")
+    parser.add_argument("--model", help="IMGCAP_MODEL_DIR (default: models/default)")
+    parser.add_argument("--db", default="imgcap_bench", help="Postgres database (dropped and recreated)")
+    parser.add_argument("--redis-db", type=int, default=pe.BENCH_REDIS_DB)
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for the captions")
+    parser.add_argument("--keep", action="store_true", help="keep the database and files afterwards")
+    args = parser.parse_args(argv)
+
+    env_start = pe.environment()
+    pe.print_environment(env_start)
+    paths = pe.dev_images(args.images + args.warmup)
+    images, warm_images = paths[: args.images], paths[args.images :]
+    blobs = [p.read_bytes() for p in paths]  # also puts the files in the page cache for both contenders
+
+    extra = {}
+    if args.batch_max:
+        extra["IMGCAP_BATCH_MAX"] = str(args.batch_max)
+    if args.batch_wait_ms is not None:
+        extra["IMGCAP_BATCH_WAIT_MS"] = str(args.batch_wait_ms)
+    if args.model:
+        extra["IMGCAP_MODEL_DIR"] = str(Path(args.model).resolve())
+    work = pe.work_dir("pipeline")
+    env = pe.bench_env(db_name=args.db, redis_db=args.redis_db, work_dir=work, **extra)
+    pe.create_database(args.db)
+    pe.flush_redis(args.redis_db)
+    pe.setup_django(env)
+    pe.migrate()
+    from django.conf import settings
+
+    decode = {
+        "batch_size": settings.IMGCAP_BATCH_MAX,
+        "n_best": settings.IMGCAP_N_BEST,
+        "beam_size": settings.IMGCAP_BEAM_SIZE,
+    }
+    print(
+        f"{args.images} images (+{args.warmup} warm-up); worker batches of up to {decode['batch_size']}, "
+        f"wait {settings.IMGCAP_BATCH_WAIT_MS} ms, n_best {decode['n_best']}, "
+        f"beam {decode['beam_size'] or 'model default'}; upload: "
+        + (
+            f"{args.chunk} files per POST /api/v1/batches/" if args.chunk > 1 else "POST /api/v1/images/ each"
+        ),
+        flush=True,
+    )
+
+    try:
+        captioner = _load_captioner(settings.IMGCAP_MODEL_DIR)
+        bare_before, bare_captions = _bare(captioner, images, warm_images, decode)
+        print(
+            f"bare loop (before): {args.images / bare_before:.2f} images/s ({bare_before:.1f} s)", flush=True
+        )
+
+        warm_user, warm_token = pe.make_user("bench-warmup")
+        user, token = pe.make_user("bench-pipeline")
+        with (
+            pe.CeleryWorker(env, work / "worker.log") as worker,
+            pe.Gunicorn(env, work / "gunicorn.log", workers=args.web_workers) as web,
+        ):
+            _upload(web.port, warm_token, list(zip(warm_images, blobs[args.images :], strict=True)), 32)
+            _wait_done(warm_user, len(warm_images), args.timeout, worker)
+            log_offset = len(worker.log.read_text(errors="replace"))
+
+            started_wall, started = time.time(), time.perf_counter()
+            requests = _upload(
+                web.port, token, list(zip(images, blobs[: args.images], strict=True)), args.chunk
+            )
+            uploaded_s = time.perf_counter() - started
+            print(f"uploaded in {uploaded_s:.1f} s ({len(requests)} requests)", flush=True)
+            finished = _wait_done(user, args.images, args.timeout, worker)
+            worker_memory = pe.memory_mb(worker.pid)
+            batches = [
+                tuple(float(x) for x in m.groups())
+                for m in BATCH_LINE.finditer(worker.log.read_text(errors="replace")[log_offset:])
+            ]
+        pipeline_s = finished["last_update"].timestamp() - started_wall
+        pipeline_captions = _stored_captions(user)
+
+        bare_after, _ = _bare(captioner, images, warm_images, decode)
+        print(f"bare loop (after): {args.images / bare_after:.2f} images/s ({bare_after:.1f} s)", flush=True)
+    finally:
+        if not args.keep:
+            pe.drop_database(args.db)
+            pe.flush_redis(args.redis_db)
+            shutil.rmtree(work, ignore_errors=True)
+
+    bare_rates = [args.images / bare_before, args.images / bare_after]
+    bare_rate = sum(bare_rates) / 2
+    pipeline_rate = args.images / pipeline_s
+    ratio = pipeline_rate / bare_rate
+    same = sum(pipeline_captions.get(p.name) == c for p, c in zip(images, bare_captions, strict=True))
+    worker_busy = sum(b[3] for b in batches)
+    sizes = [int(b[0]) for b in batches]
+    print(
+        f"pipeline: {pipeline_rate:.2f} images/s ({pipeline_s:.1f} s; {finished['done']} done, "
+        f"{finished['failed']} failed); worker batches {len(batches)} (sizes {min(sizes, default=0)}-"
+        f"{max(sizes, default=0)}), captioning {worker_busy:.1f} s of it"
+    )
+    print(
+        f"bare loop: {bare_rate:.2f} images/s (before {bare_rates[0]:.2f}, after {bare_rates[1]:.2f})\n"
+        f"pipeline / bare = {ratio:.1%} (goal >= {GOAL:.0%}: {'met' if ratio >= GOAL else 'NOT met'}); "
+        f"same best caption as the bare loop for {same}/{args.images} images; "
+        f"worker RSS {worker_memory.get('VmRSS')} MB (peak {worker_memory.get('VmHWM')} MB)"
+    )
+    env_end = pe.environment()
+    path = write_results(
+        "pipeline",
+        {
+            "what": "REST upload -> Redis -> celery worker (solo) -> Postgres, vs bare caption() loop",
+            "args": vars(args),
+            "decode": decode,
+            "environment_start": env_start,
+            "environment_end": env_end,
+            "upload_requests": len(requests),
+            "upload_s": round(uploaded_s, 2),
+            "pipeline_s": round(pipeline_s, 2),
+            "pipeline_images_per_s": round(pipeline_rate, 3),
+            "bare_s": [round(bare_before, 2), round(bare_after, 2)],
+            "bare_images_per_s": [round(r, 3) for r in bare_rates],
+            "ratio": round(ratio, 4),
+            "goal": GOAL,
+            "done": finished["done"],
+            "failed": finished["failed"],
+            "worker_batches": sizes,
+            "worker_captioning_s": round(worker_busy, 2),
+            "worker_memory_mb": worker_memory,
+            "same_best_caption": same,
+        },
+    )
+    print(f"-> {path}")
+    return 0 if finished["failed"] == 0 else 1
+
+
+def _load_captioner(model_dir: str | None):
+    from ml.captioner import load_captioner  # TensorFlow: this process only, never the web's
+
+    return load_captioner(model_dir)
+
+
+def _bare(captioner, images: list[Path], warm: list[Path], decode: dict) -> tuple[float, list[str]]:
+    """Seconds to caption `images` with one bare `caption` call (after an untimed one on `warm`)."""
+    captioner.caption([str(p) for p in warm], **decode)
+    started = time.perf_counter()
+    results = captioner.caption([str(p) for p in images], **decode)
+    seconds = time.perf_counter() - started
+    errors = [r.error for r in results if r.error]
+    if errors:
+        raise SystemExit(f"the bare loop could not caption {len(errors)} images: {errors[:3]}")
+    return seconds, [r.caption for r in results]
+
+
+def _upload(port: int, token: str, items: list[tuple[Path, bytes]], chunk: int) -> list[float]:
+    """Upload sequentially: `chunk` files per batch POST, or one POST to /api/v1/images/ each."""
+    run = uuid.uuid4().hex[:8]
+    latencies = []
+    step = max(1, chunk)
+    for start in range(0, len(items), step):
+        part = items[start : start + step]
+        if chunk > 1:
+            body, ctype = pe.multipart([("images", p.name, data) for p, data in part])
+            path = "/api/v1/batches/"
+            headers = {"Idempotency-Key": f"bench-{run}-{start}"}
+        else:
+            body, ctype = pe.multipart([("image", part[0][0].name, part[0][1])])
+            path, headers = "/api/v1/images/", {}
+        headers |= {"Authorization": f"Token {token}", "Content-Type": ctype}
+        status, _, answer, elapsed = pe.request(port, "POST", path, body=body, headers=headers)
+        if status != 202:
+            raise SystemExit(f"upload to {path} answered {status}: {answer[:500]!r}")
+        latencies.append(elapsed)
+    return latencies
+
+
+def _wait_done(user, count: int, timeout_s: float, worker: pe.CeleryWorker) -> dict:
+    """Poll the database until `count` images of `user` are done or failed; their counts and last update."""
+    from django.db.models import Count, Max
+
+    from captions.models import Image
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = Image.objects.filter(owner=user).values("status").annotate(n=Count("id"))
+        counts = {row["status"]: row["n"] for row in rows}
+        done, failed = counts.get("done", 0), counts.get("failed", 0)
+        if done + failed >= count:
+            last: datetime = Image.objects.filter(owner=user).aggregate(m=Max("updated_at"))["m"]
+            return {"done": done, "failed": failed, "last_update": last}
+        worker.check_alive()
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {timeout_s}s: {counts}; worker log {worker.log}")
+        time.sleep(0.1)
+
+
+def _stored_captions(user) -> dict[str, str]:
+    """original_name -> the rank-0 model caption stored for it."""
+    from captions.models import Caption
+
+    rows = Caption.objects.filter(image__owner=user, rank=0, source="model").values_list(
+        "image__original_name", "text"
+    )
+    return dict(rows)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
