@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint model bench bench-train bench-encoders bench-decoder clean
+.PHONY: install run test lint model bench bench-train bench-encoders bench-decoder \
+	bench-platform bench-pipeline bench-upload bench-search bench-web-memory clean
 
 install: $(STAMP)
 
@@ -50,6 +51,22 @@ bench-encoders: install
 
 bench-decoder: install
 	$(PY) -m bench.bench_decoder
+
+# The platform's benchmarks need Postgres and Redis (see README); run them one at a time.
+bench-platform: bench-upload bench-search bench-web-memory bench-pipeline
+
+bench-pipeline: install
+	$(PY) -m bench.bench_pipeline
+
+bench-upload: install
+	$(PY) -m bench.bench_upload
+
+# --reuse keeps the generated million captions between runs (generation is the slow part).
+bench-search: install
+	$(PY) -m bench.bench_search --reuse
+
+bench-web-memory: install
+	$(PY) -m bench.bench_web_memory
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

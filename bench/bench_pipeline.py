@@ -32,9 +32,9 @@ from pathlib import Path
 from bench import platform_env as pe
 from bench.timing import write_results
 
-BATCH_LINE = re.compile(
-    r"imgcap batch: (\d+) images in one model call, (\d+) captioned, (\d+) failed, ([\d.]+)s"
-)
+# The worker's summary of each batch: "imgcap batch: 16 images in one model call, 16 captioned, 0 failed,
+# 2.31s, ..." (or "1 image ...", "5 images claimed, 4 of them in one model call, ...").
+BATCH_LINE = re.compile(r"imgcap batch: (\d+) images? .*?(\d+) captioned, (\d+) failed, ([\d.]+)s")
 GOAL = 0.9
 
 
@@ -114,10 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"uploaded in {uploaded_s:.1f} s ({len(requests)} requests)", flush=True)
             finished = _wait_done(user, args.images, args.timeout, worker)
             worker_memory = pe.memory_mb(worker.pid)
-            batches = [
-                tuple(float(x) for x in m.groups())
-                for m in BATCH_LINE.finditer(worker.log.read_text(errors="replace")[log_offset:])
-            ]
+            batches = _logged_batches(worker, log_offset, args.images)
         pipeline_s = finished["last_update"].timestamp() - started_wall
         pipeline_captions = _stored_captions(user)
 
@@ -233,6 +230,18 @@ def _wait_done(user, count: int, timeout_s: float, worker: pe.CeleryWorker) -> d
         worker.check_alive()
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out after {timeout_s}s: {counts}; worker log {worker.log}")
+        time.sleep(0.1)
+
+
+def _logged_batches(worker: pe.CeleryWorker, offset: int, count: int) -> list[tuple[float, ...]]:
+    """(images, captioned, failed, seconds) of each batch the worker logged after `offset`. The worker
+    logs a batch after storing it, so the last line may come a moment after the database says done."""
+    deadline = time.monotonic() + 10
+    while True:
+        text = worker.log.read_text(errors="replace")[offset:]
+        batches = [tuple(float(x) for x in m.groups()) for m in BATCH_LINE.finditer(text)]
+        if sum(b[0] for b in batches) >= count or time.monotonic() > deadline:
+            return batches
         time.sleep(0.1)
 
 

@@ -100,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         with pe.Gunicorn(env, work / "gunicorn.log", workers=1) as web:
             (worker_pid,) = web.worker_pids()
             samples.append(
-                {"after": "start", "worker": pe.memory_mb(worker_pid), "master": pe.memory_mb(web.pid)}
+                {
+                    "after": "start",
+                    "worker": pe.settled_memory_mb(worker_pid),
+                    "master": pe.memory_mb(web.pid),
+                }
             )
             client = Client(web.port, token)
             client.login("bench-web", password)

@@ -326,6 +326,21 @@ def memory_mb(pid: int) -> dict[str, float]:
     return fields
 
 
+def settled_memory_mb(pid: int, *, quiet_s: float = 1.0, timeout_s: float = 30.0) -> dict[str, float]:
+    """memory_mb once VmRSS has not changed for `quiet_s`: a just-forked gunicorn worker is still
+    importing the application when its port already answers."""
+    deadline = time.monotonic() + timeout_s
+    last, since = memory_mb(pid), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = memory_mb(pid)
+        if now.get("VmRSS") != last.get("VmRSS"):
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            break
+    return last
+
+
 def mapped_libraries(pid: int, needle: str) -> list[str]:
     """Files mapped into a process whose path contains `needle` (e.g. TensorFlow's shared objects)."""
     found = set()

@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from captions.attention import encode_attention
 from captions.ingest import RejectedInput, extract_archive, fetch_url, inspect_image
-from captions.ingest.errors import human_bytes
+from captions.ingest.errors import human_sizes
 from captions.models import Batch, BatchItem, Caption, Image, ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -280,11 +280,8 @@ def read_upload(uploaded: UploadedFile, *, limit: int | None = None) -> Incoming
     name = uploaded.name or "upload"
     limit = settings.IMGCAP_MAX_UPLOAD_BYTES if limit is None else limit
     if uploaded.size is not None and uploaded.size > limit:
-        raise RejectedInput(
-            "file_too_large",
-            f"{name}: {human_bytes(uploaded.size)} is over the limit of {human_bytes(limit)}",
-            status=413,
-        )
+        size, allowed = human_sizes(uploaded.size, limit)
+        raise RejectedInput("file_too_large", f"{name}: {size} is over the limit of {allowed}", status=413)
     uploaded.seek(0)
     return IncomingFile(name=name, data=uploaded.read())
 

@@ -1,13 +1,19 @@
-"""Top-level routes: the REST API under /api/v1/, the HTML site, auth views and the admin."""
+"""Top-level routes: the REST API under /api/v1/, the HTML site, auth views and the admin.
+
+Error pages answer the API's JSON error body under /api/ and Django's pages elsewhere.
+"""
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
 
+from captions.api.error_views import api_not_found
 from captions.api.views import MediaView
 
 urlpatterns = [
     path("api/v1/", include("captions.api.urls")),
+    # Any other path under /api/: the API's JSON 404, also with DEBUG on (which skips handler404).
+    re_path(r"^api(?:/|$)", api_not_found),
     # Uploaded images, only through this visibility check (never a bare static route).
     path("media/<path:name>", MediaView.as_view(), name="media"),
     path("admin/", admin.site.urls),
@@ -15,3 +21,8 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("captions.urls")),
 ]
+
+handler400 = "captions.api.error_views.handler400"
+handler403 = "captions.api.error_views.handler403"
+handler404 = "captions.api.error_views.handler404"
+handler500 = "captions.api.error_views.handler500"

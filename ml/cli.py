@@ -1,4 +1,4 @@
-"""`python -m ml {train,evaluate,caption,attention,export,features}`: the library without Django.
+"""`python -m ml {train,evaluate,sweep,caption,attention,export,features}`: the library without Django.
 
 TensorFlow is imported inside each command, so `--help` is instant.
 """
@@ -84,6 +84,32 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from ml.captioner import load_captioner
+    from ml.evaluate import sweep_decoding
+
+    captioner = load_captioner(args.model)
+    rows = sweep_decoding(
+        captioner,
+        args.dataset,
+        args.root,
+        args.split,
+        tuple(args.beams),
+        tuple(args.length_penalties),
+        args.limit,
+        progress=not args.quiet,
+    )
+    names = list(rows[0]["metrics"])
+    print("| beam | length penalty | " + " | ".join(names) + " |", file=sys.stderr)
+    print("|---" * (len(names) + 2) + "|", file=sys.stderr)
+    for row in rows:
+        scores = [f"{row['metrics'][n]:.2f}" for n in names]
+        cells = [str(row["beam_size"]), f"{row['length_penalty']:g}", *scores]
+        print("| " + " | ".join(cells) + " |", file=sys.stderr)
+    print(json.dumps(rows))
+    return 0
+
+
 def _caption(args: argparse.Namespace) -> int:
     from ml.captioner import CaptionResult, load_captioner
     from ml.images import expand_paths
@@ -139,7 +165,14 @@ def _export(args: argparse.Namespace) -> int:
     from ml.export import export_model
 
     notes = Path(args.notes).read_text() if args.notes else ""
-    metrics = export_model(args.run, args.out, args.root, tuple(args.beams), notes, progress=not args.quiet)
+    defaults = {
+        key: value
+        for key, value in (("beam_size", args.beam_size), ("length_penalty", args.length_penalty))
+        if value is not None
+    }
+    metrics = export_model(
+        args.run, args.out, args.root, tuple(args.beams), notes, not args.quiet, decoding_defaults=defaults
+    )
     print(json.dumps(metrics))
     return 0
 
@@ -164,6 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_evaluate)
 
+    p = sub.add_parser("sweep", help="score beam widths x length penalties on a split (no training needed)")
+    p.add_argument("--model", help="model directory (default: the shipped default model)")
+    p.add_argument("--dataset", choices=DATASET_FORMATS, default="flickr8k")
+    p.add_argument("--root", default="../shared/data/flickr8k")
+    p.add_argument("--split", default="dev")
+    p.add_argument("--beams", nargs="+", type=int, default=[1, 3, 5])
+    p.add_argument("--length-penalties", nargs="+", type=float, default=[0.0, 0.5, 1.0])
+    p.add_argument("--limit", type=int, help="score only the first N images of the split")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_sweep)
+
     p = sub.add_parser("caption", help="caption image files or folders")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--model", help="model directory (default: the shipped default model)")
@@ -186,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default="../shared/data/flickr8k", help="the dataset root, for scoring")
     p.add_argument("--beams", nargs="+", type=int, default=[1, 3, 5], help="beam widths to score")
     p.add_argument("--notes", help="a markdown file appended to the model card")
+    p.add_argument("--beam-size", type=int, help="the shipped decoding default (default: the run's)")
+    p.add_argument("--length-penalty", type=float, help="the shipped decoding default (default: the run's)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_export)
 

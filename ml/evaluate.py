@@ -54,3 +54,27 @@ def evaluate_model(
         "decode_seconds": round(decode_seconds, 2),
         "captions": hyps,
     }
+
+
+def sweep_decoding(
+    captioner: Captioner,
+    dataset: str,
+    root: str,
+    split: str = "dev",
+    beams: tuple[int, ...] = (1, 3, 5),
+    length_penalties: tuple[float, ...] = (0.0,),
+    limit: int | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Score every (beam width, length penalty) pair on the split: the decoding knobs need no training.
+
+    Returns rows {"beam_size", "length_penalty", "metrics", "decode_seconds"}, in the order asked.
+    """
+    rows = []
+    for k in beams:
+        # Greedy search ignores the length penalty: score it once.
+        for lp in length_penalties if k > 1 else length_penalties[:1]:
+            result = evaluate_model(captioner, dataset, root, split, k, lp, limit, progress=progress)
+            keys = ("beam_size", "length_penalty", "metrics", "decode_seconds")
+            rows.append({key: result[key] for key in keys})
+    return rows

@@ -38,16 +38,20 @@ def export_model(
     notes: str = "",
     progress: bool = True,
     limit: int | None = None,
+    decoding_defaults: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Copy the run's best model to `out`, score it on the dev split with each beam width, write the card.
 
     `limit` scores only the first N dev images (quick checks; a shipped model uses all).
+    `decoding_defaults` (beam_size, length_penalty, max_len) replace the run's, e.g. after `ml sweep`.
     """
     run, out = Path(run), Path(out)
     config = read_config(run)
+    config["decoding"] = {**config.get("decoding", {}), **(decoding_defaults or {})}
     out.mkdir(parents=True, exist_ok=True)
-    for name in (CONFIG, VOCAB, WEIGHTS):
+    for name in (VOCAB, WEIGHTS):
         shutil.copyfile(run / name, out / name)
+    (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     captioner = load_captioner(out)
     data = config["data"]
     dataset, split = data["dataset"], data.get("dev_split") or "dev"

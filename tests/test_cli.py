@@ -134,3 +134,28 @@ def test_train_cli_on_coco_with_a_config_file_and_an_lstm(tmp_path):
     assert float(log[-1]["ce"]) < float(log[0]["ce"])
     proc = run_ml("train", "--config", str(config), "--out", str(tmp_path / "run"), "--quiet")
     assert proc.returncode == 2 and "--resume" in proc.stderr
+
+
+def test_sweep_scores_each_beam_and_length_penalty(tiny_run):
+    proc = run_ml(
+        "sweep",
+        "--model",
+        str(tiny_run),
+        "--root",
+        str(FLICKR8K),
+        "--limit",
+        "6",
+        "--beams",
+        "1",
+        "2",
+        "--length-penalties",
+        "0",
+        "1",
+        "--quiet",
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    # greedy once (the penalty does not change it), then beam 2 with each penalty
+    assert [(r["beam_size"], r["length_penalty"]) for r in rows] == [(1, 0.0), (2, 0.0), (2, 1.0)]
+    assert all(set(r["metrics"]) >= {"BLEU-4", "CIDEr"} for r in rows)
+    assert "| 2 | 1 |" in proc.stderr  # the markdown table

@@ -114,3 +114,17 @@ def test_export_ships_the_best_model_with_scores_and_a_card(tmp_path):
     card = (tmp_path / "model" / "README.md").read_text()
     assert "Hodosh" in card and "| beam2 |" in card
     assert load_captioner(tmp_path / "model").version == load_captioner(run).version
+
+    # Decoding defaults chosen after training (e.g. by `ml sweep`) are what the shipped model uses.
+    tuned = export_model(
+        run,
+        tmp_path / "tuned",
+        TINY["root"],
+        beams=(1,),
+        progress=False,
+        limit=4,
+        decoding_defaults={"beam_size": 2, "length_penalty": 0.5},
+    )
+    shipped = load_captioner(tmp_path / "tuned")
+    assert (shipped.beam_size, shipped.length_penalty) == (2, 0.5)
+    assert (tuned["subset"]["beam_size"], tuned["subset"]["length_penalty"]) == (2, 0.5)

@@ -39,13 +39,24 @@ class BatchReport:
     failed: list[int] = field(default_factory=list)
     model_version: str = ""
     seconds: float = 0.0
+    model_inputs: int = 0  # images given to the model call; 0: no call (none of the files was readable)
 
     def summary(self) -> str:
+        claimed = _images(len(self.claimed))
+        if self.model_inputs == len(self.claimed):
+            call = f"{claimed} in one model call"
+        elif self.model_inputs:
+            call = f"{claimed} claimed, {self.model_inputs} of them in one model call"
+        else:
+            call = f"{claimed} claimed, none readable, no model call"
         return (
-            f"imgcap batch: {len(self.claimed)} images in one model call, {len(self.done)} captioned, "
-            f"{len(self.failed)} failed, {self.seconds:.2f}s, model {self.model_version} "
-            f"(ids {self.claimed})"
+            f"imgcap batch: {call}, {len(self.done)} captioned, {len(self.failed)} failed, "
+            f"{self.seconds:.2f}s, model {self.model_version} (ids {self.claimed})"
         )
+
+
+def _images(n: int) -> str:
+    return f"{n} image" if n == 1 else f"{n} images"
 
 
 def claim_batch(
@@ -99,6 +110,7 @@ def caption_batch(images: Sequence[Image], captioner: Captioner) -> BatchReport:
         except OSError as exc:
             _fail(report, image, f"the stored file of {image.original_name} cannot be read ({exc})")
     if readable:
+        report.model_inputs = len(readable)
         try:
             version = runtime.register_model_version(captioner)
             results = captioner.caption(

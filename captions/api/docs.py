@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework.schemas import get_schema_view
 from rest_framework.schemas.openapi import SchemaGenerator
+
+from captions.api.error_views import method_not_allowed
 
 TITLE = "imgcap API"
 VERSION = "1"
@@ -22,7 +26,10 @@ schema_view = get_schema_view(title=TITLE, version=VERSION, description=DESCRIPT
 _METHODS = ("get", "post", "put", "patch", "delete")
 
 
-def docs_view(request):
+@csrf_exempt  # read-only; other methods get the API's 405 below, not the CSRF check's HTML page
+def docs_view(request: HttpRequest) -> HttpResponse:
+    if request.method not in ("GET", "HEAD"):
+        return method_not_allowed(request, ["GET", "HEAD"])
     schema = SchemaGenerator(title=TITLE, version=VERSION, description=DESCRIPTION).get_schema(
         request=request, public=True
     )

@@ -1,6 +1,7 @@
 """One error shape for every 4xx of the API: {"error": {"code": ..., "message": ...}} (plus details).
 
 Input refused by captions.ingest / captions.services (RejectedInput) keeps its own code and status.
+What no DRF view answers (unknown paths under /api/, 500s) gets the same shape from error_views.py.
 """
 
 from __future__ import annotations

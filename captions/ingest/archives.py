@@ -11,7 +11,7 @@ import re
 import stat
 import zipfile
 
-from .errors import RejectedInput, human_bytes, label
+from .errors import RejectedInput, human_bytes, human_sizes, label
 
 NESTED_EXTENSIONS = (
     ".zip", ".tar", ".gz", ".tgz", ".bz2", ".tbz", ".tbz2", ".xz", ".txz", ".7z", ".rar",
@@ -295,16 +295,16 @@ def _nested(who: str, member: str) -> RejectedInput:
 
 
 def _member_too_large(who: str, member: str, size: int, limit: int) -> RejectedInput:
+    shown, allowed = human_sizes(size, limit)
     return RejectedInput(
         "archive_member_too_large",
-        f"{who}: entry {member!r} is {human_bytes(size)}; the limit per file is {human_bytes(limit)}",
+        f"{who}: entry {member!r} is {shown}; the limit per file is {allowed}",
         status=413,
     )
 
 
 def _total_too_large(who: str, size: int, limit: int) -> RejectedInput:
+    shown, allowed = human_sizes(size, limit)
     return RejectedInput(
-        "archive_too_large",
-        f"{who}: unpacks to at least {human_bytes(size)}; the limit is {human_bytes(limit)}",
-        status=413,
+        "archive_too_large", f"{who}: unpacks to at least {shown}; the limit is {allowed}", status=413
     )

@@ -36,3 +36,12 @@ def human_bytes(n: float) -> str:
         if n < 1024 or unit == "GiB":
             break
     return f"{n:.1f} {unit}"
+
+
+def human_sizes(size: int, limit: int) -> tuple[str, str]:
+    """A size and its limit for "X is over the limit of Y": exact byte counts where rounding would
+    print the same number twice (21,000,000 bytes vs 20 MiB both read "20.0 MiB")."""
+    shown, allowed = human_bytes(size), human_bytes(limit)
+    if shown != allowed:
+        return shown, allowed
+    return f"{size:,} bytes", f"{limit:,} bytes ({allowed})"

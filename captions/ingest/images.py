@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from .errors import RejectedInput, human_bytes, label
+from .errors import RejectedInput, human_sizes, label
 
 # Pillow format name -> (MIME type, file extension without the dot).
 ALLOWED_FORMATS: dict[str, tuple[str, str]] = {
@@ -67,10 +67,9 @@ def inspect_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "
     if size == 0:
         raise RejectedInput("empty_file", f"{who}: the file is empty", status=400)
     if size > max_bytes:
+        shown, allowed = human_sizes(size, max_bytes)
         raise RejectedInput(
-            "file_too_large",
-            f"{who}: {human_bytes(size)} is over the limit of {human_bytes(max_bytes)} per image",
-            status=413,
+            "file_too_large", f"{who}: {shown} is over the limit of {allowed} per image", status=413
         )
 
     unsupported = _sniff_unsupported(data)

@@ -23,7 +23,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
-from .errors import RejectedInput, human_bytes
+from .errors import RejectedInput, human_bytes, human_sizes
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -374,12 +374,12 @@ def _timeout(target: _Target, timeout: float) -> RejectedInput:
 
 
 def _too_large(target: _Target, limit: int, *, declared: int | None = None) -> RejectedInput:
-    said = f" (the server announced {human_bytes(declared)})" if declared is not None else ""
-    return RejectedInput(
-        "url_too_large",
-        f"{target.url}: the file is larger than the limit of {human_bytes(limit)}{said}",
-        status=413,
-    )
+    if declared is None:  # found while reading: only the limit is known
+        message = f"{target.url}: the file is larger than the limit of {human_bytes(limit)}"
+    else:
+        announced, allowed = human_sizes(declared, limit)
+        message = f"{target.url}: the server announced {announced}, over the limit of {allowed}"
+    return RejectedInput("url_too_large", message, status=413)
 
 
 def _reason(exc: BaseException) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from imgcap_site.settings.env import (
+    FILESYSTEM_BROKER_URL,
     env_bool,
     env_float,
     env_int,
@@ -146,7 +147,7 @@ if _BROKER_URL:
     CELERY_BROKER_URL = _BROKER_URL
 else:
     # No services needed: kombu's filesystem transport, one folder shared by web and worker processes.
-    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_URL = FILESYSTEM_BROKER_URL
     CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_broker(VAR_DIR / "broker")
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

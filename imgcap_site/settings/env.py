@@ -94,6 +94,11 @@ def parse_database_url(url: str) -> dict[str, Any]:
     raise EnvError(f"DATABASE_URL scheme {scheme!r} is not supported (postgres://, sqlite:///)")
 
 
+# kombu's filesystem transport ignores the host, but a URL without one ("filesystem://") makes kombu
+# warn "No hostname was supplied" on every new connection, e.g. each command that queues images.
+FILESYSTEM_BROKER_URL = "filesystem://localhost//"
+
+
 def filesystem_broker(folder: Path) -> dict[str, str]:
     """Transport options for kombu's filesystem broker kept in one folder: messages, processed
     messages and exchange bindings (`control`, which otherwise lands in each process's cwd)."""

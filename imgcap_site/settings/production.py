@@ -1,16 +1,23 @@
-"""Production: DEBUG off, secrets and hosts from env, secure cookies, collected static files.
+"""Production: DEBUG off, secrets and hosts from env, secure cookies, static files served by WhiteNoise.
 
 Required env: DJANGO_SECRET_KEY, DJANGO_ALLOWED_HOSTS (comma-separated), DATABASE_URL, CELERY_BROKER_URL.
 Optional: DJANGO_CSRF_TRUSTED_ORIGINS, IMGCAP_STATIC_ROOT, IMGCAP_MEDIA_ROOT,
 DJANGO_SECURE_SSL_REDIRECT (default on), DJANGO_HSTS_SECONDS (default 0 = off until you have HTTPS for good).
-Media on S3: set IMGCAP_S3_BUCKET (plus the usual AWS_* variables, e.g. AWS_S3_REGION_NAME,
-AWS_S3_ENDPOINT_URL) and `pip install django-storages[s3]`; images are still served through the
+
+Static files: `manage.py collectstatic` must have run (the Dockerfile does it): WhiteNoise serves the
+collected, content-hashed and gzipped copies from IMGCAP_STATIC_ROOT, with gunicorn and DEBUG off.
+
+Media on S3 (or an S3-compatible service): set IMGCAP_S3_BUCKET, and where needed AWS_S3_REGION_NAME,
+AWS_S3_ENDPOINT_URL (e.g. http://minio:9000) and AWS_S3_ADDRESSING_STYLE (`path` for most non-AWS
+services). Credentials are not settings: boto3 finds them itself (AWS_ACCESS_KEY_ID and
+AWS_SECRET_ACCESS_KEY, a profile, or an instance role). Images are still served through the
 visibility-checking media view.
 """
 
 from django.core.exceptions import ImproperlyConfigured
 
 from imgcap_site.settings.base import *  # noqa: F403
+from imgcap_site.settings.base import MIDDLEWARE
 from imgcap_site.settings.env import env_bool, env_int, env_list, env_str
 
 DEBUG = False
@@ -31,12 +38,34 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 
+# gunicorn serves no static files: WhiteNoise does, right after SecurityMiddleware (so HTTPS
+# redirects and security headers still apply) and before anything that touches sessions or the database.
+_SECURITY = MIDDLEWARE.index("django.middleware.security.SecurityMiddleware")
+MIDDLEWARE = [
+    *MIDDLEWARE[: _SECURITY + 1],
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    *MIDDLEWARE[_SECURITY + 1 :],
+]
+
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Hashed names (cached forever by browsers) and gzipped copies, written by collectstatic.
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
 _S3_BUCKET = env_str("IMGCAP_S3_BUCKET")
 if _S3_BUCKET:
-    STORAGES = {
-        "default": {
-            "BACKEND": "storages.backends.s3.S3Storage",
-            "OPTIONS": {"bucket_name": _S3_BUCKET, "default_acl": "private", "querystring_auth": True},
+    _S3_OPTIONS = {
+        "endpoint_url": env_str("AWS_S3_ENDPOINT_URL"),
+        "region_name": env_str("AWS_S3_REGION_NAME"),
+        "addressing_style": env_str("AWS_S3_ADDRESSING_STYLE"),
+    }
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": _S3_BUCKET,
+            "default_acl": "private",
+            "querystring_auth": True,  # signed, expiring URLs: the bucket itself stays private
+            **{name: value for name, value in _S3_OPTIONS.items() if value is not None},
         },
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }

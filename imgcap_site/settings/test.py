@@ -2,7 +2,7 @@
 
 from imgcap_site.settings.base import *  # noqa: F403
 from imgcap_site.settings.base import VAR_DIR
-from imgcap_site.settings.env import env_str, filesystem_broker, parse_database_url
+from imgcap_site.settings.env import FILESYSTEM_BROKER_URL, env_str, filesystem_broker, parse_database_url
 
 DEBUG = False
 SECRET_KEY = "test-only-secret-key"
@@ -18,7 +18,7 @@ STATIC_ROOT = TEST_DIR / "static"
 
 if not env_str("CELERY_BROKER_URL"):
     # Its own folder, so test messages never reach a development worker.
-    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_URL = FILESYSTEM_BROKER_URL
     CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_broker(TEST_DIR / "broker")
 
 # Fast hashing: tests create many users.

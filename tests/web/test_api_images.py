@@ -99,6 +99,14 @@ def test_too_big_is_413(api, photo, settings, media_root):
     assert Image.objects.count() == 0
 
 
+def test_too_big_message_tells_the_size_from_the_limit(api, settings, media_root):
+    # 21,000,000 bytes and 20 MiB both round to "20.0 MiB"; the message must not say 20.0 is over 20.0.
+    settings.IMGCAP_MAX_UPLOAD_BYTES = 20 * 2**20
+    error = assert_error(upload(api, bytes(21_000_000), "big.jpg"), 413, "file_too_large")
+    assert error["message"] == "big.jpg: 21,000,000 bytes is over the limit of 20,971,520 bytes (20.0 MiB)"
+    assert Image.objects.count() == 0
+
+
 def test_missing_file_field_is_a_validation_error(api):
     error = assert_error(api.post(IMAGES, {"visibility": "public"}, format="multipart"), 400, "invalid")
     assert "image" in error["message"]

@@ -48,7 +48,7 @@ def test_caption_folder_makes_one_batch(
     assert set(Image.objects.values_list("visibility", flat=True)) == {"public"}
     assert sorted(queued_ids()) == sorted(Image.objects.values_list("id", flat=True))
     assert "3 images queued" in out and "1 skipped" in out
-    assert "notes.txt" in err
+    assert err.startswith("skipped notes.txt: ") and err.count("notes.txt") == 1, err
 
     out, _ = run("caption_folder", str(photo_folder), "--user", user.username)
     assert "0 images queued, 3 already uploaded" in out
@@ -61,8 +61,14 @@ def test_caption_folder_errors(user, tmp_path, media_root):
     with pytest.raises(CommandError, match="no user"):
         run("caption_folder", str(tmp_path), "--user", "nobody")
     (tmp_path / "junk.txt").write_text("words " * 30)
-    with pytest.raises(CommandError):
-        run("caption_folder", str(tmp_path), "--user", user.username)
+    (tmp_path / "doc.pdf").write_bytes(b"%PDF-1.4\n" + b"0" * 100)
+    err = io.StringIO()
+    with pytest.raises(CommandError, match=r"no acceptable image in .* \(2 skipped\)"):
+        call_command("caption_folder", str(tmp_path), "--user", user.username, stderr=err)
+    # Each reason once, the file named once (not "the API's 'rejected' list").
+    lines = err.getvalue().splitlines()
+    assert lines[0].startswith("skipped doc.pdf: PDF is not a supported image format"), lines
+    assert lines[1].startswith("skipped junk.txt: ") and lines[1].count("junk.txt") == 1, lines
     assert Batch.objects.count() == 0
 
 
@@ -125,6 +131,15 @@ def test_import_a_plain_csv(user, tmp_path, media_root):
     )
     assert "1 captions imported" in out
     assert Image.objects.get().visibility == "public"
+
+
+def test_import_names_a_refused_image_once(user, tmp_path, media_root):
+    (tmp_path / "doc.pdf").write_bytes(b"%PDF-1.4\n" + b"0" * 100)
+    (tmp_path / "captions.csv").write_text("filename,caption\ndoc.pdf,a page of text\n")
+    out, err = run("import_captions", str(tmp_path / "captions.csv"), "--format", "csv", "--user", "alice")
+    assert err.startswith("skipped doc.pdf: PDF is not a supported image format"), err
+    assert err.count("doc.pdf") == 1
+    assert "0 captions imported" in out and Image.objects.count() == 0
 
 
 def test_import_reports_a_bad_file(user, tmp_path):

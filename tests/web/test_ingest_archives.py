@@ -237,6 +237,14 @@ def test_member_over_max_member_bytes():
     assert "big.bmp" in error.message
 
 
+def test_sizes_just_over_a_limit_are_told_apart():
+    data = make_zip([("big.bmp", bytes(200_001))], zipfile.ZIP_STORED)
+    member = rejected(data, max_member_bytes=200_000).message
+    assert member.endswith("is 200,001 bytes; the limit per file is 200,000 bytes (195.3 KiB)")
+    total = rejected(data, max_total_bytes=200_000).message
+    assert total.endswith("unpacks to at least 200,001 bytes; the limit is 200,000 bytes (195.3 KiB)")
+
+
 def test_total_over_max_total_bytes_from_the_headers():
     data = make_zip([(f"{i}.bmp", bytes(100_000)) for i in range(3)], zipfile.ZIP_STORED)
     error = rejected(data, max_total_bytes=250_000)

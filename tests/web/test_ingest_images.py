@@ -145,6 +145,17 @@ def test_over_max_bytes():
     assert inspect_image(data, max_bytes=len(data), max_pixels=LIMITS["max_pixels"]).size == len(data)
 
 
+def test_over_max_bytes_by_less_than_the_rounding_shows_exact_bytes():
+    data = real_photo(FLICKR_IMAGES)
+    data += bytes(2**20 + 10 - len(data))
+    error = rejected(data, max_bytes=2**20, name="big.jpg")
+    assert (
+        error.message == "big.jpg: 1,048,586 bytes is over the limit of 1,048,576 bytes (1.0 MiB) per image"
+    )
+    far_over = rejected(data, max_bytes=2**19, name="big.jpg").message
+    assert far_over == "big.jpg: 1.0 MiB is over the limit of 512.0 KiB per image"
+
+
 def test_not_an_image():
     error = rejected(b"just some text, not a picture\n" * 20, name="notes.txt")
     assert (error.code, error.status) == ("not_an_image", 415)

@@ -217,6 +217,13 @@ def test_declared_size_over_the_limit_is_refused_up_front(base):
     assert "announced 50.0 MiB" in error.message
 
 
+def test_declared_size_just_over_the_limit_shows_exact_bytes(base):
+    error = refused(f"{base}/huge-declared", max_bytes=50 * MIB - 1)
+    assert error.message.endswith(
+        ": the server announced 52,428,800 bytes, over the limit of 52,428,799 bytes (50.0 MiB)"
+    )
+
+
 def test_streamed_size_over_the_limit_stops_reading(base):
     error = refused(f"{base}/huge-streamed", max_bytes=MIB)
     assert (error.code, error.status) == ("url_too_large", 413)

@@ -44,7 +44,7 @@ CAPTION_TIMEOUT_S = 90
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-BATCH_LINE = re.compile(r"imgcap batch: (\d+) images in one model call.*\(ids \[([\d, ]*)\]\)")
+BATCH_LINE = re.compile(r"imgcap batch: (\d+) images? in one model call.*\(ids \[([\d, ]*)\]\)")
 
 
 def real_photos(folder: Path, n: int) -> list[Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import timedelta
 
@@ -16,6 +17,22 @@ from captions.ingest import RejectedInput
 from captions.models import Caption, Image, ModelVersion
 
 pytestmark = pytest.mark.django_db
+
+
+def test_queueing_on_the_filesystem_broker_logs_no_kombu_warning(
+    settings, caplog, user, make_image, queued_ids, django_capture_on_commit_callbacks
+):
+    # A bare "filesystem://" made kombu warn "No hostname was supplied" on each new connection,
+    # which every command that queues images printed.
+    from imgcap_site.celery import app as celery_app
+
+    caplog.set_level(logging.WARNING, logger="kombu")
+    with django_capture_on_commit_callbacks(execute=True):
+        image = make_image(user)
+    with celery_app.connection_for_write() as conn:  # a fresh connection, as a new process makes
+        conn.info()
+    assert queued_ids() == [image.pk]  # the message still reaches the broker folder
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("kombu")] == []
 
 
 def test_claim_takes_the_requested_ids_first_then_the_oldest(user, make_image):

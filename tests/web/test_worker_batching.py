@@ -6,6 +6,7 @@ The end-to-end path through a real Celery worker process is in test_pipeline_e2e
 from __future__ import annotations
 
 import json
+import logging
 import struct
 import time
 import uuid
@@ -172,6 +173,10 @@ def test_damaged_and_missing_files_fail_alone_and_retry_works(tiny_settings, tin
     report = batching.caption_pending(first=[good.pk, damaged.pk, missing.pk], captioner=tiny_captioner)
     assert report.done == [good.pk]
     assert sorted(report.failed) == sorted([damaged.pk, missing.pk])
+    # The missing file never reached the model; the damaged one did (and failed there).
+    assert report.summary().startswith(
+        "imgcap batch: 3 images claimed, 2 of them in one model call, 1 captioned, 2 failed, "
+    )
 
     for image in (damaged, missing):
         image.refresh_from_db()
@@ -191,6 +196,21 @@ def test_damaged_and_missing_files_fail_alone_and_retry_works(tiny_settings, tin
     for image in (damaged, missing):
         image.refresh_from_db()
         assert image.status == Image.Status.DONE and image.error == "" and image.captions.count() >= 1
+
+
+def test_the_batch_log_line_says_what_happened(tiny_settings, tiny_captioner, owner, caplog):
+    caplog.set_level(logging.INFO, logger="worker.batching")
+    one = upload(owner, photos(1)[0])
+    report = batching.caption_pending(first=[one.pk], captioner=tiny_captioner)
+    assert report.summary().startswith("imgcap batch: 1 image in one model call, 1 captioned, 0 failed, ")
+
+    lost = upload(owner, photos(2)[1])
+    Path(lost.file.path).unlink()
+    report = batching.caption_pending(first=[lost.pk], captioner=tiny_captioner)
+    assert report.failed == [lost.pk] and report.model_inputs == 0
+    line = "imgcap batch: 1 image claimed, none readable, no model call, 0 captioned, 1 failed, "
+    assert report.summary().startswith(line)
+    assert any(r.getMessage() == report.summary() for r in caplog.records)
 
 
 def test_a_model_call_that_raises_fails_the_whole_batch(tiny_settings, tiny_captioner, owner):

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from captions import services
 from captions.ingest import RejectedInput
-from captions.management.commands._common import get_user
+from captions.management.commands._common import get_user, skipped_line
 
 # OS clutter that is never a photo; anything else is offered to the image checks.
 _SKIP_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
@@ -42,12 +42,18 @@ class Command(BaseCommand):
                 owner=owner, paths=files, visibility="public" if public else "private", root=path
             )
         except RejectedInput as exc:
-            raise CommandError(exc.message) from None
+            rejected = getattr(exc, "rejected", None)
+            if not rejected:
+                raise CommandError(exc.message) from None
+            # The API's message points at its 'rejected' list; here each reason goes to stderr.
+            for rejection in rejected:
+                self.stderr.write(skipped_line(rejection.name, rejection.message))
+            raise CommandError(f"no acceptable image in {path} ({len(rejected)} skipped)") from None
         batch = result.batch
         items = batch.items.count()
         duplicates = batch.items.filter(duplicate=True).count()
         for rejection in batch.rejected:
-            self.stderr.write(f"skipped {rejection['name']}: {rejection['message']}")
+            self.stderr.write(skipped_line(rejection["name"], rejection["message"]))
         self.stdout.write(
             self.style.SUCCESS(
                 f"batch {batch.pk}: {items - duplicates} images queued, {duplicates} already uploaded, "

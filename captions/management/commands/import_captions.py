@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from captions import services
 from captions.ingest import RejectedInput
-from captions.management.commands._common import get_user
+from captions.management.commands._common import get_user, skipped_line
 
 # ml.data's readers are plain Python (no TensorFlow): safe in the web process.
 FORMATS = {"kaggle": "flickr8k_kaggle", "flickr8k": "flickr8k", "coco": "coco", "csv": "csv"}
@@ -57,7 +57,7 @@ class Command(BaseCommand):
                 missing.append(image_path)
                 continue
             except RejectedInput as exc:
-                self.stderr.write(f"skipped {path.name}: {exc.message}")
+                self.stderr.write(skipped_line(path.name, exc.message))
                 continue
             uploaded += result.created
             known += not result.created

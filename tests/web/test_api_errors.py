@@ -1,0 +1,80 @@
+"""Every error under /api/ has the API's body {"error": {"code", "message"}}; elsewhere Django's pages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.test import RequestFactory
+from django.urls import get_resolver
+
+pytestmark = pytest.mark.django_db
+
+
+def assert_json_error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/json", response.content[:200]
+    error = response.json()["error"]
+    assert error["code"] == code and error["message"]
+    return error
+
+
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize("path", ["/api/v1/images/abc/", "/api/v1/nothing-here/", "/api/v2/images/", "/api/"])
+def test_unknown_api_paths_are_a_json_404(api, settings, debug, path):
+    settings.DEBUG = debug
+    error = assert_json_error(api.get(path), 404, "not_found")
+    assert path in error["message"]
+
+
+def test_unknown_api_paths_are_a_json_404_for_anonymous_clients_and_any_method(anon_api, api):
+    assert_json_error(anon_api.get("/api/v1/images/abc/"), 404, "not_found")
+    assert_json_error(api.post("/api/v1/images/abc/", {}, format="json"), 404, "not_found")
+    assert_json_error(api.delete("/api/v1/whatever/"), 404, "not_found")
+
+
+def test_other_unknown_paths_keep_the_html_page(client, settings):
+    settings.DEBUG = False
+    response = client.get("/no-such-page/")
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")
+
+
+def test_a_missing_trailing_slash_still_redirects_a_get(api):
+    response = api.get("/api/v1/images?status=done")
+    assert response.status_code == 301
+    assert response["Location"] == "/api/v1/images/?status=done"
+
+
+def test_a_missing_trailing_slash_on_a_post_names_the_right_path(api):
+    # A redirect would drop the upload; say where it should have gone instead.
+    error = assert_json_error(api.post("/api/v1/images", {}, format="json"), 404, "not_found")
+    assert "/api/v1/images/" in error["message"]
+
+
+def test_wrong_methods_are_a_json_405(api, anon_api):
+    assert_json_error(api.delete("/api/v1/search/"), 405, "method_not_allowed")
+    response = anon_api.post("/api/v1/docs/", {}, format="json")
+    assert_json_error(response, 405, "method_not_allowed")
+    assert "GET" in response["Allow"]
+    assert anon_api.get("/api/v1/docs/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(400, "bad_request"), (403, "permission_denied"), (404, "not_found"), (500, "server_error")],
+)
+def test_error_handlers_answer_json_under_api_and_html_elsewhere(status, code):
+    # What Django calls with DEBUG off for errors no view answered itself (e.g. an exception in a view).
+    handler = get_resolver().resolve_error_handler(status)
+    args = () if status == 500 else (Exception("boom"),)
+
+    api_response = handler(RequestFactory().get("/api/v1/images/1/"), *args)
+    assert api_response.status_code == status
+    assert api_response["Content-Type"] == "application/json"
+    error = json.loads(api_response.content)["error"]
+    assert error["code"] == code and error["message"] and "boom" not in error["message"]
+
+    page = handler(RequestFactory().get("/images/1/"), *args)
+    assert page.status_code == status
+    assert page["Content-Type"].startswith("text/html")
