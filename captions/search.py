@@ -8,6 +8,12 @@ kept in sync by triggers, `bm25` to rank and `snippet()` for snippets. Both are 
 
 An image matches when one of its captions does; it ranks by its best-matching caption, whose snippet
 is shown. Only images visible to the user are searched.
+
+Bounded work: a search ranks the `IMGCAP_SEARCH_CANDIDATES` (1,000) most recent matching captions the
+user can see, not every match, so that a word found in a quarter of a million captions costs about what
+a rare one does. When there are more matches, `SearchResults.capped` is true and the count is the number
+of images among those candidates ("1,000+" rather than an exact count, which would cost a pass over
+every match).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import BooleanField, QuerySet
 from django.db.models.expressions import RawSQL
@@ -43,22 +50,39 @@ class SearchHit:
     score: float  # higher is better (Postgres ts_rank_cd; SQLite -bm25)
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """The most recent matching captions visible to the user, newest first, and whether older ones exist."""
+
+    rows: list[tuple[int, int, float]]  # (caption_id, image_id, score)
+    capped: bool
+
+
 class SearchResults:
     """The ranked hits of one query for one user, fetched a page at a time.
 
-    A lazy sequence: Django's Paginator and DRF's pagination call `count()` and slice it.
+    A lazy sequence: Django's Paginator and DRF's pagination call `count()` and slice it. The candidates
+    are found and scored once per instance (one statement on SQLite, two to four on Postgres) and ranked
+    here; a page then costs a snippets query and the images with their captions.
     """
 
-    def __init__(self, query: str, user) -> None:
+    def __init__(self, query: str, user, images: QuerySet[Image] | None = None) -> None:
         self.query = query.strip()
         self.user_id = user.pk if user is not None and user.is_authenticated else None
+        # The queryset hits' images come from (selectors pass one that prefetches what the API shows).
+        self._images = images if images is not None else Image.objects.select_related("owner")
         self._backend = _backend()
-        self._count: int | None = None
+        self._ranked: list[tuple[int, int, float]] | None = None
+        self._capped = False
+
+    @property
+    def capped(self) -> bool:
+        """True when more captions match than were ranked: count() is then a lower bound."""
+        self._rank()
+        return self._capped
 
     def count(self) -> int:
-        if self._count is None:
-            self._count = self._backend.count(self.query, self.user_id) if self.query else 0
-        return self._count
+        return len(self._rank())
 
     def __len__(self) -> int:
         return self.count()
@@ -66,17 +90,13 @@ class SearchResults:
     def __getitem__(self, key: slice | int) -> list[SearchHit] | SearchHit:
         if isinstance(key, int):
             return self[key : key + 1][0]
-        start = key.start or 0
-        stop = key.stop if key.stop is not None else self.count()
-        if not self.query or stop <= start:
-            return []
-        ranked = self._backend.page(self.query, self.user_id, limit=stop - start, offset=start)
+        ranked = self._rank()[key]
         if not ranked:
             return []
         caption_ids = [caption_id for _, caption_id, _ in ranked]
         snippets = self._backend.snippets(self.query, caption_ids)
-        images = Image.objects.select_related("owner").in_bulk([image_id for image_id, _, _ in ranked])
-        captions = Caption.objects.select_related("model_version").in_bulk(caption_ids)
+        images = self._images.in_bulk([image_id for image_id, _, _ in ranked])
+        captions = _matched_captions(images.values(), caption_ids)
         return [
             SearchHit(
                 image=images[image_id],
@@ -88,10 +108,29 @@ class SearchResults:
             if image_id in images and caption_id in captions
         ]
 
+    def _rank(self) -> list[tuple[int, int, float]]:
+        """(image_id, caption_id, score) of each matching image, best first: an image ranks by its best
+        caption (ties: the newer caption), images with equal scores newest first."""
+        if self._ranked is None:
+            found = Candidates(rows=[], capped=False)
+            if self.query:
+                limit = max(1, settings.IMGCAP_SEARCH_CANDIDATES)
+                found = self._backend.candidates(self.query, self.user_id, limit=limit)
+            best: dict[int, tuple[float, int]] = {}
+            for caption_id, image_id, score in found.rows:
+                if image_id not in best or (score, caption_id) > best[image_id]:
+                    best[image_id] = (score, caption_id)
+            self._ranked = sorted(
+                ((image_id, caption_id, score) for image_id, (score, caption_id) in best.items()),
+                key=lambda hit: (-hit[2], -hit[0]),
+            )
+            self._capped = found.capped
+        return self._ranked
 
-def search_images(query: str, user) -> SearchResults:
+
+def search_images(query: str, user, images: QuerySet[Image] | None = None) -> SearchResults:
     """Images visible to `user` whose captions match `query`, best first (see SearchResults)."""
-    return SearchResults(query, user)
+    return SearchResults(query, user, images)
 
 
 def filter_captions(queryset: QuerySet[Caption], query: str) -> QuerySet[Caption]:
@@ -103,6 +142,20 @@ def _highlight(raw: str) -> SafeString:
     return mark_safe(escape(raw).replace(_OPEN, "<mark>").replace(_CLOSE, "</mark>"))  # noqa: S308 - escaped above
 
 
+def _matched_captions(images, caption_ids: list[int]) -> dict[int, Caption]:
+    """The matched captions, taken from the images' prefetched captions when they were prefetched."""
+    wanted = set(caption_ids)
+    found: dict[int, Caption] = {}
+    for image in images:
+        prefetched = getattr(image, "_prefetched_objects_cache", {}).get("captions")
+        if prefetched is not None:
+            found.update((c.pk, c) for c in prefetched if c.pk in wanted)
+    missing = wanted - found.keys()
+    if missing:
+        found.update(Caption.objects.select_related("model_version").in_bulk(missing))
+    return found
+
+
 def _visible_sql(user_id: int | None) -> tuple[str, list]:
     if user_id is None:
         return "i.visibility = 'public'", []
@@ -110,40 +163,101 @@ def _visible_sql(user_id: int | None) -> tuple[str, list]:
 
 
 class _Postgres:
-    def count(self, query: str, user_id: int | None) -> int:
-        visible, params = _visible_sql(user_id)
-        sql = f"""
-            SELECT COUNT(DISTINCT c.image_id)
-            FROM captions_caption c JOIN captions_image i ON i.id = c.image_id
-            WHERE c.search_vector @@ websearch_to_tsquery('english', %s) AND {visible}
-        """
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [query, *params])
-            return int(cursor.fetchone()[0])
+    """The most recent matches, found in two ways whose costs the search weighs as it goes.
 
-    def page(
-        self, query: str, user_id: int | None, *, limit: int, offset: int
-    ) -> list[tuple[int, int, float]]:
-        visible, params = _visible_sql(user_id)
-        # ts_rank_cd (cover density: more and closer occurrences of the query words score higher) with
-        # normalisation 1 (divide by 1 + log(length)), so among equal matches shorter captions rank first.
-        # Plain ts_rank barely rewards repeated words and let length dominate in our tests.
-        sql = f"""
-            SELECT image_id, caption_id, score FROM (
-                SELECT DISTINCT ON (c.image_id) c.image_id, c.id AS caption_id,
-                       ts_rank_cd(c.search_vector, q.query, 1) AS score
-                FROM captions_caption c
-                JOIN captions_image i ON i.id = c.image_id
-                CROSS JOIN websearch_to_tsquery('english', %s) AS q(query)
-                WHERE c.search_vector @@ q.query AND {visible}
-                ORDER BY c.image_id, score DESC, c.id DESC
-            ) best
-            ORDER BY score DESC, image_id DESC
-            LIMIT %s OFFSET %s
-        """
+    * Scanning caption ids downwards from the newest (the primary key), testing each caption: cost grows
+      with the captions looked at, about limit / (share of captions that match). Cheap for common words.
+    * The GIN index: cost grows with the number of matches (each is a random heap read, ~15 times a
+      scanned row on a 1M-caption table), whatever their age. Cheap for rare words.
+
+    Left to itself, Postgres picks one plan from its estimates, and a wrong estimate (a rare word it takes
+    for a common one, or two common words that seldom meet) means a scan of the whole table. So the
+    shape of each statement fixes its plan, and the search chooses: it first scans the newest
+    FIRST_WINDOW captions, then from the share that matched there either scans a window just big enough
+    for the rest of the candidates or takes the GIN index for everything older, whichever costs less.
+    Visibility is looked up for the candidates only (never a join over every match).
+    """
+
+    FIRST_WINDOW = 10_000
+    GIN_ROW_COST = 15  # a match read through the GIN index costs about this many rows scanned in id order
+    MAX_STEPS = 8  # then give up (capped): only when most matches are images the user cannot see
+
+    # Each statement returns (caption_id, image_id, score, visible) for up to `n` matches, newest first.
+    # `ts_match_vq` is what `@@` calls, but a function call is not something an index can serve: the id
+    # range is scanned. In the GIN statement `c.id + 0` keeps the primary key out of the plan.
+    _OUTER = """
+        SELECT s.id, s.image_id, ts_rank_cd(s.search_vector, websearch_to_tsquery('english', %(q)s), 1),
+               (SELECT {visible} FROM captions_image i WHERE i.id = s.image_id)
+        FROM ({inner}) s
+    """
+    _SCAN = """
+        SELECT c.id, c.image_id, c.search_vector FROM captions_caption c
+        WHERE c.id > %(low)s AND c.id <= %(high)s
+          AND ts_match_vq(c.search_vector, websearch_to_tsquery('english', %(q)s))
+        ORDER BY c.id DESC LIMIT %(n)s
+    """
+    _GIN = """
+        SELECT c.id, c.image_id, c.search_vector FROM captions_caption c
+        WHERE c.search_vector @@ websearch_to_tsquery('english', %(q)s) AND c.id + 0 <= %(high)s
+        ORDER BY c.id + 0 DESC LIMIT %(n)s
+    """
+
+    def candidates(self, query: str, user_id: int | None, *, limit: int) -> Candidates:
         with connection.cursor() as cursor:
-            cursor.execute(sql, [query, *params, limit, offset])
-            return [(int(a), int(b), float(s)) for a, b, s in cursor.fetchall()]
+            # A query of stop words only matches nothing; the newest id bounds the first window.
+            cursor.execute(
+                "SELECT numnode(websearch_to_tsquery('english', %s)), (SELECT max(id) FROM captions_caption)",
+                [query],
+            )
+            nodes, newest = cursor.fetchone()
+            if not nodes or newest is None:
+                return Candidates(rows=[], capped=False)
+            return self._walk(cursor, query, user_id, limit, newest)
+
+    def _walk(self, cursor, query: str, user_id: int | None, limit: int, newest: int) -> Candidates:
+        visible = "i.visibility = 'public'"
+        if user_id is not None:
+            visible = "(i.visibility = 'public' OR i.owner_id = %(u)s)"
+        scan_sql = self._OUTER.format(visible=visible, inner=self._SCAN)
+        gin_sql = self._OUTER.format(visible=visible, inner=self._GIN)
+        found: list[tuple[int, int, float]] = []
+        high = newest  # everything above `high` has been looked at
+        scanned = matched = shown = 0
+        use_gin = False
+        window = self.FIRST_WINDOW
+        for _ in range(self.MAX_STEPS):
+            wanted = limit + 1 - len(found)  # one more than needed tells whether older matches exist
+            share_visible = (shown + 1) / (matched + 1)
+            n = min(int(wanted / share_visible) + 1, 10 * (limit + 1))
+            if scanned and not use_gin:
+                density = (matched + 1) / scanned
+                # GIN: about density * high matches left; scan: about n / density rows to look at.
+                use_gin = density * high * self.GIN_ROW_COST < n / density
+                window = int(n / density * 1.25) + 100
+            params = {"q": query, "u": user_id, "high": high, "n": n}
+            if use_gin:
+                cursor.execute(gin_sql, params)
+            else:
+                low = max(0, high - window)
+                cursor.execute(scan_sql, {**params, "low": low})
+            rows = cursor.fetchall()
+            matched += len(rows)
+            for caption_id, image_id, score, is_visible in rows:
+                if is_visible:
+                    shown += 1
+                    found.append((int(caption_id), int(image_id), float(score)))
+            if len(found) > limit:
+                return Candidates(rows=found[:limit], capped=True)
+            if len(rows) == n:
+                below = int(rows[-1][0]) - 1  # stopped at the limit: carry on below the last one
+            elif use_gin or low <= 0:
+                return Candidates(rows=found, capped=False)  # no match is left below
+            else:
+                below = low
+            if not use_gin:
+                scanned += high - below
+            high = below
+        return Candidates(rows=found, capped=True)  # gave up looking further (mostly invisible matches)
 
     def snippets(self, query: str, caption_ids: list[int]) -> dict[int, str]:
         options = (
@@ -169,49 +283,26 @@ class _Postgres:
 
 
 class _SQLite:
-    def count(self, query: str, user_id: int | None) -> int:
+    def candidates(self, query: str, user_id: int | None, *, limit: int) -> Candidates:
         match = fts5_query(query)
         if not match:
-            return 0
+            return Candidates(rows=[], capped=False)
         visible, params = _visible_sql(user_id)
+        # FTS5 walks its matches by rowid (= caption id), newest first, and stops at the limit.
+        # bm25() is lower-is-better; scores are negated so that, as on Postgres, higher is better.
         sql = f"""
-            SELECT COUNT(DISTINCT c.image_id)
+            SELECT c.id, c.image_id, -bm25({FTS_TABLE})
             FROM {FTS_TABLE} f
             JOIN captions_caption c ON c.id = f.rowid
             JOIN captions_image i ON i.id = c.image_id
             WHERE {FTS_TABLE} MATCH %s AND {visible}
+            ORDER BY f.rowid DESC
+            LIMIT %s
         """
         with connection.cursor() as cursor:
-            cursor.execute(sql, [match, *params])
-            return int(cursor.fetchone()[0])
-
-    def page(
-        self, query: str, user_id: int | None, *, limit: int, offset: int
-    ) -> list[tuple[int, int, float]]:
-        match = fts5_query(query)
-        if not match:
-            return []
-        visible, params = _visible_sql(user_id)
-        # bm25() is lower-is-better; scores are negated so that, as on Postgres, higher is better.
-        sql = f"""
-            WITH hits AS (
-                SELECT c.image_id AS image_id, c.id AS caption_id, -bm25({FTS_TABLE}) AS score
-                FROM {FTS_TABLE} f
-                JOIN captions_caption c ON c.id = f.rowid
-                JOIN captions_image i ON i.id = c.image_id
-                WHERE {FTS_TABLE} MATCH %s AND {visible}
-            ), best AS (
-                SELECT image_id, caption_id, score,
-                       ROW_NUMBER() OVER (PARTITION BY image_id ORDER BY score DESC, caption_id DESC) AS n
-                FROM hits
-            )
-            SELECT image_id, caption_id, score FROM best WHERE n = 1
-            ORDER BY score DESC, image_id DESC
-            LIMIT %s OFFSET %s
-        """
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [match, *params, limit, offset])
-            return [(int(a), int(b), float(s)) for a, b, s in cursor.fetchall()]
+            cursor.execute(sql, [match, *params, limit + 1])
+            rows = [(int(c), int(i), float(s)) for c, i, s in cursor.fetchall()]
+        return Candidates(rows=rows[:limit], capped=len(rows) > limit)
 
     def snippets(self, query: str, caption_ids: list[int]) -> dict[int, str]:
         match = fts5_query(query)

@@ -165,8 +165,9 @@ def list_batches(user) -> QuerySet[Batch]:
 
 
 def search(user, query: str) -> SearchResults:
-    """Visible images whose captions match `query`, ranked, each with a highlighted snippet."""
-    return search_images(query, user)
+    """Visible images whose captions match `query`, ranked, each with a highlighted snippet (the images
+    come with their captions prefetched, for choose_captions)."""
+    return search_images(query, user, images=with_captions(Image.objects.all()))
 
 
 @dataclass(frozen=True)

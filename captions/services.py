@@ -367,8 +367,9 @@ def create_batch(
             batch = Batch.objects.create(
                 owner=owner, idempotency_key=key, rejected=[r.as_dict() for r in rejected]
             )
+            new_ids: list[int] = []
             for position, (item, info) in enumerate(accepted):
-                _store_image(
+                stored = _store_image(
                     owner=owner,
                     item=item,
                     info=info,
@@ -376,7 +377,12 @@ def create_batch(
                     batch=batch,
                     position=position,
                     new_files=new_files,
+                    enqueue=False,
                 )
+                if stored.created:
+                    new_ids.append(stored.image.pk)
+            # One call for the whole batch: messages of IMGCAP_BATCH_MAX ids, not one per image.
+            enqueue_captioning(new_ids)
     except IntegrityError:
         # The same Idempotency-Key raced us; the other request's batch is the answer.
         existing = Batch.objects.filter(owner=owner, idempotency_key=key).first() if key else None
@@ -395,12 +401,16 @@ def create_batch_from_paths(
     batch = Batch.objects.create(owner=owner)
     rejected: list[Rejection] = []
     accepted = 0
+    # New ids are queued a full message (IMGCAP_BATCH_MAX ids) at a time, so the workers start on a big
+    # folder while it is still being read.
+    new_ids: list[int] = []
+    chunk = max(1, settings.IMGCAP_BATCH_MAX)
     for position, path in enumerate(paths):
         name = str(path.relative_to(root)) if root is not None else path.name
         try:
             info = _inspect(IncomingFile(name, data := path.read_bytes()))
             with _cleanup_new_files_on_error() as new_files, transaction.atomic():
-                _store_image(
+                stored = _store_image(
                     owner=owner,
                     item=IncomingFile(name, data),
                     info=info,
@@ -408,12 +418,19 @@ def create_batch_from_paths(
                     batch=batch,
                     position=position,
                     new_files=new_files,
+                    enqueue=False,
                 )
             accepted += 1
+            if stored.created:
+                new_ids.append(stored.image.pk)
+            if len(new_ids) >= chunk:
+                enqueue_captioning(new_ids)
+                new_ids = []
         except RejectedInput as exc:
             rejected.append(Rejection(name, exc.code, exc.message, exc.status))
         except OSError as exc:
             rejected.append(Rejection(name, "unreadable", f"{name}: {exc.strerror or exc}", 400))
+    enqueue_captioning(new_ids)
     if not accepted:
         batch.delete()
         raise _nothing_acceptable(rejected) if rejected else RejectedInput("no_images", "no files found")
@@ -502,7 +519,10 @@ def _store_image(
     batch: Batch | None,
     position: int,
     new_files: list[str],
+    enqueue: bool = True,
 ) -> UploadResult:
+    """Store one checked image (or find the owner's copy of the same bytes). `enqueue=False`: the caller
+    queues the new images itself, all together (batches)."""
     sha = hashlib.sha256(item.data).hexdigest()
     existing = Image.objects.filter(owner=owner, sha256=sha).first()
     if existing is None:
@@ -527,7 +547,8 @@ def _store_image(
         else:
             if batch is not None:
                 _add_to_batch(batch, image, position=position, duplicate=False, name=item.name)
-            enqueue_captioning([image.pk])
+            if enqueue:
+                enqueue_captioning([image.pk])
             return UploadResult(image=image, created=True)
     if batch is not None:
         _add_to_batch(batch, existing, position=position, duplicate=True, name=item.name)

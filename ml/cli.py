@@ -1,4 +1,4 @@
-"""`python -m ml {train,evaluate,sweep,caption,attention,export,features}`: the library without Django.
+"""`python -m ml {train,evaluate,sweep,average,caption,attention,export,features}`: ml/ without Django.
 
 TensorFlow is imported inside each command, so `--help` is instant.
 """
@@ -110,6 +110,14 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _average(args: argparse.Namespace) -> int:
+    from ml.averaging import average_run
+
+    out = average_run(args.run, args.weights, args.out)
+    print(json.dumps({"out": str(out), "averaged": args.weights}))
+    return 0
+
+
 def _caption(args: argparse.Namespace) -> int:
     from ml.captioner import CaptionResult, load_captioner
     from ml.images import expand_paths
@@ -207,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="score only the first N images of the split")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_sweep)
+
+    p = sub.add_parser("average", help="a model directory with the mean of several epochs' weights")
+    p.add_argument("--run", required=True, help="the training run (its config and vocabulary are kept)")
+    p.add_argument("--weights", nargs="+", required=True, help="decoder.npz files of that run's epochs")
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.set_defaults(func=_average)
 
     p = sub.add_parser("caption", help="caption image files or folders")
     p.add_argument("paths", nargs="+", metavar="PATH")

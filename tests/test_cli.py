@@ -159,3 +159,29 @@ def test_sweep_scores_each_beam_and_length_penalty(tiny_run):
     assert [(r["beam_size"], r["length_penalty"]) for r in rows] == [(1, 0.0), (2, 0.0), (2, 1.0)]
     assert all(set(r["metrics"]) >= {"BLEU-4", "CIDEr"} for r in rows)
     assert "| 2 | 1 |" in proc.stderr  # the markdown table
+
+
+def test_average_writes_a_model_with_the_mean_weights(tiny_run, tmp_path):
+    from ml.artifact import ModelError
+    from ml.averaging import average_weights
+
+    best, last = tiny_run / "decoder.npz", tiny_run / "checkpoints" / "decoder.npz"
+    out = tmp_path / "avg"
+    proc = run_ml("average", "--run", str(tiny_run), "--weights", str(best), str(last), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    with np.load(best) as a, np.load(last) as b, np.load(out / "decoder.npz") as m:
+        for key in a.files:
+            expected = (a[key].astype(np.float32) + b[key].astype(np.float32)) / 2
+            np.testing.assert_allclose(m[key].astype(np.float32), expected, rtol=2e-3, atol=1e-3)
+    proc = run_ml(
+        "caption",
+        "--model",
+        str(tmp_path / "avg"),
+        "--jsonl",
+        str(FLICKR8K / "images" / "2090545563_a4e66ec76b.jpg"),
+    )
+    assert proc.returncode == 0 and json.loads(proc.stdout)["caption"], proc.stderr
+    other = tmp_path / "other.npz"
+    np.savez(other, embedding=np.zeros(3))
+    with pytest.raises(ModelError, match="do not match"):
+        average_weights([best, other])

@@ -1,8 +1,31 @@
 """Page-number pagination for every list: `?page=N&page_size=M` (at most 200 per page)."""
 
+from __future__ import annotations
+
+from typing import Any
+
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
 
 
 class PagePagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 200
+
+
+class SearchPagination(PagePagination):
+    """Adds `capped`: true when more captions match than a search ranks (captions.search), so that
+    `count` is a lower bound ("1000+")."""
+
+    def get_paginated_response(self, data: list[Any]) -> Response:
+        response = super().get_paginated_response(data)
+        response.data["capped"] = bool(getattr(self.page.paginator.object_list, "capped", False))
+        return response
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        paginated = super().get_paginated_response_schema(schema)
+        paginated["properties"]["capped"] = {
+            "type": "boolean",
+            "description": "More captions match than were ranked (the newest are); count is a lower bound.",
+        }
+        return paginated

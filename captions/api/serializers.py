@@ -109,12 +109,20 @@ class ImageSerializer(serializers.ModelSerializer):
             cache[image.pk] = choose_captions(image, self.context.get("active"))
         return cache[image.pk]
 
+    def _caption_serializer(self) -> CaptionSerializer:
+        # One for every caption this serializer shows: a new ModelSerializer works its fields out again,
+        # which cost more than the rest of a 50-image page.
+        if not hasattr(self, "_captions"):
+            self._captions = CaptionSerializer(context=self.context)
+        return self._captions
+
     def get_caption(self, image: Image) -> dict[str, Any] | None:
         best = self._choice(image).best
-        return CaptionSerializer(best).data if best is not None else None
+        return self._caption_serializer().to_representation(best) if best is not None else None
 
     def get_candidates(self, image: Image) -> list[dict[str, Any]]:
-        return CaptionSerializer(self._choice(image).candidates, many=True).data
+        captions = self._caption_serializer()
+        return [captions.to_representation(c) for c in self._choice(image).candidates]
 
     def get_urls(self, image: Image) -> dict[str, str]:
         return image_urls(self.context.get("request"), image)

@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 
 from captions import selectors, services
 from captions.api import serializers as s
+from captions.api.pagination import SearchPagination
 from captions.api.schema import ApiSchema
 from captions.exports import CONTENT_TYPES, render_rows
 from captions.ingest import RejectedInput
@@ -208,9 +209,12 @@ class BatchDetailView(generics.GenericAPIView):
 
 class SearchView(generics.GenericAPIView):
     """Full-text search over model and human captions: `q` (stemmed: "dogs running" finds "a dog runs"),
-    ranked best first, each with a highlighted snippet; only images you can see. Paginated."""
+    ranked best first, each with a highlighted snippet; only images you can see. Paginated. The newest
+    1,000 matching captions (IMGCAP_SEARCH_CANDIDATES) are ranked: `capped` true means that more match,
+    and `count` counts the images of those 1,000."""
 
     serializer_class = s.SearchHitSerializer
+    pagination_class = SearchPagination
     query_parameters = [("q", 'what to look for, e.g. "dogs running"; every word must match', True)]
 
     def get(self, request: Request) -> Response:

@@ -108,6 +108,10 @@ IMGCAP_MAX_ATTEMPTS = env_int("IMGCAP_MAX_ATTEMPTS", 3)
 IMGCAP_N_BEST = env_int("IMGCAP_N_BEST", 3)
 IMGCAP_BEAM_SIZE = env_int("IMGCAP_BEAM_SIZE", None)
 
+# --- search ---------------------------------------------------------------------------------------
+# A search ranks this many of the newest matching captions, not all of them (captions/search.py).
+IMGCAP_SEARCH_CANDIDATES = env_int("IMGCAP_SEARCH_CANDIDATES", 1000)
+
 # --- input limits (checked by captions.ingest; every breach is a 4xx that stores nothing) -----------
 IMGCAP_MAX_UPLOAD_BYTES = env_int("IMGCAP_MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
 IMGCAP_MAX_PIXELS = env_int("IMGCAP_MAX_PIXELS", 40_000_000)

@@ -88,8 +88,12 @@ def parse_database_url(url: str) -> dict[str, Any]:
             "PASSWORD": unquote(parts.password or ""),
             "HOST": parts.hostname or "",
             "PORT": str(parts.port or ""),
-            "CONN_MAX_AGE": int(options.pop("conn_max_age", 0)),
-            "OPTIONS": options,
+            # Persistent connections: a new one per request (connect, then a fresh backend loading its
+            # catalog caches) cost ~15 ms, more than a whole search. Checked before reuse.
+            "CONN_MAX_AGE": int(options.pop("conn_max_age", 60)),
+            "CONN_HEALTH_CHECKS": True,
+            # JIT compiling costs more (~100+ ms) than the short queries of a web app ever save.
+            "OPTIONS": {**options, "options": f"-c jit=off {options.get('options', '')}".strip()},
         }
     raise EnvError(f"DATABASE_URL scheme {scheme!r} is not supported (postgres://, sqlite:///)")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -79,6 +80,24 @@ def test_many_files_make_a_batch_with_every_item(api, photo, queued_ids, django_
     assert body["urls"]["self"] == f"http://testserver/api/v1/batches/{body['id']}/"
     assert set(Image.objects.values_list("visibility", flat=True)) == {"public"}
     assert all(item["urls"]["file"].startswith("http://testserver/media/") for item in body["items"])
+
+
+def test_a_batch_is_queued_in_messages_of_batch_max_ids(
+    api, photo, settings, broker_messages, django_capture_on_commit_callbacks
+):
+    # 20 files with IMGCAP_BATCH_MAX 16: two caption_images messages (16 + 4 ids), not 20 single-id ones.
+    assert settings.IMGCAP_BATCH_MAX == 16
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(
+            BATCHES, {"images": files(*((f"{i}.jpg", photo()) for i in range(20)))}, format="multipart"
+        )
+    assert response.status_code == 202, response.content
+    ids = [item["id"] for item in response.json()["items"]]
+    messages = [m for m in broker_messages() if m["task"] == "imgcap.caption_images"]
+    assert len(messages) == math.ceil(20 / settings.IMGCAP_BATCH_MAX) == 2
+    assert sorted(len(m["args"][0]) for m in messages) == [4, 16]
+    assert sorted(i for m in messages for i in m["args"][0]) == sorted(ids)
+    assert {m["queue"] for m in messages} == {"caption"}
 
 
 def test_bad_files_are_rejected_one_by_one(api, photo):

@@ -10,7 +10,7 @@ import os
 import pytest
 from django.db import connection
 
-from captions import selectors, services
+from captions import search, selectors, services
 
 pytestmark = pytest.mark.django_db
 
@@ -145,6 +145,76 @@ def test_search_page_shows_highlights(client, user, captioned):
     assert response.status_code == 200
     assert b"<mark>" in response.content
     assert f"/images/{captioned['running_dog'].pk}/".encode() in response.content
+
+
+@pytest.fixture
+def zebras(user, other_user, make_image, model_version, save_captions):
+    """12 images, oldest first, each with a matching and a non-matching caption: alice's private, bob's
+    private (never visible to alice) and bob's public, in turn; the newest are bob's private ones."""
+    images = []
+    for i in range(12):
+        owner, visibility = [(user, "private"), (other_user, "public"), (other_user, "private")][i % 3]
+        image = make_image(owner, visibility)
+        save_captions(image, model_version, [f"zebra number {i} on the grass", "an empty field"])
+        images.append(image)
+    return images
+
+
+@pytest.mark.parametrize(
+    "walk",
+    [
+        {},  # the real settings: everything fits in the first window
+        {"FIRST_WINDOW": 3, "GIN_ROW_COST": 10**9},  # Postgres: windows scanned by id only
+        {"FIRST_WINDOW": 3, "GIN_ROW_COST": 0},  # Postgres: the GIN index after the first window
+    ],
+    ids=["default", "scan", "gin"],
+)
+def test_only_the_newest_visible_matches_are_ranked(user, other_user, zebras, settings, monkeypatch, walk):
+    for name, value in walk.items():  # no effect on SQLite, where FTS5 walks the matches newest first
+        monkeypatch.setattr(search._Postgres, name, value)
+    visible_to_alice = [im.pk for im in zebras if im.visibility == "public" or im.owner_id == user.pk]
+    assert len(visible_to_alice) == 8
+
+    settings.IMGCAP_SEARCH_CANDIDATES = 5
+    results = selectors.search(user, "zebras")
+    assert set(ids(results)) == set(visible_to_alice[-5:])  # one matching caption per image
+    assert results.count() == 5 and results.capped
+
+    settings.IMGCAP_SEARCH_CANDIDATES = 8  # exactly every visible match: nothing left out
+    results = selectors.search(user, "zebras")
+    assert set(ids(results)) == set(visible_to_alice) and not results.capped
+    assert set(ids(selectors.search(other_user, "zebra"))) == {im.pk for im in zebras[1::3] + zebras[2::3]}
+    assert set(ids(selectors.search(None, "zebra"))) == {im.pk for im in zebras[1::3]}
+    assert ids(selectors.search(user, "zebra unicorn")) == []
+
+
+def test_a_capped_search_says_so(api, client, user, zebras, settings):
+    settings.IMGCAP_SEARCH_CANDIDATES = 3
+    body = api.get(SEARCH, {"q": "zebra"}).json()
+    assert body["count"] == 3 and body["capped"] is True and len(body["results"]) == 3
+    client.force_login(user)
+    assert "At least 3 images match" in client.get("/search/", {"q": "zebra"}).content.decode()
+
+    settings.IMGCAP_SEARCH_CANDIDATES = 1000
+    body = api.get(SEARCH, {"q": "zebra"}).json()
+    assert body["count"] == 8 and body["capped"] is False
+    assert "8 images match" in client.get("/search/", {"q": "zebra"}).content.decode()
+
+
+def test_a_results_page_takes_a_fixed_number_of_queries(
+    api, user, captioned, make_image, model_version, save_captions, django_assert_max_num_queries
+):
+    new = set()
+    for _ in range(20):
+        image = make_image(user, "public")
+        save_captions(image, model_version, ["a dog", "a dog and a ball", "grass"])
+        new.add(image.pk)
+    with django_assert_max_num_queries(10):  # 7 on Postgres; not one per hit or per caption
+        body = api.get(SEARCH, {"q": "dog", "page_size": 50}).json()
+    assert body["count"] == 23 and len(body["results"]) == 23
+    shown = {r["image"]["id"]: r["image"] for r in body["results"]}
+    assert new <= shown.keys()
+    assert all(shown[pk]["caption"]["text"] == "a dog" and len(shown[pk]["candidates"]) == 3 for pk in new)
 
 
 def test_the_search_structures_exist():

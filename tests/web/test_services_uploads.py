@@ -122,6 +122,27 @@ def test_a_batch_accepts_the_good_items_and_lists_the_rejected_ones(
     assert len(stored_files(media_root)) == 2
 
 
+def test_a_folder_batch_is_queued_in_messages_of_batch_max_ids(
+    user, photo, media_root, tmp_path, settings, broker_messages, django_capture_on_commit_callbacks
+):
+    settings.IMGCAP_BATCH_MAX = 8
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    paths = []
+    for i in range(20):
+        paths.append(folder / f"{i:02}.jpg")
+        paths[-1].write_bytes(photo())
+    paths.append(folder / "notes.txt")
+    paths[-1].write_text("no picture here")
+    with django_capture_on_commit_callbacks(execute=True):
+        result = services.create_batch_from_paths(owner=user, paths=paths, root=folder)
+    ids = list(BatchItem.objects.filter(batch=result.batch).values_list("image_id", flat=True))
+    assert len(ids) == 20 and [r["name"] for r in result.batch.rejected] == ["notes.txt"]
+    messages = [m["args"][0] for m in broker_messages() if m["task"] == "imgcap.caption_images"]
+    assert sorted(len(m) for m in messages) == [4, 8, 8]  # ceil(20 / 8) messages
+    assert sorted(i for m in messages for i in m) == sorted(ids)
+
+
 def test_a_batch_with_nothing_acceptable_stores_nothing(user, media_root):
     files = [services.IncomingFile("empty.jpg", b""), services.IncomingFile("x.txt", b"plain text " * 20)]
     with pytest.raises(services.BatchRejected) as caught:
