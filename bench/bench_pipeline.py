@@ -53,8 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the database and files afterwards")
     args = parser.parse_args(argv)
 
-    env_start = pe.environment()
-    pe.print_environment(env_start)
     paths = pe.dev_images(args.images + args.warmup)
     images, warm_images = paths[: args.images], paths[args.images :]
     blobs = [p.read_bytes() for p in paths]  # also puts the files in the page cache for both contenders
@@ -66,12 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         extra["IMGCAP_BATCH_WAIT_MS"] = str(args.batch_wait_ms)
     if args.model:
         extra["IMGCAP_MODEL_DIR"] = str(Path(args.model).resolve())
-    work = pe.work_dir("pipeline")
-    env = pe.bench_env(db_name=args.db, redis_db=args.redis_db, work_dir=work, **extra)
-    pe.create_database(args.db)
-    pe.flush_redis(args.redis_db)
-    pe.setup_django(env)
-    pe.migrate()
+    env_start, work, env = pe.fresh_platform("pipeline", db_name=args.db, redis_db=args.redis_db, **extra)
     from django.conf import settings
 
     decode = {

@@ -14,9 +14,13 @@ type: mostly common words), rare Flickr8k words (3 occurrences or fewer in its 4
 often absent from the synthetic data), and 1-3 words of the synthetic captions' own grammar
 (always many matches). Each goes, one at a time, to the search endpoint of gunicorn (`-w 1`, production
 settings) with token auth, as a signed-in user who owns none of the images (so every match is a
-public image); the latency is the client's, from connecting to the last byte. `--warmup` queries
-first, untimed. Latencies are also broken down by how many images match. Finally EXPLAIN ANALYZE
-of the SQL one search runs (captured from the selector) shows whether the GIN index is used.
+public image); the latency is the client's, from connecting to the last byte, for the first page
+(the API's default page size). `--warmup` queries first, untimed. Latencies are also broken down by how
+many images truly match: the search caps its count (at the images of the newest 1,000 matching
+captions), so after the timed run each distinct query is counted once more with a plain
+COUNT(DISTINCT image) over every match, untimed. Finally EXPLAIN (ANALYZE, BUFFERS) of each SQL
+statement one search runs (captured from the selector) for a common and a rare query, each labelled
+by the search step it is and whether the GIN index appears in its plan.
 """
 
 from __future__ import annotations
@@ -85,9 +89,25 @@ def main(argv: list[str] | None = None) -> int:
                 _search(web.port, token, q)
             rows = []
             for kind, q in timed:
-                seconds, count = _search(web.port, token, q)
-                rows.append({"kind": kind, "q": q, "ms": round(seconds * 1000, 2), "count": count})
-        plans = explain(["dog", "dog running grass", random.Random(args.seed).choice(_rare_words())])
+                seconds, body = _search(web.port, token, q)
+                rows.append(
+                    {
+                        "kind": kind,
+                        "q": q,
+                        "ms": round(seconds * 1000, 2),
+                        "count": body["count"],  # capped: see "capped"
+                        "capped": body["capped"],
+                    }
+                )
+        print("counting every query's matching images (untimed)…", flush=True)
+        matches = true_matches(sorted({r["q"] for r in rows}))
+        for row in rows:
+            row["matches"] = matches[row["q"]]
+        # Common: a word in a quarter of the captions. Rare: the timed query with the fewest matches
+        # (some), so that the plans show the search's GIN step finding them.
+        found = sorted((r["matches"], r["q"]) for r in rows if r["matches"])
+        common, rare = "dog", found[0][1] if found else random.Random(args.seed).choice(_rare_words())
+        plans = explain([common, rare])
     finally:
         if args.drop:
             pe.drop_database(args.db)
@@ -100,25 +120,31 @@ def main(argv: list[str] | None = None) -> int:
     }
     by_matches = {}
     for low, high, label in BUCKETS:
-        chosen = [r["ms"] / 1000 for r in rows if r["count"] >= low and (high is None or r["count"] <= high)]
+        chosen = [
+            r["ms"] / 1000 for r in rows if r["matches"] >= low and (high is None or r["matches"] <= high)
+        ]
         by_matches[label] = pe.summarize(chosen)
+    from captions.api.pagination import SearchPagination  # Django is set up by now
 
-    print(f"\n{have:,} captions; {len(rows)} queries through GET /api/v1/search/ (page size 50)")
+    page_size = SearchPagination.page_size
+
+    print(f"\n{have:,} captions; {len(rows)} queries through GET /api/v1/search/ (page size {page_size})")
     print(f"all queries: {pe.fmt_latency(overall)}")
     for kind, stats in by_kind.items():
         print(f"  {kind:<14} {pe.fmt_latency(stats)}")
-    print("by number of matching images:")
+    print("by number of images that match (every match counted, not the capped count):")
     for label, stats in by_matches.items():
         print(f"  {label:<14} {pe.fmt_latency(stats)}")
+    print(f"capped answers: {sum(r['capped'] for r in rows)} of {len(rows)}")
     slowest = sorted(rows, key=lambda r: r["ms"], reverse=True)[:5]
-    print("slowest: " + "; ".join(f"{r['q']!r} {r['ms']:.0f} ms ({r['count']:,} images)" for r in slowest))
+    print("slowest: " + "; ".join(f"{r['q']!r} {r['ms']:.0f} ms ({r['matches']:,} images)" for r in slowest))
     met = overall.get("p95_ms", float("inf")) < GOAL_P95_MS
     print(f"p95 {overall.get('p95_ms')} ms (goal < {GOAL_P95_MS:.0f} ms: {'met' if met else 'NOT met'})")
-    for plan in plans:  # one query's plans here; every plan is in the JSON
-        if plan["q"] == plans[0]["q"] and plan["what"] != "snippets":
-            print(f"\nEXPLAIN ANALYZE for q={plan['q']!r} ({plan['what']}):\n{plan['plan']}")
-    gin = all(p["uses_gin"] for p in plans if p["what"] != "snippets")
-    print(f"\nGIN index captions_caption_search_gin used by every matching query: {gin}")
+    for q, label in ((common, "common"), (rare, "rare")):
+        print(f"\nSQL of one search for the {label} query {q!r} ({matches_of(plans, q)}), in order:")
+        for plan in (p for p in plans if p["q"] == q):
+            gin = "GIN index used" if plan["uses_gin"] else "no GIN index"
+            print(f"\n-- {plan['what']}: {plan['execution_ms']} ms, {gin}\n{plan['plan']}")
 
     path = write_results(
         "search",
@@ -133,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             "by_kind": by_kind,
             "by_matches": by_matches,
             "goal_p95_ms": GOAL_P95_MS,
-            "gin_index_used": gin,
+            "page_size": page_size,
+            "explained": {"common": common, "rare": rare},
             "plans": plans,
             "queries": rows,
         },
@@ -190,12 +217,38 @@ def _generate(env: dict[str, str], db: str, count: int) -> dict:
     }
 
 
-def _search(port: int, token: str, q: str) -> tuple[float, int]:
+def _search(port: int, token: str, q: str) -> tuple[float, dict]:
     path = "/api/v1/search/?" + urllib.parse.urlencode({"q": q})
     status, _, body, seconds = pe.request(port, "GET", path, headers={"Authorization": f"Token {token}"})
     if status != 200:
         raise SystemExit(f"search {q!r} answered {status}: {body[:500]!r}")
-    return seconds, int(json.loads(body)["count"])
+    return seconds, json.loads(body)
+
+
+def true_matches(queries: list[str]) -> dict[str, int]:
+    """Every image the bench user can see with a caption matching each query: the number the search
+    would count without its cap (one COUNT over every match per query; slow for common words)."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+
+    user = get_user_model().objects.get(username="bench-searcher")
+    sql = """
+        SELECT count(DISTINCT c.image_id) FROM captions_caption c
+        JOIN captions_image i ON i.id = c.image_id
+        WHERE c.search_vector @@ websearch_to_tsquery('english', %s)
+          AND (i.visibility = 'public' OR i.owner_id = %s)
+    """
+    counts = {}
+    with connection.cursor() as cursor:
+        for q in queries:
+            cursor.execute(sql, [q, user.pk])
+            counts[q] = int(cursor.fetchone()[0])
+    return counts
+
+
+def matches_of(plans: list[dict], q: str) -> str:
+    found = next((p["matches"] for p in plans if p["q"] == q), None)
+    return f"{found:,} matching captions" if found is not None else "?"
 
 
 # --- queries ------------------------------------------------------------------------------------------
@@ -261,11 +314,13 @@ def build_queries(count: int, seed: int) -> list[tuple[str, str]]:
 
 
 def explain(queries: list[str]) -> list[dict]:
-    """EXPLAIN (ANALYZE, BUFFERS) of every full-text SQL statement one search (count + first page) runs."""
+    """EXPLAIN (ANALYZE, BUFFERS) of every SQL statement that one search (count + first page, as the API
+    asks) runs with the query's text, in order, each labelled by the search step it is (_statement)."""
     from django.contrib.auth import get_user_model
     from django.db import connection
 
     from captions import selectors
+    from captions.api.pagination import SearchPagination
 
     user = get_user_model().objects.get(username="bench-searcher")
     plans = []
@@ -280,16 +335,47 @@ def explain(queries: list[str]) -> list[dict]:
         with connection.execute_wrapper(capture):
             results = selectors.search(user, q)
             results.count()
-            list(results[0:50])
+            list(results[0 : SearchPagination.page_size])
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM captions_caption "
+                "WHERE search_vector @@ websearch_to_tsquery('english', %s)",
+                [q],
+            )
+            matching = int(cursor.fetchone()[0])
         for sql, params in captured:
-            what = "count" if "COUNT(" in sql else "page" if "DISTINCT ON" in sql else "snippets"
             with connection.cursor() as cursor:
                 cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
                 plan = "\n".join(row[0] for row in cursor.fetchall())
+            executed = re.search(r"Execution Time: ([\d.]+) ms", plan)
             plans.append(
-                {"q": q, "what": what, "plan": plan, "uses_gin": "captions_caption_search_gin" in plan}
+                {
+                    "q": q,
+                    "matches": matching,
+                    "what": _statement(sql),
+                    "execution_ms": float(executed.group(1)) if executed else None,
+                    "uses_gin": "captions_caption_search_gin" in plan,
+                    "sql": sql,
+                    "params": params,
+                    "plan": plan,
+                }
             )
     return plans
+
+
+def _statement(sql: str) -> str:
+    """Which step of captions.search._Postgres a captured statement is (matched on its SQL text)."""
+    from captions.search import _Postgres
+
+    if "ts_headline(" in sql:
+        return "snippets"
+    if "numnode(" in sql:
+        return "bounds (query nodes, newest caption id)"
+    if _Postgres._GIN in sql:
+        return "candidates: GIN index below an id"
+    if _Postgres._SCAN in sql:
+        return "candidates: id-range window scan"
+    return "other"
 
 
 if __name__ == "__main__":

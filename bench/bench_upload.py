@@ -38,14 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the database and files afterwards")
     args = parser.parse_args(argv)
 
-    env_start = pe.environment()
-    pe.print_environment(env_start)
-    work = pe.work_dir("upload")
-    env = pe.bench_env(db_name=args.db, redis_db=args.redis_db, work_dir=work)
-    pe.create_database(args.db)
-    pe.flush_redis(args.redis_db)
-    pe.setup_django(env)
-    pe.migrate()
+    env_start, work, env = pe.fresh_platform("upload", db_name=args.db, redis_db=args.redis_db)
     user, token = pe.make_user("bench-upload")
 
     total = args.warmup + args.requests

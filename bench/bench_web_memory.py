@@ -72,14 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the database and files afterwards")
     args = parser.parse_args(argv)
 
-    env_start = pe.environment()
-    pe.print_environment(env_start)
-    work = pe.work_dir("web-memory")
-    env = pe.bench_env(db_name=args.db, redis_db=args.redis_db, work_dir=work)
-    pe.create_database(args.db)
-    pe.flush_redis(args.redis_db)
-    pe.setup_django(env)
-    pe.migrate()
+    env_start, work, env = pe.fresh_platform("web-memory", db_name=args.db, redis_db=args.redis_db)
     password = uuid.uuid4().hex
     user, token = pe.make_user("bench-web", password)
     user.is_staff = user.is_superuser = True  # so the admin pages render too

@@ -189,9 +189,28 @@ def setup_django(env: dict[str, str]) -> None:
 
 
 def migrate() -> None:
+    """The schema, and the static files collected as the Dockerfile does (production settings serve
+    them from the collected manifest; without it every page that uses one answers 500)."""
     from django.core.management import call_command
 
     call_command("migrate", interactive=False, verbosity=0)
+    call_command("collectstatic", interactive=False, verbosity=0)
+
+
+def fresh_platform(
+    name: str, *, db_name: str, redis_db: int, **extra: str
+) -> tuple[dict[str, Any], Path, dict[str, str]]:
+    """Print the machine's state, then a new database, an empty Redis db and temp folders, with
+    Django set up in this process on them. Returns (environment at start, work dir, env vars)."""
+    env_start = environment()
+    print_environment(env_start)
+    work = work_dir(name)
+    env = bench_env(db_name=db_name, redis_db=redis_db, work_dir=work, **extra)
+    create_database(db_name)
+    flush_redis(redis_db)
+    setup_django(env)
+    migrate()
+    return env_start, work, env
 
 
 def make_user(username: str, password: str | None = None) -> tuple[Any, str]:

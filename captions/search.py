@@ -19,6 +19,7 @@ every match).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -44,10 +45,16 @@ _STOP_WORDS = frozenset(
 
 @dataclass(frozen=True)
 class SearchHit:
-    image: Image
-    caption: Caption
+    image: Image  # as loaded by the queryset given to SearchResults (selectors.search: id and file only)
+    caption: Caption  # the best-matching caption
     snippet: SafeString  # caption text, HTML-escaped, with the matching words in <mark>…</mark>
     score: float  # higher is better (Postgres ts_rank_cd; SQLite -bm25)
+    best: Caption | None = None  # the image's best caption, when SearchResults was given `best_caption`
+
+    @property
+    def other_best_text(self) -> str | None:
+        """The text of the image's best caption when that is not the matched caption, else None."""
+        return self.best.text if self.best is not None and self.best.pk != self.caption.pk else None
 
 
 @dataclass(frozen=True)
@@ -64,13 +71,22 @@ class SearchResults:
     A lazy sequence: Django's Paginator and DRF's pagination call `count()` and slice it. The candidates
     are found and scored once per instance (one statement on SQLite, two to four on Postgres) and ranked
     here; a page then costs a snippets query and the images with their captions.
+
+    `images`: the queryset hits' images come from (selectors pass one that loads only what a hit shows,
+    with the captions prefetched); `best_caption(image)`, if given, fills each hit's `best`.
     """
 
-    def __init__(self, query: str, user, images: QuerySet[Image] | None = None) -> None:
+    def __init__(
+        self,
+        query: str,
+        user,
+        images: QuerySet[Image] | None = None,
+        best_caption: Callable[[Image], Caption | None] | None = None,
+    ) -> None:
         self.query = query.strip()
         self.user_id = user.pk if user is not None and user.is_authenticated else None
-        # The queryset hits' images come from (selectors pass one that prefetches what the API shows).
-        self._images = images if images is not None else Image.objects.select_related("owner")
+        self._images = images if images is not None else Image.objects.all()
+        self._best_caption = best_caption
         self._backend = _backend()
         self._ranked: list[tuple[int, int, float]] | None = None
         self._capped = False
@@ -97,12 +113,14 @@ class SearchResults:
         snippets = self._backend.snippets(self.query, caption_ids)
         images = self._images.in_bulk([image_id for image_id, _, _ in ranked])
         captions = _matched_captions(images.values(), caption_ids)
+        best = self._best_caption or (lambda image: None)
         return [
             SearchHit(
                 image=images[image_id],
                 caption=captions[caption_id],
                 snippet=_highlight(snippets.get(caption_id, captions[caption_id].text)),
                 score=score,
+                best=best(images[image_id]),
             )
             for image_id, caption_id, score in ranked
             if image_id in images and caption_id in captions
@@ -128,9 +146,14 @@ class SearchResults:
         return self._ranked
 
 
-def search_images(query: str, user, images: QuerySet[Image] | None = None) -> SearchResults:
+def search_images(
+    query: str,
+    user,
+    images: QuerySet[Image] | None = None,
+    best_caption: Callable[[Image], Caption | None] | None = None,
+) -> SearchResults:
     """Images visible to `user` whose captions match `query`, best first (see SearchResults)."""
-    return SearchResults(query, user, images)
+    return SearchResults(query, user, images, best_caption)
 
 
 def filter_captions(queryset: QuerySet[Caption], query: str) -> QuerySet[Caption]:
@@ -152,7 +175,7 @@ def _matched_captions(images, caption_ids: list[int]) -> dict[int, Caption]:
             found.update((c.pk, c) for c in prefetched if c.pk in wanted)
     missing = wanted - found.keys()
     if missing:
-        found.update(Caption.objects.select_related("model_version").in_bulk(missing))
+        found.update(Caption.objects.defer("words", "attention").in_bulk(missing))
     return found
 
 

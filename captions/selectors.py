@@ -164,10 +164,28 @@ def list_batches(user) -> QuerySet[Batch]:
     return Batch.objects.filter(owner=user).annotate(n_items=Count("items")).order_by("-created_at", "-id")
 
 
+# What a search hit shows (captions.api.serializers.SearchHitSerializer, the search page), and what
+# choose_captions needs to find each image's best caption: not the words, attention or image metadata.
+SEARCH_IMAGE_FIELDS = ("id", "file")
+SEARCH_CAPTION_FIELDS = ("id", "image", "text", "source", "rank", "model_version", "created_at")
+
+
 def search(user, query: str) -> SearchResults:
-    """Visible images whose captions match `query`, ranked, each with a highlighted snippet (the images
-    come with their captions prefetched, for choose_captions)."""
-    return search_images(query, user, images=with_captions(Image.objects.all()))
+    """Visible images whose captions match `query`, ranked, each with a highlighted snippet and the image's
+    best caption (`hit.best`, as choose_captions picks it). Hits are slim: images carry only their id and
+    file, captions only what choose_captions and a hit show (see SEARCH_*_FIELDS)."""
+    captions = Caption.objects.only(*SEARCH_CAPTION_FIELDS).order_by("rank", "-id")
+    images = Image.objects.only(*SEARCH_IMAGE_FIELDS).prefetch_related(
+        Prefetch("captions", queryset=captions)
+    )
+    active: list[ModelVersion | None] = []  # looked up once, and only when a page has hits
+
+    def best_caption(image: Image) -> Caption | None:
+        if not active:
+            active.append(active_model_version())
+        return choose_captions(image, active[0]).best
+
+    return search_images(query, user, images=images, best_caption=best_caption)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Page-number pagination for every list: `?page=N&page_size=M` (at most 200 per page)."""
+"""Page-number pagination for every list: `?page=N&page_size=M` (at most 200 per page; search: 20 by
+default, at most 100)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ class PagePagination(PageNumberPagination):
 
 
 class SearchPagination(PagePagination):
-    """Adds `capped`: true when more captions match than a search ranks (captions.search), so that
-    `count` is a lower bound ("1000+")."""
+    """20 hits a page (at most 100), and `capped`: true when more captions match than a search ranks
+    (captions.search), so that `count` is a lower bound ("1000+")."""
+
+    page_size = 20
+    max_page_size = 100
 
     def get_paginated_response(self, data: list[Any]) -> Response:
         response = super().get_paginated_response(data)

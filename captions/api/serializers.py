@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from django.urls import reverse
+from django.utils.http import RFC3986_SUBDELIMS
 from rest_framework import serializers
 
 from captions.models import Caption, Image
@@ -59,6 +61,33 @@ def image_urls(request, image: Image) -> dict[str, str]:
         "file": absolute(request, reverse("media", args=[image.file.name])),
         "page": absolute(request, reverse("captions:image", args=[image.pk])),
     }
+
+
+class ImageUrls:
+    """image_urls for many images: each route is reversed once, then only the id or file name changes
+    (three reverse() calls per image cost more than the rest of a search hit's serialisation)."""
+
+    _ID = 9876543210  # stands for the image id while reversing
+    _NAME = "imgcap-file-name"  # stands for the file name
+
+    def __init__(self, request) -> None:
+        def parts(route: str, arg: int | str) -> tuple[str, str]:
+            before, after = absolute(request, reverse(route, args=[arg])).split(str(arg))
+            return before, after
+
+        self._self = parts("api:image-detail", self._ID)
+        self._page = parts("captions:image", self._ID)
+        self._file = parts("media", self._NAME)
+
+    def __call__(self, image: Image) -> dict[str, str]:
+        pk = str(image.pk)
+        # reverse() quotes a path argument this way (django.urls.resolvers).
+        name = quote(image.file.name, safe=RFC3986_SUBDELIMS + "/~:@")
+        return {
+            "self": pk.join(self._self),
+            "file": name.join(self._file),
+            "page": pk.join(self._page),
+        }
 
 
 class CaptionSerializer(serializers.ModelSerializer):
@@ -179,13 +208,39 @@ class BatchSummarySerializer(serializers.Serializer):
         return absolute(self.context.get("request"), reverse("api:batch-detail", args=[batch.pk]))
 
 
+class MatchedCaptionSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    text = serializers.CharField()
+    source = serializers.CharField(help_text="model or human")
+
+
+class SearchImageSerializer(serializers.Serializer):
+    """The image of a search hit (a SearchHit): its id, URLs and best caption, not the full image."""
+
+    id = serializers.IntegerField(source="image.pk")
+    urls = serializers.SerializerMethodField(help_text="self (API), file (the image), page (HTML)")
+    best_caption = serializers.CharField(
+        source="other_best_text",
+        allow_null=True,
+        help_text="The image's best caption (the one the image's API shows), or null when it is the "
+        "matched caption.",
+    )
+
+    def get_urls(self, hit) -> dict[str, str]:
+        if "_image_urls" not in self.context:  # once per page
+            self.context["_image_urls"] = ImageUrls(self.context.get("request"))
+        return self.context["_image_urls"](hit.image)
+
+
 class SearchHitSerializer(serializers.Serializer):
-    image = ImageSerializer()
+    """One search hit, slim: a page of hits costs no N-best lists, attention or image metadata."""
+
+    image = SearchImageSerializer(source="*")
+    matched = MatchedCaptionSerializer(source="caption")
     snippet = serializers.CharField(
         help_text="The matching caption, HTML-escaped, matches in <mark>…</mark>."
     )
     score = serializers.FloatField(help_text="Relevance; higher is better.")
-    matched = CaptionSerializer(source="caption")
 
 
 class ModelVersionSerializer(serializers.Serializer):

@@ -209,9 +209,11 @@ class BatchDetailView(generics.GenericAPIView):
 
 class SearchView(generics.GenericAPIView):
     """Full-text search over model and human captions: `q` (stemmed: "dogs running" finds "a dog runs"),
-    ranked best first, each with a highlighted snippet; only images you can see. Paginated. The newest
-    1,000 matching captions (IMGCAP_SEARCH_CANDIDATES) are ranked: `capped` true means that more match,
-    and `count` counts the images of those 1,000."""
+    ranked best first, each with a highlighted snippet; only images you can see. Paginated: 20 hits a page,
+    `page_size` up to 100. A hit is slim (image id, URLs and best caption; the matched caption, snippet and
+    score): GET the image's `urls.self` for its N-best list. The newest 1,000 matching captions
+    (IMGCAP_SEARCH_CANDIDATES) are ranked: `capped` true means that more match, and `count` counts the
+    images of those 1,000."""
 
     serializer_class = s.SearchHitSerializer
     pagination_class = SearchPagination
@@ -222,8 +224,7 @@ class SearchView(generics.GenericAPIView):
         if not query:
             raise RejectedInput("missing_query", "give a search query in the q parameter")
         page = self.paginate_queryset(selectors.search(request.user, query))
-        context = {"request": request, "active": selectors.active_model_version()}
-        data = s.SearchHitSerializer(page, many=True, context=context).data
+        data = s.SearchHitSerializer(page, many=True, context={"request": request}).data
         return self.get_paginated_response(data)
 
 

@@ -10,7 +10,9 @@ import os
 import pytest
 from django.db import connection
 
-from captions import search, selectors, services
+from captions import search, selectors, services, synthetic
+from captions.api.serializers import ImageUrls, image_urls
+from captions.models import Caption, Image
 
 pytestmark = pytest.mark.django_db
 
@@ -126,8 +128,10 @@ def test_the_api_answers_ranked_pages_with_snippets(api, anon_api, captioned):
         captioned["many_dogs"].pk,
         captioned["running_dog"].pk,
     ]
-    assert "<mark>" in body["results"][0]["snippet"]
-    assert body["results"][0]["matched"]["source"] == "model"
+    first = body["results"][0]
+    assert "<mark>" in first["snippet"]
+    assert first["matched"]["source"] == "model"
+    assert first["matched"]["text"] == "a dog chases another dog near a dog house"
     assert body["next"]
     rest = api.get(body["next"]).json()
     assert [r["image"]["id"] for r in rest["results"]] == [captioned["bob_dog"].pk]
@@ -201,6 +205,73 @@ def test_a_capped_search_says_so(api, client, user, zebras, settings):
     assert "8 images match" in client.get("/search/", {"q": "zebra"}).content.decode()
 
 
+def test_a_hit_is_slim(api, user, captioned):
+    (hit,) = api.get(SEARCH, {"q": "sleeping cat"}).json()["results"]
+    image = captioned["cat"]
+    caption = image.captions.get()
+    assert hit == {
+        "image": {
+            "id": image.pk,
+            "urls": {
+                "self": f"http://testserver/api/v1/images/{image.pk}/",
+                "file": f"http://testserver/media/{image.file.name}",
+                "page": f"http://testserver/images/{image.pk}/",
+            },
+            "best_caption": None,  # the matched caption is the image's best
+        },
+        "matched": {"id": caption.pk, "text": "a cat sleeps on a red sofa", "source": "model"},
+        "snippet": hit["snippet"],
+        "score": hit["score"],
+    }
+    assert "<mark>cat</mark>" in hit["snippet"] and "<mark>sleeps</mark>" in hit["snippet"]
+    assert isinstance(hit["score"], float) and hit["score"] > 0
+    assert api.get(hit["image"]["urls"]["file"]).status_code == 200
+
+
+@pytest.mark.parametrize("name", ["ab/cd/0123abcd.jpg", "odd dir/ü #1?.png", "imgcap-file-name/98765.jpg"])
+def test_hit_urls_are_the_urls_of_the_image_api(rf, name):
+    request = rf.get("/api/v1/search/", HTTP_HOST="localhost:8000")
+    image = Image(pk=42, file=name)
+    assert ImageUrls(request)(image) == image_urls(request, image)
+    assert ImageUrls(None)(image) == image_urls(None, image)
+
+
+def test_a_hit_names_the_best_caption_when_another_one_matched(
+    api, client, user, make_image, model_version, save_captions
+):
+    image = make_image(user)
+    save_captions(image, model_version, ["a cat on a sofa", "a puppy on a sofa"])
+    (hit,) = api.get(SEARCH, {"q": "puppy"}).json()["results"]
+    assert hit["matched"]["text"] == "a puppy on a sofa"
+    assert hit["image"]["best_caption"] == "a cat on a sofa"  # rank 0 of the model's N-best list
+
+    services.add_human_caption(image=image, text="Rex the puppy asleep", author=user)
+    (hit,) = api.get(SEARCH, {"q": "sofa"}).json()["results"]
+    assert hit["image"]["best_caption"] == "Rex the puppy asleep"  # a person's caption comes first
+    (hit,) = api.get(SEARCH, {"q": "asleep"}).json()["results"]
+    assert hit["matched"] == {
+        "id": image.captions.get(source="human").pk,
+        "text": "Rex the puppy asleep",
+        "source": "human",
+    }
+    assert hit["image"]["best_caption"] is None
+
+    client.force_login(user)
+    page = client.get("/search/", {"q": "sofa"}).content.decode()
+    assert "Best caption: Rex the puppy asleep" in page
+
+
+def test_search_pages_hold_20_hits_and_at_most_100(api, user):
+    synthetic.generate_captions(owner=user, count=110, per_image=1)
+    Caption.objects.filter(model_version__name=synthetic.SYNTHETIC_VERSION).update(text="a quokka smiles")
+    body = api.get(SEARCH, {"q": "quokkas"}).json()
+    assert body["count"] == 110 and body["capped"] is False and len(body["results"]) == 20
+    body = api.get(SEARCH, {"q": "quokkas", "page_size": 30, "page": 4}).json()
+    assert len(body["results"]) == 20 and body["next"] is None
+    body = api.get(SEARCH, {"q": "quokkas", "page_size": 1000}).json()
+    assert len(body["results"]) == 100 and body["next"]
+
+
 def test_a_results_page_takes_a_fixed_number_of_queries(
     api, user, captioned, make_image, model_version, save_captions, django_assert_max_num_queries
 ):
@@ -209,12 +280,27 @@ def test_a_results_page_takes_a_fixed_number_of_queries(
         image = make_image(user, "public")
         save_captions(image, model_version, ["a dog", "a dog and a ball", "grass"])
         new.add(image.pk)
-    with django_assert_max_num_queries(10):  # 7 on Postgres; not one per hit or per caption
+    with django_assert_max_num_queries(10) as queries:  # 7 on Postgres; not one per hit or per caption
         body = api.get(SEARCH, {"q": "dog", "page_size": 50}).json()
     assert body["count"] == 23 and len(body["results"]) == 23
-    shown = {r["image"]["id"]: r["image"] for r in body["results"]}
+    shown = {r["image"]["id"]: r for r in body["results"]}
     assert new <= shown.keys()
-    assert all(shown[pk]["caption"]["text"] == "a dog" and len(shown[pk]["candidates"]) == 3 for pk in new)
+    for pk in new:  # the shorter caption matches best, and it is the image's best (rank 0)
+        assert shown[pk]["matched"]["text"] == "a dog" and shown[pk]["image"]["best_caption"] is None
+    # Slim: neither the words and attention of captions nor the images' metadata are loaded.
+    loaded = " ".join(q["sql"] for q in queries.captured_queries)
+    assert "attention" not in loaded and "sha256" not in loaded and "original_name" not in loaded
+
+
+def test_the_schema_describes_slim_hits(client):
+    schema = client.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    page = schema["paths"]["/api/v1/search/"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert set(page["schema"]["properties"]) >= {"count", "next", "previous", "results", "capped"}
+    hit = schema["components"]["schemas"]["SearchHit"]["properties"]
+    assert set(hit) == {"image", "matched", "snippet", "score"}
+    assert set(hit["image"]["properties"]) == {"id", "urls", "best_caption"}
+    assert hit["image"]["properties"]["best_caption"]["nullable"] is True
+    assert set(hit["matched"]["properties"]) == {"id", "text", "source"}
 
 
 def test_the_search_structures_exist():
