@@ -31,11 +31,13 @@ run: install
 test: install
 	$(PY) -m pytest -q
 
-# Train the default model from scratch on ../shared/data/flickr8k, then ship it to models/default.
+# Train the default model from scratch on ../shared/data/flickr8k, then ship it to models/default
+# with the decoding defaults chosen on dev (`python -m ml sweep`, see models/NOTES.md).
 # Resumable: run it again after an interruption.
 model: install
 	$(PY) -m ml train --config configs/default.toml --out runs/default $$(test -f runs/default/checkpoints/state.json && echo --resume)
-	$(PY) -m ml export --run runs/default --out models/default --notes models/NOTES.md
+	$(PY) -m ml export --run runs/default --out models/default --notes models/NOTES.md \
+		--beam-size 5 --length-penalty 1.0
 
 lint: install
 	$(VENV)/bin/ruff check .

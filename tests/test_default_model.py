@@ -126,4 +126,5 @@ def test_caption_command_uses_the_default_model():
     proc = run_ml("caption", "--jsonl", image)
     assert proc.returncode == 0, proc.stderr
     line = json.loads(proc.stdout)
-    assert line["image"] == image and line["caption"] and len(line["candidates"]) == 3
+    beam = json.loads((MODEL / "config.json").read_text())["decoding"]["beam_size"]
+    assert line["image"] == image and line["caption"] and len(line["candidates"]) == beam
