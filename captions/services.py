@@ -293,18 +293,22 @@ def upload_image(
     (not queued again). Raises RejectedInput (nothing stored) for anything that is not an acceptable image.
     """
     _check_visibility(visibility)
-    info = _inspect(IncomingFile(name=name, data=data))
+    item = IncomingFile(name=name, data=data)
+    info = _inspect(item)
     position = BatchItem.objects.filter(batch=batch).count() if batch is not None else 0
     with _cleanup_new_files_on_error() as new_files:
-        return _store_image(
+        result = _store_image(
             owner=owner,
-            item=IncomingFile(name, data),
+            item=item,
             info=info,
             visibility=visibility,
             batch=batch,
             position=position,
             new_files=new_files,
         )
+    if result.created:
+        enqueue_captioning([result.image.pk])
+    return result
 
 
 def create_batch(
@@ -377,7 +381,6 @@ def create_batch(
                     batch=batch,
                     position=position,
                     new_files=new_files,
-                    enqueue=False,
                 )
                 if stored.created:
                     new_ids.append(stored.image.pk)
@@ -418,7 +421,6 @@ def create_batch_from_paths(
                     batch=batch,
                     position=position,
                     new_files=new_files,
-                    enqueue=False,
                 )
             accepted += 1
             if stored.created:
@@ -519,10 +521,9 @@ def _store_image(
     batch: Batch | None,
     position: int,
     new_files: list[str],
-    enqueue: bool = True,
 ) -> UploadResult:
-    """Store one checked image (or find the owner's copy of the same bytes). `enqueue=False`: the caller
-    queues the new images itself, all together (batches)."""
+    """Store one checked image (or find the owner's copy of the same bytes). Queuing new images is the
+    caller's: batches queue theirs together."""
     sha = hashlib.sha256(item.data).hexdigest()
     existing = Image.objects.filter(owner=owner, sha256=sha).first()
     if existing is None:
@@ -547,8 +548,6 @@ def _store_image(
         else:
             if batch is not None:
                 _add_to_batch(batch, image, position=position, duplicate=False, name=item.name)
-            if enqueue:
-                enqueue_captioning([image.pk])
             return UploadResult(image=image, created=True)
     if batch is not None:
         _add_to_batch(batch, existing, position=position, duplicate=True, name=item.name)
