@@ -22,6 +22,7 @@ each after a warm-up call. The ratio is pipeline images/s over the mean of the t
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import time
@@ -41,7 +42,12 @@ GOAL = 0.9
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256, help="the first N Flickr8k dev images")
-    parser.add_argument("--warmup", type=int, default=16, help="other dev images captioned first, untimed")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        help="other dev images captioned first, untimed (default: two full batches, so that both "
+        "contenders have run the model on a full batch's shape before the timed run)",
+    )
     parser.add_argument("--chunk", type=int, default=32, help="files per batch POST (1: /api/v1/images/)")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn sync workers")
     parser.add_argument("--batch-max", type=int, help="IMGCAP_BATCH_MAX (default: the settings' 16)")
@@ -52,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for the captions")
     parser.add_argument("--keep", action="store_true", help="keep the database and files afterwards")
     args = parser.parse_args(argv)
+    if args.warmup is None:
+        args.warmup = 2 * (args.batch_max or int(os.environ.get("IMGCAP_BATCH_MAX", "16")))
 
     paths = pe.dev_images(args.images + args.warmup)
     images, warm_images = paths[: args.images], paths[args.images :]
@@ -95,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             pe.CeleryWorker(env, work / "worker.log") as worker,
             pe.Gunicorn(env, work / "gunicorn.log", workers=args.web_workers) as web,
         ):
-            _upload(web.port, warm_token, list(zip(warm_images, blobs[args.images :], strict=True)), 32)
+            warm_items = list(zip(warm_images, blobs[args.images :], strict=True))
+            _upload(web.port, warm_token, warm_items, args.warmup)
             _wait_done(warm_user, len(warm_images), args.timeout, worker)
             log_offset = len(worker.log.read_text(errors="replace"))
 

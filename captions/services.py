@@ -24,7 +24,9 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
+from captions import thumbnails
 from captions.attention import encode_attention
 from captions.ingest import RejectedInput, extract_archive, fetch_url, inspect_image
 from captions.ingest.errors import human_sizes
@@ -187,23 +189,40 @@ def ensure_model_version(*, name: str, encoder: str, metrics: dict) -> ModelVers
 def save_model_captions(
     *, image: Image, model_version: ModelVersion, candidates: Sequence[CandidateData]
 ) -> None:
-    """Store the N-best captions of `model_version` for `image` and mark it done.
+    """Store the N-best captions of `model_version` for `image` and mark it done (see save_batch_captions)."""
+    save_batch_captions(model_version=model_version, results=[(image, candidates)])
 
-    Replaces only that model version's captions (a retry never duplicates them); human captions and
-    other versions' captions stay. Does nothing if the image was deleted meanwhile.
+
+def save_batch_captions(
+    *, model_version: ModelVersion, results: Sequence[tuple[Image, Sequence[CandidateData]]]
+) -> list[int]:
+    """Store each image's N-best captions of `model_version` and mark the images done, in one transaction.
+
+    One commit for a worker's whole batch rather than one per image. Replaces only that model version's
+    captions (a retry never duplicates them); human captions and other versions' captions stay. Images
+    deleted meanwhile are skipped. Returns the ids stored.
     """
-    keep = list(candidates)[: max(1, settings.IMGCAP_N_BEST)]
+    keep = max(1, settings.IMGCAP_N_BEST)
+    wanted = {image.pk: (image, list(candidates)[:keep]) for image, candidates in results}
+    if not wanted:
+        return []
     with transaction.atomic():
-        locked = Image.objects.select_for_update().filter(pk=image.pk).first()
-        if locked is None:
-            return
+        # In id order, so that two transactions locking overlapping images cannot deadlock.
+        locked = list(
+            Image.objects.select_for_update()
+            .filter(pk__in=wanted)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        if not locked:
+            return []
         Caption.objects.filter(
-            image=locked, model_version=model_version, source=Caption.Source.MODEL
+            image_id__in=locked, model_version=model_version, source=Caption.Source.MODEL
         ).delete()
         Caption.objects.bulk_create(
             [
                 Caption(
-                    image=locked,
+                    image_id=image_id,
                     text=candidate.text,
                     score=float(candidate.score),
                     rank=rank,
@@ -214,14 +233,18 @@ def save_model_captions(
                     if candidate.attention is not None
                     else None,
                 )
-                for rank, candidate in enumerate(keep)
+                for image_id in locked
+                for rank, candidate in enumerate(wanted[image_id][1])
             ]
         )
         now = timezone.now()
-        Image.objects.filter(pk=locked.pk).update(
+        Image.objects.filter(pk__in=locked).update(
             status=Image.Status.DONE, error="", captioned_at=now, processing_started_at=None, updated_at=now
         )
-    image.status, image.error, image.captioned_at = Image.Status.DONE, "", now
+    for image_id in locked:
+        image = wanted[image_id][0]
+        image.status, image.error, image.captioned_at = Image.Status.DONE, "", now
+    return locked
 
 
 def mark_failed(*, image: Image, error: str) -> None:
@@ -588,6 +611,7 @@ def _delete_file_if_unused(name: str) -> None:
             default_storage.delete(name)
         except OSError:
             logger.warning("could not delete media file %s", name, exc_info=True)
+        thumbnails.delete_thumbnails(Path(name).stem)  # files are named by their SHA-256 (_store_file)
 
 
 # --- changes people make ------------------------------------------------------------------------------
@@ -708,3 +732,10 @@ def set_active_model(*, model_version: ModelVersion) -> ModelVersion:
         ModelVersion.objects.filter(pk=model_version.pk).update(active=True)
     model_version.active = True
     return model_version
+
+
+def regenerate_api_token(*, user) -> Token:
+    """Give `user` a new REST API token; the old one (if any) stops working at once."""
+    with transaction.atomic():
+        Token.objects.filter(user=user).delete()
+        return Token.objects.create(user=user)

@@ -39,6 +39,8 @@ class BatchReport:
     failed: list[int] = field(default_factory=list)
     model_version: str = ""
     seconds: float = 0.0
+    model_seconds: float = 0.0  # in the captioner's call (reading, encoding, decoding)
+    store_seconds: float = 0.0  # writing the captions
     model_inputs: int = 0  # images given to the model call; 0: no call (none of the files was readable)
 
     def summary(self) -> str:
@@ -51,7 +53,8 @@ class BatchReport:
             call = f"{claimed} claimed, none readable, no model call"
         return (
             f"imgcap batch: {call}, {len(self.done)} captioned, {len(self.failed)} failed, "
-            f"{self.seconds:.2f}s, model {self.model_version} (ids {self.claimed})"
+            f"{self.seconds:.2f}s (model {self.model_seconds:.2f}s, store {self.store_seconds:.2f}s), "
+            f"model {self.model_version} (ids {self.claimed})"
         )
 
 
@@ -95,7 +98,7 @@ def caption_pending(first: Sequence[int] = (), *, captioner: Captioner | None = 
 
 
 def caption_batch(images: Sequence[Image], captioner: Captioner) -> BatchReport:
-    """Caption claimed images with one `captioner.caption` call and store each result.
+    """Caption claimed images with one `captioner.caption` call and store the results in one transaction.
 
     An image whose result has an error is marked failed with it; if the call itself raises, every
     image of the batch is marked failed with the exception's text (none is left in processing).
@@ -113,19 +116,22 @@ def caption_batch(images: Sequence[Image], captioner: Captioner) -> BatchReport:
         report.model_inputs = len(readable)
         try:
             version = runtime.register_model_version(captioner)
+            model_started = time.monotonic()
             results = captioner.caption(
                 inputs,
                 n_best=settings.IMGCAP_N_BEST,
                 beam_size=settings.IMGCAP_BEAM_SIZE,
                 batch_size=len(inputs),
             )
+            report.model_seconds = time.monotonic() - model_started
         except Exception as exc:
             logger.exception("imgcap batch %s: captioning failed", [im.pk for im in readable])
             for image in readable:
                 _fail(report, image, f"captioning failed: {type(exc).__name__}: {exc}")
         else:
-            for image, model_input, result in zip(readable, inputs, results, strict=True):
-                _store(report, image, model_input, result, version)
+            store_started = time.monotonic()
+            _store(report, list(zip(readable, inputs, results, strict=True)), version)
+            report.store_seconds = time.monotonic() - store_started
     report.seconds = time.monotonic() - started
     logger.info(report.summary())
     return report
@@ -144,26 +150,43 @@ def _model_input(image: Image) -> str | bytes:
 
 
 def _store(
-    report: BatchReport, image: Image, model_input: str | bytes, result: CaptionResult, version: ModelVersion
+    report: BatchReport, outcomes: list[tuple[Image, str | bytes, CaptionResult]], version: ModelVersion
 ) -> None:
-    if result.error is not None:
-        # The message starts with the server-side path; users know the file by its original name.
-        error = result.error
-        if isinstance(model_input, str):
-            error = error.replace(model_input, image.original_name)
-        _fail(report, image, error)
+    """Mark the images the model could not caption failed, then store the others' captions together;
+    should that fail, store them one by one so that one bad image does not fail the whole batch."""
+    captioned: list[tuple[Image, list[services.CandidateData]]] = []
+    for image, model_input, result in outcomes:
+        if result.error is not None:
+            # The message starts with the server-side path; users know the file by its original name.
+            error = result.error
+            if isinstance(model_input, str):
+                error = error.replace(model_input, image.original_name)
+            _fail(report, image, error)
+            continue
+        candidates = [
+            services.CandidateData(
+                text=c.text, score=float(c.score), words=list(c.words), attention=c.attention
+            )
+            for c in result.candidates
+        ]
+        captioned.append((image, candidates))
+    if not captioned:
         return
-    candidates = [
-        services.CandidateData(text=c.text, score=float(c.score), words=list(c.words), attention=c.attention)
-        for c in result.candidates
-    ]
     try:
-        services.save_model_captions(image=image, model_version=version, candidates=candidates)
-    except Exception as exc:
-        logger.exception("imgcap image %s: storing captions failed", image.pk)
-        _fail(report, image, f"storing captions failed: {type(exc).__name__}: {exc}")
+        services.save_batch_captions(model_version=version, results=captioned)
+    except Exception:
+        logger.exception("imgcap batch: storing %d images at once failed; storing each", len(captioned))
+    else:
+        report.done += [image.pk for image, _ in captioned]
         return
-    report.done.append(image.pk)
+    for image, candidates in captioned:
+        try:
+            services.save_batch_captions(model_version=version, results=[(image, candidates)])
+        except Exception as exc:
+            logger.exception("imgcap image %s: storing captions failed", image.pk)
+            _fail(report, image, f"storing captions failed: {type(exc).__name__}: {exc}")
+        else:
+            report.done.append(image.pk)
 
 
 def _fail(report: BatchReport, image: Image, error: str) -> None:

@@ -250,3 +250,26 @@ def test_attention_round_trip_is_compact_and_close():
     assert np.array_equal(decode_attention(encode_attention(np.zeros((2, 3, 3)))), np.zeros((2, 3, 3)))
     with pytest.raises(AttentionFormatError):
         decode_attention(data[:-1])
+
+
+def test_save_batch_captions_stores_many_images_at_once_and_skips_deleted_ones(
+    user, make_image, model_version, django_assert_max_num_queries
+):
+    images = [make_image(user) for _ in range(4)]
+    gone = images.pop()
+    Image.objects.filter(pk=gone.pk).delete()
+    results = [
+        (image, [services.CandidateData(text=f"caption {i} {rank}", score=-rank) for rank in range(2)])
+        for i, image in enumerate([*images, gone])
+    ]
+    # The same few statements for any number of images: lock, delete old, insert all, mark done.
+    with django_assert_max_num_queries(6):
+        stored = services.save_batch_captions(model_version=model_version, results=results)
+
+    assert stored == sorted(image.pk for image in images)
+    for i, image in enumerate(images):
+        texts = list(Caption.objects.filter(image=image).order_by("rank").values_list("text", flat=True))
+        assert texts == [f"caption {i} 0", f"caption {i} 1"]
+        image.refresh_from_db()
+        assert image.status == "done" and image.captioned_at is not None
+    assert Caption.objects.filter(image_id=gone.pk).count() == 0

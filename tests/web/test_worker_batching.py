@@ -229,3 +229,29 @@ def test_model_version_metrics_come_from_the_model_directory(tiny_settings, tiny
     version = runtime.register_model_version(tiny_captioner, tmp_path)
     assert version.metrics == {"dev": {"BLEU-4": 12.5}} and version.name == tiny_captioner.version
     assert runtime.read_metrics(tmp_path / "nowhere") == {}
+
+
+def test_a_result_that_cannot_be_stored_fails_alone(tiny_settings, tiny_captioner, owner):
+    from ml.captioner import Candidate, CaptionResult
+
+    images = [upload(owner, p) for p in photos(3)]
+    claimed = services.claim_images(limit=3, first=[im.pk for im in images])
+    results = tiny_captioner.caption([im.file.path for im in claimed], n_best=2)
+    broken = results[1].candidates[0]
+    # Attention of the wrong rank cannot be encoded: storing the batch at once fails, each is stored alone.
+    flat = np.zeros(3)
+    results[1].candidates[0] = Candidate(broken.text, broken.score, broken.log_prob, broken.words, flat)
+    assert all(isinstance(r, CaptionResult) and r.error is None for r in results)
+    report = batching.BatchReport(claimed=[im.pk for im in claimed])
+    version = runtime.register_model_version(tiny_captioner)
+
+    batching._store(report, [(im, im.file.path, r) for im, r in zip(claimed, results, strict=True)], version)
+
+    assert sorted(report.done) == sorted([claimed[0].pk, claimed[2].pk])
+    assert report.failed == [claimed[1].pk]
+    bad = Image.objects.get(pk=claimed[1].pk)
+    assert bad.status == "failed" and bad.error.startswith("storing captions failed: ValueError")
+    assert bad.captions.count() == 0
+    for good in (claimed[0], claimed[2]):
+        assert Image.objects.get(pk=good.pk).status == "done"
+        assert Caption.objects.filter(image_id=good.pk, source="model").count() == 2
