@@ -1,6 +1,7 @@
 """Django admin: browse everything; change state only through captions.services."""
 
 from django.contrib import admin, messages
+from django.template.defaultfilters import pluralize
 
 from captions import services
 from captions.models import Batch, BatchItem, Caption, Image, ModelVersion
@@ -54,7 +55,7 @@ class ImageAdmin(admin.ModelAdmin):
     @admin.action(description="Retry the selected failed images")
     def retry_failed(self, request, queryset):
         ids = services.requeue_images(images=queryset.filter(status=Image.Status.FAILED))
-        self.message_user(request, f"Queued {len(ids)} images again.")
+        self.message_user(request, f"Queued {len(ids)} image{pluralize(len(ids))} again.")
 
 
 @admin.register(Caption)

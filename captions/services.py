@@ -23,6 +23,7 @@ from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
+from django.template.defaultfilters import pluralize
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
@@ -291,7 +292,12 @@ def requeue_stale(*, older_than_s: int) -> list[int]:
             )
             enqueue_captioning(requeue)
     if give_up or requeue:
-        logger.info("reaper: requeued %d stale images, gave up on %d", len(requeue), len(give_up))
+        logger.info(
+            "reaper: requeued %d stale image%s, gave up on %d",
+            len(requeue),
+            pluralize(len(requeue)),
+            len(give_up),
+        )
     return requeue
 
 

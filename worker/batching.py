@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from django.conf import settings
+from django.template.defaultfilters import pluralize
 
 from captions import services
 from captions.models import Image, ModelVersion
@@ -59,7 +60,7 @@ class BatchReport:
 
 
 def _images(n: int) -> str:
-    return f"{n} image" if n == 1 else f"{n} images"
+    return f"{n} image{pluralize(n)}"
 
 
 def claim_batch(

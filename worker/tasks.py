@@ -14,6 +14,7 @@ from billiard.process import current_process
 from celery import shared_task
 from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
+from django.template.defaultfilters import pluralize
 
 from captions import services
 from worker import batching, runtime
@@ -31,7 +32,7 @@ def caption_images(image_ids: list[int]) -> dict[str, Any]:
 def requeue_stale() -> list[int]:
     ids = services.requeue_stale(older_than_s=settings.IMGCAP_STALE_AFTER_S)
     if ids:
-        logger.info("imgcap reaper: requeued %d stale images %s", len(ids), ids)
+        logger.info("imgcap reaper: requeued %d stale image%s %s", len(ids), pluralize(len(ids)), ids)
     return ids
 
 

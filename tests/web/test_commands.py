@@ -100,7 +100,7 @@ def test_import_kaggle_captions_as_human_captions(user, tmp_path, media_root):
         "alice",
     )
     assert "3 captions imported for 2 images (2 new, 0 known)" in out
-    assert "1 images not found" in err
+    assert "1 image not found" in err
     image_a = Image.objects.get(original_name=a)
     assert sorted(image_a.captions.values_list("text", "source")) == [
         ("A brown dog, running fast .", "human"),
@@ -129,7 +129,7 @@ def test_import_a_plain_csv(user, tmp_path, media_root):
     out, _ = run(
         "import_captions", str(tmp_path / "captions.csv"), "--format", "csv", "--user", "alice", "--public"
     )
-    assert "1 captions imported" in out
+    assert "1 caption imported" in out
     assert Image.objects.get().visibility == "public"
 
 
@@ -178,14 +178,14 @@ def test_recaption_all_queues_images_the_active_model_has_not_captioned(
 
     with django_capture_on_commit_callbacks(execute=True):
         out, _ = run("recaption_all")
-    assert "1 images queued" in out
+    assert "1 image queued" in out
     assert queued_ids() == [outdated.pk]
     assert Image.objects.get(pk=outdated.pk).status == "pending"
     assert Caption.objects.filter(image=outdated).count() == 1  # old captions stay
     assert Image.objects.get(pk=waiting.pk).status == "pending"
 
     out, _ = run("recaption_all", "--model-version", older.name)
-    assert "1 images queued" in out  # `current` has no captions from the older version
+    assert "1 image queued" in out  # `current` has no captions from the older version
     out, _ = run("recaption_all", "--all")
     assert "0 images queued" in out  # everything is already pending
     with pytest.raises(CommandError, match="no model version"):

@@ -278,7 +278,7 @@ def test_reaper_requeues_an_image_stuck_in_processing_and_the_worker_captions_it
     assert Image.objects.get(pk=stuck).captioned_at > first_captioned
     gave_up = wait_until(api, hopeless, {"failed"}, worker)
     assert gave_up["error"] == "gave up after 3 attempts"
-    assert "imgcap reaper: requeued 1 stale images" in worker.log.read_text()
+    assert "imgcap reaper: requeued 1 stale image " in worker.log.read_text()
 
 
 def test_uploads_arriving_together_are_captioned_in_fewer_model_calls(worker, api):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
+from django.template.defaultfilters import pluralize
 
 from captions import services
 from captions.ingest import RejectedInput
@@ -56,7 +57,8 @@ class Command(BaseCommand):
             self.stderr.write(skipped_line(rejection["name"], rejection["message"]))
         self.stdout.write(
             self.style.SUCCESS(
-                f"batch {batch.pk}: {items - duplicates} images queued, {duplicates} already uploaded, "
+                f"batch {batch.pk}: {items - duplicates} image{pluralize(items - duplicates)} queued, "
+                f"{duplicates} already uploaded, "
                 f"{len(batch.rejected)} skipped"
             )
         )

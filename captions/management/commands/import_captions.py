@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
+from django.template.defaultfilters import pluralize
 
 from captions import services
 from captions.ingest import RejectedInput
@@ -65,11 +66,13 @@ class Command(BaseCommand):
                 rows=[(result.image, text) for text in grouped[image_path]], author=owner
             )
         if missing:
-            self.stderr.write(f"{len(missing)} images not found, e.g. {missing[0]}")
+            self.stderr.write(f"{len(missing)} image{pluralize(len(missing))} not found, e.g. {missing[0]}")
         if dataset.skipped:
-            self.stderr.write(f"{dataset.skipped} malformed rows skipped")
+            self.stderr.write(f"{dataset.skipped} malformed row{pluralize(dataset.skipped)} skipped")
+        images = uploaded + known
         self.stdout.write(
             self.style.SUCCESS(
-                f"{added} captions imported for {uploaded + known} images ({uploaded} new, {known} known)"
+                f"{added} caption{pluralize(added)} imported for {images} image{pluralize(images)} "
+                f"({uploaded} new, {known} known)"
             )
         )
