@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint model bench bench-train bench-encoders bench-decoder \
+.PHONY: install run test lint screenshots model bench bench-train bench-encoders bench-decoder \
 	bench-platform bench-pipeline bench-upload bench-search bench-web-memory clean
 
 install: $(STAMP)
@@ -19,6 +19,8 @@ $(STAMP): requirements.txt requirements-dev.txt
 	command -v java >/dev/null || (apt-get update -q && apt-get install -y -q default-jre-headless)
 	@# inception_v3_offline: ImageNet InceptionV3 layers rebuilt from the npm package nsfwjs.
 	command -v npm >/dev/null || (apt-get update -q && apt-get install -y -q npm)
+	@# The browser tests drive Debian's Chromium with Playwright (its own browser download needs the internet).
+	test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q chromium)
 	$(PY) -m ml.encoders.inception_offline build
 	touch $(STAMP)
 
@@ -30,6 +32,10 @@ run: install
 
 test: install
 	$(PY) -m pytest -q
+
+# docs/screenshots/*.png: the browser tests walk every page with the shipped model and save each one.
+screenshots: install
+	IMGCAP_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/web/test_browser.py
 
 # Train the default model from scratch on ../shared/data/flickr8k, then ship it to models/default
 # with the decoding defaults chosen on dev (`python -m ml sweep`, see models/NOTES.md).

@@ -26,26 +26,76 @@ class MultipleFileField(forms.FileField):
 
 class UploadForm(forms.Form):
     images = MultipleFileField(label="Images", required=False, allow_empty_file=True)
-    archive = forms.FileField(label="…or a zip archive", required=False, allow_empty_file=True)
+    archive = forms.FileField(
+        label="A zip archive of images",
+        required=False,
+        allow_empty_file=True,
+        widget=forms.ClearableFileInput(attrs={"accept": ".zip,application/zip"}),
+    )
+    urls = forms.CharField(
+        label="Image URLs, one a line",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "https://example.org/photo.jpg"}),
+    )
     visibility = forms.ChoiceField(
-        choices=Image.Visibility.choices, initial=Image.Visibility.PRIVATE, required=False
+        label="Who can see them",
+        choices=[(Image.Visibility.PRIVATE, "Only me"), (Image.Visibility.PUBLIC, "Everyone (public)")],
+        initial=Image.Visibility.PRIVATE,
+        required=False,
     )
 
     def clean_visibility(self) -> str:
         return self.cleaned_data.get("visibility") or Image.Visibility.PRIVATE
 
+    def clean_urls(self) -> list[str]:
+        return [line.strip() for line in self.cleaned_data.get("urls", "").splitlines() if line.strip()]
+
     def clean(self):
         data = super().clean()
-        if not data.get("images") and not data.get("archive"):
-            raise forms.ValidationError("Choose one or more images, or a zip archive.")
+        if not data.get("images") and not data.get("archive") and not data.get("urls"):
+            raise forms.ValidationError("Choose one or more images, a zip archive, or give image URLs.")
         return data
 
 
 class CaptionForm(forms.Form):
-    caption = forms.CharField(
-        label="Your caption", max_length=1000, widget=forms.TextInput(attrs={"size": 60})
-    )
+    caption = forms.CharField(label="Your caption", max_length=1000, widget=forms.TextInput())
 
 
 class VisibilityForm(forms.Form):
     visibility = forms.ChoiceField(choices=Image.Visibility.choices)
+
+
+class GalleryFilterForm(forms.Form):
+    """The gallery's filters; unknown values fall back to "any" instead of failing the page."""
+
+    show = forms.ChoiceField(
+        label="Show",
+        required=False,
+        choices=[("", "All I can see"), ("mine", "Only mine"), ("public", "Only public")],
+    )
+    status = forms.ChoiceField(label="Status", required=False)
+    # Any batch id filters (as the API's `batch` does); the menu offers the user's newest batches.
+    batch = forms.IntegerField(label="Batch", required=False, min_value=1, widget=forms.Select)
+
+    def __init__(self, *args, statuses: tuple[str, ...], batches: list, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["status"].choices = [("", "Any status"), *((s, s.capitalize()) for s in statuses)]
+        self.fields["batch"].widget.choices = [
+            ("", "Any batch"),
+            *((b.pk, f"#{b.pk} · {b.created_at:%Y-%m-%d %H:%M}") for b in batches),
+        ]
+        asked = str(self.data.get("batch", ""))
+        if asked.isdigit() and int(asked) not in {b.pk for b in batches}:
+            self.fields["batch"].widget.choices.append((int(asked), f"#{asked}"))
+
+    def filters(self) -> dict:
+        """Keyword arguments for selectors.list_images (invalid fields are left out)."""
+        self.is_valid()
+        data = self.cleaned_data
+        show = data.get("show") or ""
+        return {
+            "status": data.get("status") or None,
+            "batch": data.get("batch"),
+            "mine": show == "mine",
+            "visibility": Image.Visibility.PUBLIC if show == "public" else None,
+        }

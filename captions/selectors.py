@@ -5,13 +5,17 @@ Another user's private image does not exist for you: lookups raise Http404, neve
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.http import Http404
+from rest_framework.authtoken.models import Token
 
+from captions.attention import AttentionFormatError, decode_attention
 from captions.ingest import RejectedInput
 from captions.models import Batch, BatchItem, Caption, Image, ModelVersion
 from captions.search import SearchResults, filter_captions, search_images
@@ -277,3 +281,88 @@ def _export_queryset(
     if q:
         captions = filter_captions(captions, q)
     return captions.order_by("image_id", "source", "model_version_id", "rank", "id")
+
+
+# --- the web UI's reads ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CaptionAttention:
+    """Where the model looked for each word of one of its captions: maps is float32 [words, h, w]."""
+
+    caption: Caption
+    words: list[str]
+    maps: np.ndarray
+
+
+def caption_attention(image: Image, caption_id: int | str | None = None) -> CaptionAttention:
+    """The attention maps of one model caption of a visible `image` (prefetched by get_image): by default
+    the best model caption (rank 0 of the version choose_captions picks), else the caption `caption_id`.
+
+    Raises RejectedInput (404) when that caption does not exist or has no maps, (400) for a bad id.
+    """
+    model_captions = [c for c in image.captions.all() if c.source == Caption.Source.MODEL]
+    if caption_id in (None, ""):
+        candidates = choose_captions(image, active_model_version()).candidates
+        caption = candidates[0] if candidates else None
+    else:
+        try:
+            wanted = int(caption_id)
+        except (TypeError, ValueError):
+            raise RejectedInput("bad_filter", f"caption must be a number; got {caption_id!r}") from None
+        caption = next((c for c in model_captions if c.pk == wanted), None)
+        if caption is None:
+            raise RejectedInput("not_found", f"image {image.pk} has no model caption {wanted}", status=404)
+    if caption is None or not caption.attention:
+        raise RejectedInput("no_attention", f"image {image.pk} has no attention maps yet", status=404)
+    try:
+        maps = decode_attention(caption.attention)
+    except AttentionFormatError as exc:
+        message = f"image {image.pk}'s attention maps are unreadable: {exc}"
+        raise RejectedInput("no_attention", message, status=404) from None
+    words = [str(w) for w in (caption.words or caption.text.split())]
+    count = min(len(words), maps.shape[0])  # the maps cover the words, not the end token
+    return CaptionAttention(caption=caption, words=words[:count], maps=maps[:count])
+
+
+def get_api_token(user) -> Token | None:
+    """The user's REST API token, if they made one."""
+    if user is None or not user.is_authenticated:
+        return None
+    return Token.objects.filter(user=user).first()
+
+
+def recent_batches(user, limit: int = 20) -> list[Batch]:
+    """The user's newest batches, for the gallery's batch filter."""
+    return list(list_batches(user)[:limit])
+
+
+# Words not worth suggesting as a search.
+_STOPWORDS = frozenset(
+    (  # noqa: SIM905 - a list of words reads better as words
+        "a an the and or of in on at to with is are its it his her their two three four some other "
+        "near into onto by for from while who that this there up down over under out one"
+    ).split()
+)
+
+
+def search_suggestions(user, limit: int = 6, sample: int = 30) -> list[str]:
+    """Words that occur most in the captions of the newest `sample` images `user` can see: what an empty
+    search page offers. Two small indexed queries, whatever the number of captions."""
+    newest = list(visible_images(user).order_by("-created_at", "-id").values_list("id", flat=True)[:sample])
+    counts: Counter[str] = Counter()
+    for text in Caption.objects.filter(image_id__in=newest).values_list("text", flat=True):
+        words = {w.strip(".,!?;:\"'()").lower() for w in text.split()}
+        counts.update(w for w in words if len(w) > 2 and w.isalpha() and w not in _STOPWORDS)
+    return [word for word, _ in counts.most_common(limit)]
+
+
+def batch_items_with_captions(state: BatchStatus) -> list[tuple[BatchItem, Caption | None]]:
+    """A batch's items, each with its image's best caption (one extra query for all of them)."""
+    ids = [item.image_id for item in state.items]
+    images = with_captions(Image.objects.filter(id__in=ids)).in_bulk()
+    active = active_model_version()
+    return [
+        (item, choose_captions(images[item.image_id], active).best if item.image_id in images else None)
+        for item in state.items
+    ]

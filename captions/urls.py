@@ -1,4 +1,4 @@
-"""The plain HTML site (namespace "captions")."""
+"""The HTML site (namespace "captions")."""
 
 from django.urls import path
 
@@ -17,4 +17,6 @@ urlpatterns = [
     path("search/", views.search, name="search"),
     path("batches/", views.batch_list, name="batches"),
     path("batches/<int:pk>/", views.batch_page, name="batch"),
+    path("account/token/", views.api_token, name="token"),
+    path("api-guide/", views.api_guide, name="api-guide"),
 ]

@@ -1,4 +1,8 @@
-"""The plain HTML site: upload, gallery, image page, search, batches. No JavaScript needed."""
+"""The HTML site: upload, gallery, image page, search, batches, API token and guide.
+
+Every page works without JavaScript (forms post, links page); the scripts in captions/static/captions/
+add live progress, search as you type and the attention viewer on top, through the REST API.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from captions import selectors, services
-from captions.forms import CaptionForm, UploadForm, VisibilityForm
+from captions.forms import CaptionForm, GalleryFilterForm, UploadForm, VisibilityForm
 from captions.ingest import RejectedInput
 
 PAGE_SIZE = 24
@@ -29,23 +33,17 @@ def _pager_extra(request: HttpRequest) -> str:
 
 
 def gallery(request: HttpRequest) -> HttpResponse:
-    status = request.GET.get("status") or None
-    mine = request.GET.get("mine") == "1"
-    try:
-        images = selectors.list_images(request.user, status=status, mine=mine)
-    except RejectedInput as exc:
-        messages.error(request, exc.message)
-        images = selectors.list_images(request.user, mine=mine)
-        status = None
+    batches = selectors.recent_batches(request.user)
+    filters = GalleryFilterForm(request.GET, statuses=selectors.STATUSES, batches=batches)
+    images = selectors.list_images(request.user, **filters.filters())
     page = _page(request, images)
     active = selectors.active_model_version()
     cards = [(image, selectors.choose_captions(image, active).best) for image in page]
     context = {
         "page": page,
         "cards": cards,
-        "status": status,
-        "mine": mine,
-        "statuses": selectors.STATUSES,
+        "filters": filters,
+        "filtered": any(filters.filters().values()),
         "pager_extra": _pager_extra(request),
     }
     return render(request, "captions/gallery.html", context)
@@ -60,6 +58,7 @@ def upload(request: HttpRequest) -> HttpResponse:
                 owner=request.user,
                 files=form.cleaned_data["images"],
                 archives=[form.cleaned_data["archive"]] if form.cleaned_data.get("archive") else [],
+                urls=form.cleaned_data["urls"],
                 visibility=form.cleaned_data["visibility"],
             )
         except RejectedInput as exc:
@@ -76,12 +75,14 @@ def upload(request: HttpRequest) -> HttpResponse:
 def image_page(request: HttpRequest, pk: int) -> HttpResponse:
     image = selectors.get_image(request.user, pk)
     choice = selectors.choose_captions(image, selectors.active_model_version())
+    model_best = choice.candidates[0] if choice.candidates else None
     context = {
         "image": image,
         "choice": choice,
+        "model_best": model_best,
+        "has_attention": bool(model_best is not None and model_best.attention),
         "is_owner": image.owner_id == request.user.pk,
-        "caption_form": CaptionForm(),
-        "visibility_form": VisibilityForm(initial={"visibility": image.visibility}),
+        "caption_form": CaptionForm(initial={"caption": choice.best.text if choice.best else ""}),
     }
     return render(request, "captions/image.html", context)
 
@@ -140,8 +141,13 @@ def image_delete(request: HttpRequest, pk: int) -> HttpResponse:
 
 def search(request: HttpRequest) -> HttpResponse:
     query = request.GET.get("q", "").strip()
-    page = _page(request, selectors.search(request.user, query)) if query else None
-    context = {"query": query, "page": page, "pager_extra": _pager_extra(request)}
+    page = _page(request, selectors.search(request.user, query), per_page=20) if query else None
+    context = {
+        "query": query,
+        "page": page,
+        "suggestions": selectors.search_suggestions(request.user) if not page else [],
+        "pager_extra": _pager_extra(request),
+    }
     return render(request, "captions/search.html", context)
 
 
@@ -154,4 +160,29 @@ def batch_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def batch_page(request: HttpRequest, pk: int) -> HttpResponse:
     state = selectors.batch_status(selectors.get_batch(request.user, pk))
-    return render(request, "captions/batch.html", {"state": state})
+    total = sum(state.counts.values())
+    finished = state.counts["done"] + state.counts["failed"]
+    context = {
+        "state": state,
+        "rows": selectors.batch_items_with_captions(state),
+        "total": total,
+        "finished": finished,
+        "percent": round(100 * finished / total) if total else 100,
+    }
+    return render(request, "captions/batch.html", context)
+
+
+@login_required
+def api_token(request: HttpRequest) -> HttpResponse:
+    """The user's REST API token: shown, made or replaced (POST)."""
+    if request.method == "POST":
+        had = selectors.get_api_token(request.user) is not None
+        services.regenerate_api_token(user=request.user)
+        messages.success(request, "New token made; the old one no longer works." if had else "Token made.")
+        return redirect("captions:token")
+    token = selectors.get_api_token(request.user)
+    return render(request, "captions/token.html", {"token": token, "site": request.build_absolute_uri("/")})
+
+
+def api_guide(request: HttpRequest) -> HttpResponse:
+    return render(request, "captions/api_guide.html", {"site": request.build_absolute_uri("/").rstrip("/")})

@@ -8,7 +8,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 
 from captions.api.error_views import api_not_found
-from captions.api.views import MediaView
+from captions.api.views import MediaView, ThumbnailView
 
 urlpatterns = [
     path("api/v1/", include("captions.api.urls")),
@@ -16,6 +16,8 @@ urlpatterns = [
     re_path(r"^api(?:/|$)", api_not_found),
     # Uploaded images, only through this visibility check (never a bare static route).
     path("media/<path:name>", MediaView.as_view(), name="media"),
+    # Small WebP copies for the gallery, made on first request, behind the same check.
+    path("thumbs/<int:pk>/", ThumbnailView.as_view(), name="thumbnail"),
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

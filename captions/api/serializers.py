@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 from django.urls import reverse
 from django.utils.http import RFC3986_SUBDELIMS
 from rest_framework import serializers
@@ -60,6 +61,7 @@ def image_urls(request, image: Image) -> dict[str, str]:
         "self": absolute(request, reverse("api:image-detail", args=[image.pk])),
         "file": absolute(request, reverse("media", args=[image.file.name])),
         "page": absolute(request, reverse("captions:image", args=[image.pk])),
+        "thumb": absolute(request, reverse("thumbnail", args=[image.pk])),
     }
 
 
@@ -78,6 +80,7 @@ class ImageUrls:
         self._self = parts("api:image-detail", self._ID)
         self._page = parts("captions:image", self._ID)
         self._file = parts("media", self._NAME)
+        self._thumb = parts("thumbnail", self._ID)
 
     def __call__(self, image: Image) -> dict[str, str]:
         pk = str(image.pk)
@@ -87,6 +90,7 @@ class ImageUrls:
             "self": pk.join(self._self),
             "file": name.join(self._file),
             "page": pk.join(self._page),
+            "thumb": pk.join(self._thumb),
         }
 
 
@@ -162,6 +166,7 @@ class BatchItemSerializer(serializers.Serializer):
     name = serializers.CharField()
     status = serializers.CharField(source="image.status")
     duplicate = serializers.BooleanField(help_text="The owner already had these bytes; not queued again.")
+    error = serializers.CharField(source="image.error", help_text="Why captioning failed (status failed).")
     urls = serializers.SerializerMethodField()
 
     def get_urls(self, item) -> dict[str, str]:
@@ -218,7 +223,9 @@ class SearchImageSerializer(serializers.Serializer):
     """The image of a search hit (a SearchHit): its id, URLs and best caption, not the full image."""
 
     id = serializers.IntegerField(source="image.pk")
-    urls = serializers.SerializerMethodField(help_text="self (API), file (the image), page (HTML)")
+    urls = serializers.SerializerMethodField(
+        help_text="self (API), file (the image), page (HTML), thumb (a small WebP)"
+    )
     best_caption = serializers.CharField(
         source="other_best_text",
         allow_null=True,
@@ -249,3 +256,30 @@ class ModelVersionSerializer(serializers.Serializer):
     metrics = serializers.DictField()
     active = serializers.BooleanField()
     created_at = serializers.DateTimeField()
+
+
+class AttentionSerializer(serializers.Serializer):
+    """Serialises a selectors.CaptionAttention: per word, where the model looked, as a small grid."""
+
+    image = serializers.IntegerField(source="caption.image_id")
+    caption = CaptionSerializer()
+    words = serializers.ListField(child=serializers.CharField())
+    grid = serializers.SerializerMethodField(help_text="{height, width} of each word's map")
+    maps = serializers.SerializerMethodField(
+        help_text="One map per word: height*width integers 0-255, row by row, scaled to that word's peak."
+    )
+    peaks = serializers.SerializerMethodField(help_text="Each word's largest attention weight (0-1).")
+
+    def get_grid(self, attention) -> dict[str, int]:
+        _, height, width = attention.maps.shape
+        return {"height": int(height), "width": int(width)}
+
+    def get_maps(self, attention) -> list[list[int]]:
+        maps = attention.maps.reshape(attention.maps.shape[0], -1)
+        peaks = maps.max(axis=1, initial=0.0)
+        scaled = np.rint(maps / np.where(peaks > 0, peaks, 1.0)[:, None] * 255.0)
+        return scaled.astype(np.uint8).tolist()
+
+    def get_peaks(self, attention) -> list[float]:
+        flat = attention.maps.reshape(attention.maps.shape[0], -1)
+        return [round(float(p), 4) for p in flat.max(axis=1, initial=0.0)]

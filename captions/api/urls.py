@@ -23,6 +23,13 @@ urlpatterns = [
         views.ImageRetryView.as_view(schema=ApiSchema(operation_id_base="ImageRetry", tags=["images"])),
         name="image-retry",
     ),
+    path(
+        "images/<int:pk>/attention/",
+        views.ImageAttentionView.as_view(
+            schema=ApiSchema(operation_id_base="ImageAttention", tags=["images"])
+        ),
+        name="image-attention",
+    ),
     path("batches/", views.BatchListView.as_view(), name="batch-list"),
     path("batches/<int:pk>/", views.BatchDetailView.as_view(), name="batch-detail"),
     path("search/", views.SearchView.as_view(), name="search"),

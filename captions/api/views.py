@@ -5,7 +5,7 @@ from __future__ import annotations
 import mimetypes
 
 from django.core.files.storage import default_storage
-from django.http import FileResponse, Http404, StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpResponseRedirect, StreamingHttpResponse
 from django.urls import reverse
 from rest_framework import generics, status
 from rest_framework.negotiation import BaseContentNegotiation
@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from captions import selectors, services
+from captions import selectors, services, thumbnails
 from captions.api import serializers as s
 from captions.api.pagination import SearchPagination
 from captions.api.schema import ApiSchema
@@ -156,6 +156,22 @@ class ImageRetryView(ImageRecaptionView):
         image = selectors.get_image(request.user, pk)
         context = {"request": request, "active": selectors.active_model_version()}
         return Response(s.ImageSerializer(image, context=context).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ImageAttentionView(generics.GenericAPIView):
+    """Where the model looked for each word of its best caption (or of `caption`, one of the image's model
+    captions): the words, and per word a grid of 0-255 values to lay over the whole image. 404 with code
+    no_attention while the image has no model caption."""
+
+    serializer_class = s.AttentionSerializer
+    query_parameters = [("caption", "a model caption's id (default: the best model caption)", False)]
+
+    def get(self, request: Request, pk: int) -> Response:
+        image = selectors.get_image(request.user, pk)
+        attention = selectors.caption_attention(image, request.query_params.get("caption"))
+        response = Response(s.AttentionSerializer(attention).data)
+        response["Cache-Control"] = "private, max-age=60"
+        return response
 
 
 class BatchListView(generics.GenericAPIView):
@@ -300,6 +316,33 @@ class MediaView(APIView):
         content_type = mimetypes.guess_type(image.file.name)[0] or "application/octet-stream"
         response = FileResponse(handle, content_type=content_type)
         # Content-addressed, so it never changes; private because visibility can.
+        response["Cache-Control"] = "private, max-age=86400"
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+class ThumbnailView(APIView):
+    """A small WebP of an image (`?size=640` for high-density screens), made on first request and kept;
+    the same visibility check as the full image (another user's private image: 404)."""
+
+    permission_classes = [AllowAny]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = _FirstRenderer
+    schema = None
+
+    def get(self, request: Request, pk: int) -> FileResponse | HttpResponseRedirect:
+        size = _int_param(request, "size") or thumbnails.DEFAULT_SIZE
+        if size not in thumbnails.SIZES:
+            sizes = ", ".join(map(str, thumbnails.SIZES))
+            raise RejectedInput("bad_size", f"size must be one of {sizes}; got {size}")
+        image = selectors.get_image(request.user, pk)
+        try:
+            name = thumbnails.thumbnail_for(image, size)
+        except thumbnails.ThumbnailError:
+            # Readable enough to be accepted, not to be resized: the browser gets the original instead.
+            return HttpResponseRedirect(reverse("media", args=[image.file.name]))
+        response = FileResponse(default_storage.open(name, "rb"), content_type=thumbnails.CONTENT_TYPE)
+        # An image's bytes never change; private because its visibility can.
         response["Cache-Control"] = "private, max-age=86400"
         response["X-Content-Type-Options"] = "nosniff"
         return response

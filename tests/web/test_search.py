@@ -216,6 +216,7 @@ def test_a_hit_is_slim(api, user, captioned):
                 "self": f"http://testserver/api/v1/images/{image.pk}/",
                 "file": f"http://testserver/media/{image.file.name}",
                 "page": f"http://testserver/images/{image.pk}/",
+                "thumb": f"http://testserver/thumbs/{image.pk}/",
             },
             "best_caption": None,  # the matched caption is the image's best
         },
@@ -226,6 +227,7 @@ def test_a_hit_is_slim(api, user, captioned):
     assert "<mark>cat</mark>" in hit["snippet"] and "<mark>sleeps</mark>" in hit["snippet"]
     assert isinstance(hit["score"], float) and hit["score"] > 0
     assert api.get(hit["image"]["urls"]["file"]).status_code == 200
+    assert api.get(hit["image"]["urls"]["thumb"]).status_code == 200
 
 
 @pytest.mark.parametrize("name", ["ab/cd/0123abcd.jpg", "odd dir/ü #1?.png", "imgcap-file-name/98765.jpg"])

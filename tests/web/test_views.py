@@ -57,7 +57,7 @@ def test_upload_form_takes_many_files(alice, photo, queued_ids, django_capture_o
     assert Image.objects.filter(visibility="public").count() == 3
     assert len(queued_ids()) == 3
     page = alice.get(response["Location"]).content.decode()
-    assert "pending 3" in page and "bad.jpg" in page
+    assert '<strong data-count="pending">3</strong>' in page and "bad.jpg" in page
 
 
 def test_upload_form_errors_store_nothing(alice):
@@ -138,7 +138,7 @@ def test_login_and_logout(client, user):
     assert response.status_code == 302
     assert "alice" in client.get("/").content.decode()
     client.post("/accounts/logout/")
-    assert "Log in" in client.get("/").content.decode()
+    assert "Sign in" in client.get("/").content.decode()
 
 
 def test_openapi_schema_and_offline_docs(client):

@@ -1,0 +1,52 @@
+/* The batch page: progress bar, counts and each row's status follow the worker; a row that finishes gets
+   its caption (or the reason it failed) without a reload. */
+(function () {
+  "use strict";
+  var ic = window.imgcap;
+  var root = document.getElementById("batch");
+  if (!ic || !root || root.dataset.status === "done") return;
+  var known = {};  // image id -> last status shown
+  root.querySelectorAll("tr[data-image]").forEach(function (row) { known[row.dataset.image] = row.dataset.status; });
+
+  function fillRow(row, image) {
+    var cell = row.querySelector(".caption-cell");
+    if (image.caption) {
+      cell.replaceChildren(ic.el("a", { href: image.urls.page, text: image.caption.text }));
+      row.querySelector("img").alt = image.caption.text;
+    } else if (image.status === "failed") {
+      cell.replaceChildren(ic.el("span", { class: "reason", text: image.error || "failed" }));
+    }
+  }
+
+  function update(batch) {
+    var total = 0;
+    Object.keys(batch.counts).forEach(function (name) {
+      total += batch.counts[name];
+      var node = root.querySelector('[data-count="' + name + '"]');
+      if (node) node.textContent = batch.counts[name];
+    });
+    var finished = batch.counts.done + batch.counts.failed;
+    root.querySelector("#batch-finished").textContent = finished;
+    var bar = root.querySelector("#batch-progress");
+    bar.setAttribute("aria-valuenow", finished);
+    bar.firstElementChild.style.width = (total ? Math.round(100 * finished / total) : 100) + "%";
+    root.querySelector("#batch-status").replaceWith(Object.assign(ic.statusBadge(batch.status), { id: "batch-status" }));
+    batch.items.forEach(function (item) {
+      var row = root.querySelector('tr[data-image="' + item.id + '"]');
+      if (!row || known[item.id] === item.status) return;
+      known[item.id] = item.status;
+      row.dataset.status = item.status;
+      row.querySelector(".status").replaceWith(ic.statusBadge(item.status));
+      if (ic.FINAL[item.status]) {
+        ic.api("GET", item.urls.self).then(function (answer) { if (answer.ok) fillRow(row, answer.data); });
+      }
+    });
+    if (batch.status === "done") {
+      var live = root.querySelector("#batch-live");
+      if (live) live.textContent = "All images are finished.";
+    }
+  }
+
+  ic.watch(root.dataset.api, function (batch) { if (batch) update(batch); },
+           function (batch) { return batch.status === "done"; });
+})();

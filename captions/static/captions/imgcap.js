@@ -1,0 +1,138 @@
+/* imgcap's shared helpers for the page scripts: the REST API with the session cookie, polling, safe DOM.
+   Plain browser JavaScript, no build step; everything hangs off window.imgcap. */
+(function () {
+  "use strict";
+
+  function csrfToken() {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.content : "";
+  }
+
+  /* The API's error body is {"error": {"code", "message"}}; anything else gets a plain sentence. */
+  function errorMessage(status, data) {
+    if (data && data.error && data.error.message) return data.error.message;
+    if (status === 0) return "the server could not be reached";
+    if (status === 413) return "the file is too large";
+    return "the server answered " + status;
+  }
+
+  function parseJSON(text) {
+    try { return text ? JSON.parse(text) : null; } catch (e) { return null; }
+  }
+
+  /* fetch() with the session cookie and CSRF header; resolves to {ok, status, data, message}, never rejects. */
+  function api(method, url, body) {
+    var headers = { "Accept": "application/json", "X-CSRFToken": csrfToken() };
+    var options = { method: method, headers: headers, credentials: "same-origin" };
+    if (body instanceof FormData) {
+      options.body = body;
+    } else if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(body);
+    }
+    return fetch(url, options).then(function (response) {
+      return response.text().then(function (text) {
+        var data = parseJSON(text);
+        return { ok: response.ok, status: response.status, data: data,
+                 message: response.ok ? "" : errorMessage(response.status, data) };
+      });
+    }, function () {
+      return { ok: false, status: 0, data: null, message: errorMessage(0, null) };
+    });
+  }
+
+  /* A multipart POST through XMLHttpRequest, for upload progress: onProgress(fraction 0..1). */
+  function upload(url, formData, onProgress) {
+    return new Promise(function (resolve) {
+      var xhr = new XMLHttpRequest();
+      xhr.open("POST", url);
+      xhr.setRequestHeader("Accept", "application/json");
+      xhr.setRequestHeader("X-CSRFToken", csrfToken());
+      xhr.upload.addEventListener("progress", function (event) {
+        if (event.lengthComputable && onProgress) onProgress(event.loaded / event.total);
+      });
+      xhr.addEventListener("load", function () {
+        var data = parseJSON(xhr.responseText);
+        var ok = xhr.status >= 200 && xhr.status < 300;
+        resolve({ ok: ok, status: xhr.status, data: data, message: ok ? "" : errorMessage(xhr.status, data) });
+      });
+      xhr.addEventListener("error", function () {
+        resolve({ ok: false, status: 0, data: null, message: errorMessage(0, null) });
+      });
+      xhr.send(formData);
+    });
+  }
+
+  var FINAL = { done: true, failed: true };
+
+  /* Poll GET url until the image (or batch) is done or failed: onUpdate(data) after every answer.
+     Every 1 s at first, slower (up to 5 s) the longer it takes; stops on a final state or a 404. */
+  function watch(url, onUpdate, isFinal) {
+    var delay = 1000;
+    var stopped = false;
+    isFinal = isFinal || function (data) { return FINAL[data.status]; };
+    function tick() {
+      if (stopped) return;
+      api("GET", url).then(function (answer) {
+        if (stopped) return;
+        if (answer.ok) {
+          onUpdate(answer.data);
+          if (isFinal(answer.data)) return;
+        } else if (answer.status === 404) {
+          onUpdate(null);
+          return;
+        }
+        delay = Math.min(5000, delay * 1.25);
+        setTimeout(tick, delay);
+      });
+    }
+    setTimeout(tick, delay);
+    return function stop() { stopped = true; };
+  }
+
+  /* el("p", {class: "x", text: "..."}, [children]): builds elements with text only, never parsed HTML. */
+  function el(tag, attrs, children) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (key) {
+      var value = attrs[key];
+      if (value === null || value === undefined || value === false) return;
+      if (key === "text") node.textContent = value;
+      else if (key === "class") node.className = value;
+      else node.setAttribute(key, value === true ? "" : value);
+    });
+    (children || []).forEach(function (child) {
+      if (child !== null && child !== undefined) node.append(child);
+    });
+    return node;
+  }
+
+  /* The API's search snippets are HTML-escaped text with <mark> around matches. Rebuild them from text
+     nodes and <mark> elements only, so no other markup or attribute could ever reach the page. */
+  function snippet(html) {
+    var parsed = new DOMParser().parseFromString("<body>" + html + "</body>", "text/html");
+    var out = document.createDocumentFragment();
+    parsed.body.childNodes.forEach(function (node) {
+      if (node.nodeType === Node.ELEMENT_NODE && node.tagName === "MARK") {
+        out.append(el("mark", { text: node.textContent }));
+      } else {
+        out.append(document.createTextNode(node.textContent));
+      }
+    });
+    return out;
+  }
+
+  function statusBadge(status) {
+    return el("span", { class: "status status-" + status, text: status });
+  }
+
+  function formatSize(bytes) {
+    if (bytes < 1024) return bytes + " B";
+    if (bytes < 1024 * 1024) return (bytes / 1024).toFixed(0) + " KB";
+    return (bytes / 1024 / 1024).toFixed(1) + " MB";
+  }
+
+  window.imgcap = {
+    api: api, upload: upload, watch: watch, el: el, snippet: snippet,
+    statusBadge: statusBadge, formatSize: formatSize, FINAL: FINAL,
+  };
+})();

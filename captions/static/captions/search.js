@@ -1,0 +1,109 @@
+/* Search as you type: 250 ms after the last key, ask /api/v1/search/ and show its ranked hits, matches in
+   <mark>. The address bar follows the query, so reloading or sharing the page keeps the results. */
+(function () {
+  "use strict";
+  var ic = window.imgcap;
+  var form = document.getElementById("search-form");
+  if (!ic || !form) return;
+  var input = document.getElementById("q");
+  var results = document.getElementById("results");
+  var status = document.getElementById("search-status");
+  var emptyTemplate = document.getElementById("empty-template");
+  var DEBOUNCE_MS = 250;
+  var timer = null;
+  var latest = 0;  // answers to older requests are dropped
+
+  function card(hit) {
+    var image = hit.image;
+    var alt = image.best_caption || hit.matched.text;
+    var thumb = ic.el("a", { class: "thumb", href: image.urls.page, tabindex: "-1", "aria-hidden": "true" }, [
+      ic.el("img", { src: image.urls.thumb, alt: alt, loading: "lazy", width: "320", height: "240" }),
+    ]);
+    var link = ic.el("a", { href: image.urls.page });
+    link.append(ic.snippet(hit.snippet));
+    var body = ic.el("div", { class: "body" }, [
+      ic.el("p", { class: "caption snippet" }, [link]),
+      image.best_caption ? ic.el("p", { class: "muted small", style: "margin:0", text: "Best caption: " + image.best_caption }) : null,
+      ic.el("div", { class: "meta" }, [
+        ic.el("span", { class: "source source-" + hit.matched.source, text: hit.matched.source }),
+        ic.el("span", { text: "score " + hit.score.toFixed(3) }),
+      ]),
+    ]);
+    return ic.el("article", { class: "card" }, [thumb, body]);
+  }
+
+  function describe(data, query) {
+    if (data.capped) {
+      return "At least " + data.count + " images match “" + query + "”; the best of the newest matches are shown. " +
+        "Add words to narrow the search.";
+    }
+    return data.count + " image" + (data.count === 1 ? " matches" : "s match") + " “" + query + "”.";
+  }
+
+  function noMatch(query) {
+    return ic.el("div", { class: "empty" }, [
+      ic.el("p", {}, [ic.el("strong", { text: "No caption matches “" + query + "”." })]),
+      ic.el("p", { text: "Every word has to match: try fewer words, or a more common one (“dog” rather than “terrier”)." }),
+    ]);
+  }
+
+  function showEmpty() {
+    status.textContent = "";
+    results.replaceChildren(emptyTemplate.content.cloneNode(true));
+  }
+
+  function render(data, query, append) {
+    var grid = append ? results.querySelector(".grid") : ic.el("div", { class: "grid" });
+    data.results.forEach(function (hit) { grid.append(card(hit)); });
+    var more = results.querySelector(".more");
+    if (more) more.remove();
+    if (!append) {
+      status.textContent = data.count ? describe(data, query) : "";
+      results.replaceChildren(data.count ? grid : noMatch(query));
+    }
+    if (data.next) {
+      var button = ic.el("button", { type: "button", class: "more", text: "Show more" });
+      button.addEventListener("click", function () {
+        button.disabled = true;
+        ic.api("GET", data.next).then(function (answer) { if (answer.ok) render(answer.data, query, true); });
+      });
+      results.append(ic.el("div", { class: "pager" }, [button]));
+    }
+  }
+
+  function search() {
+    var query = input.value.trim();
+    var url = new URL(window.location.href);
+    if (query) url.searchParams.set("q", query); else url.searchParams.delete("q");
+    url.searchParams.delete("page");
+    window.history.replaceState(null, "", url);
+    document.title = (query ? query + " · " : "") + "Search · imgcap";
+    var ticket = ++latest;
+    if (!query) { showEmpty(); return; }
+    results.setAttribute("aria-busy", "true");
+    ic.api("GET", form.dataset.api + "?q=" + encodeURIComponent(query)).then(function (answer) {
+      if (ticket !== latest) return;
+      results.removeAttribute("aria-busy");
+      if (!answer.ok) { status.textContent = "Search failed: " + answer.message; return; }
+      render(answer.data, query, false);
+    });
+  }
+
+  input.addEventListener("input", function () {
+    clearTimeout(timer);
+    timer = setTimeout(search, DEBOUNCE_MS);
+  });
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    clearTimeout(timer);
+    search();
+  });
+  results.addEventListener("click", function (event) {
+    var chip = event.target.closest("[data-suggest]");
+    if (!chip) return;
+    event.preventDefault();
+    input.value = chip.dataset.suggest;
+    search();
+    input.focus();
+  });
+})();

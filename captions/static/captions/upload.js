@@ -1,0 +1,214 @@
+/* The upload page: drop or pick photos and each is sent on its own (its own progress bar, its own
+   rejection message), then watched until the worker writes its caption. URLs and zip archives go to the
+   batch endpoint, which fetches or unpacks them server-side. Without JavaScript the form posts as usual. */
+(function () {
+  "use strict";
+  var ic = window.imgcap;
+  var form = document.getElementById("upload-form");
+  if (!form || !ic) return;
+  var zone = document.getElementById("dropzone");
+  var picker = document.getElementById("id_images");
+  var list = document.getElementById("uploads");
+  var summary = document.getElementById("upload-summary");
+  var PARALLEL = 3;  // uploads at once: enough to keep the line busy, few enough to show steady progress
+  var queue = [];
+  var running = 0;
+  var counts = { sent: 0, captioned: 0, rejected: 0, failed: 0 };
+
+  form.querySelectorAll(".js-only").forEach(function (node) { node.hidden = false; });
+
+  function visibility() {
+    var select = form.querySelector('[name="visibility"]');
+    return select ? select.value : "private";
+  }
+
+  function updateSummary() {
+    var parts = [];
+    if (counts.sent) parts.push(counts.sent + " uploaded");
+    if (counts.captioned) parts.push(counts.captioned + " captioned");
+    if (counts.failed) parts.push(counts.failed + " failed");
+    if (counts.rejected) parts.push(counts.rejected + " not accepted");
+    summary.textContent = parts.join(" · ");
+  }
+
+  /* One row per file, URL or archive member: name, progress, then status, then caption or reason. */
+  function addRow(name, previewUrl, size) {
+    var preview = ic.el("img", { class: "preview", alt: "", src: previewUrl || null });
+    // Not a picture the browser can show (it will likely be rejected): a plain grey box instead.
+    preview.addEventListener("error", function () {
+      var box = ic.el("span", { class: "preview", "aria-hidden": "true" });
+      preview.replaceWith(box);
+      preview = box;
+    });
+    var status = ic.statusBadge("uploading");
+    var progress = ic.el("progress", { max: "1", value: "0", "aria-label": "Upload of " + name });
+    var detail = ic.el("div", { class: "detail" }, [progress]);
+    var title = ic.el("span", { class: "name", title: name, text: name });
+    var meta = size ? ic.el("span", { class: "tag", text: ic.formatSize(size) }) : null;
+    var row = ic.el("li", { class: "upload-row" }, [
+      preview, ic.el("div", {}, [title, meta ? ic.el("br") : null, meta]), status, detail,
+    ]);
+    list.prepend(row);
+
+    function setStatus(value) {
+      var badge = ic.statusBadge(value);
+      status.replaceWith(badge);
+      status = badge;
+      row.dataset.status = value;
+    }
+    function setDetail(node) { detail.replaceChildren(node); }
+
+    var handle = {
+      row: row,
+      progress: function (fraction) { progress.value = fraction; },
+      reject: function (message) {
+        counts.rejected += 1;
+        row.classList.add("rejected");
+        setStatus("rejected");
+        setDetail(ic.el("p", { class: "reason", text: message }));
+        updateSummary();
+      },
+      /* The API took it: show its state, then follow it until the worker is done with it. */
+      accepted: function (image, note) {
+        if (image.urls && image.urls.thumb) preview.src = image.urls.thumb;
+        row.dataset.image = image.id;
+        show(image, note);
+        // Batch items come without their caption: those are fetched once even when already done.
+        if (ic.FINAL[image.status] && image.caption !== undefined) { count(image); return; }
+        ic.watch(image.urls.self, function (fresh) {
+          if (fresh === null) { handle.reject("The image was deleted."); return; }
+          show(fresh, note);
+          if (ic.FINAL[fresh.status]) count(fresh);
+        });
+      },
+    };
+
+    function show(image, note) {
+      setStatus(image.status);
+      var prefix = note ? note + " · " : "";
+      if (image.status === "done" && image.caption) {
+        var link = ic.el("a", { href: image.urls.page, text: image.caption.text });
+        var score = typeof image.caption.score === "number" ? " · score " + image.caption.score.toFixed(3) : "";
+        setDetail(ic.el("div", {}, [
+          ic.el("p", { class: "caption" }, [link]),
+          ic.el("span", { class: "tag", text: prefix + image.caption.source + score }),
+        ]));
+      } else if (image.status === "failed") {
+        setDetail(ic.el("p", { class: "reason", text: "Captioning failed: " + (image.error || "unknown error") }));
+      } else {
+        setDetail(ic.el("p", { class: "live-note muted" }, [
+          ic.el("span", { class: "spinner", "aria-hidden": "true" }),
+          ic.el("span", { text: prefix + "waiting for the captioner…" }),
+        ]));
+      }
+    }
+
+    return handle;
+  }
+
+  function count(image) {
+    if (image.status === "done") counts.captioned += 1; else counts.failed += 1;
+    updateSummary();
+  }
+
+  function sendNext() {
+    while (running < PARALLEL && queue.length) {
+      running += 1;
+      sendFile(queue.shift()).then(function () { running -= 1; sendNext(); });
+    }
+  }
+
+  function sendFile(job) {
+    var data = new FormData();
+    data.append("image", job.file, job.file.name);
+    data.append("visibility", visibility());
+    return ic.upload(form.dataset.imageApi, data, job.row.progress).then(function (answer) {
+      if (!answer.ok) { job.row.reject(answer.message); return; }
+      counts.sent += 1;
+      updateSummary();
+      job.row.accepted(answer.data, answer.data.duplicate ? "already uploaded" : "");
+    });
+  }
+
+  function addFiles(files) {
+    Array.prototype.forEach.call(files, function (file) {
+      var preview = /^image\//.test(file.type) ? URL.createObjectURL(file) : null;
+      queue.push({ file: file, row: addRow(file.name, preview, file.size) });
+    });
+    sendNext();
+  }
+
+  /* URLs and archives: one batch request; its items and rejections become rows. */
+  function sendBatch(body, label) {
+    var pending = addRow(label, null, 0);
+    var request = body instanceof FormData
+      ? ic.upload(form.dataset.batchApi, body, pending.progress)
+      : ic.api("POST", form.dataset.batchApi, body);
+    return request.then(function (answer) {
+      var rejected = answer.ok ? answer.data.rejected : (answer.data && answer.data.error && answer.data.error.rejected) || [];
+      pending.row.remove();
+      rejected.forEach(function (item) { addRow(item.name, null, 0).reject(item.message); });
+      if (!answer.ok) {
+        if (!rejected.length) addRow(label, null, 0).reject(answer.message);
+        return;
+      }
+      var batch = answer.data;
+      batch.items.forEach(function (item) {
+        counts.sent += 1;
+        addRow(item.name, item.urls.thumb, 0).accepted(
+          { id: item.id, status: item.status, urls: item.urls, caption: undefined },
+          item.duplicate ? "already uploaded" : "");
+      });
+      updateSummary();
+      var link = ic.el("a", { href: batch.urls.page, text: "batch #" + batch.id });
+      list.prepend(ic.el("li", { class: "muted small" }, ["Follow the whole submission on its page: ", link]));
+    });
+  }
+
+  ["dragenter", "dragover"].forEach(function (type) {
+    zone.addEventListener(type, function (event) {
+      event.preventDefault();
+      zone.classList.add("over");
+    });
+  });
+  ["dragleave", "drop"].forEach(function (type) {
+    zone.addEventListener(type, function () { zone.classList.remove("over"); });
+  });
+  zone.addEventListener("drop", function (event) {
+    event.preventDefault();
+    if (event.dataTransfer && event.dataTransfer.files.length) addFiles(event.dataTransfer.files);
+  });
+  // Dropping next to the zone must not make the browser open the photo instead of this page.
+  window.addEventListener("dragover", function (event) { event.preventDefault(); });
+  window.addEventListener("drop", function (event) { event.preventDefault(); });
+
+  picker.addEventListener("change", function () {
+    if (picker.files.length) addFiles(picker.files);
+    picker.value = "";
+  });
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    var urls = form.querySelector('[name="urls"]');
+    var archive = form.querySelector('[name="archive"]');
+    var lines = urls.value.split(/\s+/).filter(Boolean);
+    var sent = false;
+    if (lines.length) {
+      sendBatch({ urls: lines, visibility: visibility() }, lines.length + " URL" + (lines.length > 1 ? "s" : ""));
+      urls.value = "";
+      sent = true;
+    }
+    if (archive.files.length) {
+      var data = new FormData();
+      data.append("archive", archive.files[0], archive.files[0].name);
+      data.append("visibility", visibility());
+      sendBatch(data, archive.files[0].name);
+      archive.value = "";
+      sent = true;
+    }
+    if (!sent) {
+      summary.textContent = "Drop or pick photos, paste image URLs, or choose a zip archive first.";
+      zone.focus();
+    }
+  });
+})();

@@ -1,0 +1,390 @@
+"""The web UI in a real browser: Debian's Chromium driven by Playwright, against a live `run_platform` (web
+server and a real Celery worker with the tiny model trained on real photos).
+
+A person's path: sign in → drop three real photos → their captions appear without a reload → search finds
+one by a word of its caption → the attention view paints a heatmap for a word → editing the caption shows
+the human caption; then a zip batch, the token and guide pages, a phone-sized screen and text contrast.
+
+Every page is saved as a screenshot: into a temporary folder, or with IMGCAP_SCREENSHOTS=DIR into DIR
+using the shipped model (`make screenshots` refreshes docs/screenshots/ that way).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.web.platform_harness import CAPTION_TIMEOUT_S, FLICKR_IMAGES, REPO, Platform
+
+expect = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev.txt").expect
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Playwright's own browser download cannot work offline: Debian's Chromium, headless, talking to no one.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSWORD = "browser-test-pass-8311"
+SCREENSHOTS = os.environ.get("IMGCAP_SCREENSHOTS")
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+WAIT_MS = CAPTION_TIMEOUT_S * 1000
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (`make install` adds it)"
+)
+
+
+def photos(start: int, count: int) -> list[Path]:
+    found = sorted(FLICKR_IMAGES.glob("*.jpg"))[start : start + count]
+    if len(found) < count:
+        pytest.skip(f"real photos not found in {FLICKR_IMAGES}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory, request) -> Iterator[Platform]:
+    # Screenshots for the README show the shipped model's captions; the test itself needs only the tiny one.
+    model = REPO / "models" / "default" if SCREENSHOTS else request.getfixturevalue("tiny_run")
+    var_dir = tmp_path_factory.mktemp("browser") / "var"
+    live = Platform(var_dir, model, "browser", env_vars={"IMGCAP_ADMIN_PASSWORD": PASSWORD})
+    yield live
+    live.cleanup()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    folder = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def context(chromium, platform):
+    """One desktop browser context for the module: the sign-in of the first test carries over."""
+    context = chromium.new_context(viewport=DESKTOP, base_url=platform.url)
+    context.set_default_timeout(15_000)
+    yield context
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def page(context):
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.js_errors = errors
+    yield page
+    assert not errors, f"JavaScript errors: {errors}"
+
+
+def drop_files(page, selector: str, files: list[tuple[str, bytes, str]]) -> None:
+    """Drop files on an element the way a person drags them from their file manager."""
+    payload = [{"name": n, "type": t, "data": base64.b64encode(d).decode()} for n, d, t in files]
+    transfer = page.evaluate_handle(
+        """(files) => {
+            const transfer = new DataTransfer();
+            for (const f of files) {
+                const bytes = Uint8Array.from(atob(f.data), (c) => c.charCodeAt(0));
+                transfer.items.add(new File([bytes], f.name, {type: f.type}));
+            }
+            return transfer;
+        }""",
+        payload,
+    )
+    page.dispatch_event(selector, "dragenter", {"dataTransfer": transfer})
+    page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
+
+
+def shot(page, folder: Path, name: str) -> None:
+    page.wait_for_load_state("networkidle")
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True, scale="css")
+
+
+def painted_pixels(page) -> int:
+    """How many pixels of the heatmap canvas have any colour."""
+    return page.evaluate(
+        """() => {
+            const canvas = document.getElementById("heatmap");
+            const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+            let count = 0;
+            for (let i = 3; i < data.length; i += 4) if (data[i] > 0) count++;
+            return count;
+        }"""
+    )
+
+
+# WCAG contrast of every visible text against the first opaque background behind it.
+LOW_CONTRAST_JS = """() => {
+    const rgb = (s) => (s.match(/[\\d.]+/g) || []).map(Number);
+    const lum = ([r, g, b]) => {
+        const f = (c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4); };
+        return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+    };
+    const background = (el) => {
+        for (; el; el = el.parentElement) {
+            const c = rgb(getComputedStyle(el).backgroundColor);
+            if (c.length === 3 || (c.length === 4 && c[3] > 0.9)) return c.slice(0, 3);
+        }
+        return [255, 255, 255];
+    };
+    const bad = [];
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    while (walker.nextNode()) {
+        const el = walker.currentNode.parentElement;
+        if (!walker.currentNode.textContent.trim() || !el.offsetParent) continue;
+        const style = getComputedStyle(el);
+        if (style.visibility === "hidden" || el.closest(".visually-hidden, .skip, [disabled]")) continue;
+        const a = lum(rgb(style.color)), b = lum(background(el));
+        const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+        const size = parseFloat(style.fontSize), bold = parseInt(style.fontWeight) >= 700;
+        const needed = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+        const text = walker.currentNode.textContent.trim().slice(0, 30);
+        if (ratio < needed) bad.push(`${el.tagName}.${el.className} "${text}" ${ratio.toFixed(2)}`);
+    }
+    return bad;
+}"""
+
+
+def test_sign_in_drop_photos_see_captions_search_attention_and_edit(page, platform, shots):
+    page.goto("/accounts/login/")
+    shot(page, shots, "login")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", PASSWORD)
+    page.click("main button[type=submit]")
+    page.wait_for_url(platform.url + "/")
+
+    # Drop three real photos and one file that is not an image.
+    page.goto("/upload/")
+    page.evaluate("window.sameDocument = true")
+    three = photos(0, 3)
+    files = [(p.name, p.read_bytes(), "image/jpeg") for p in three]
+    drop_files(page, "#dropzone", [*files, ("notes.jpg", b"just some text, not a photo", "image/jpeg")])
+    assert page.locator(".upload-row").count() == 4  # a row per file at once, each with its own progress
+    rejected = page.locator('.upload-row[data-status="rejected"]')
+    rejected.wait_for()
+    assert "notes.jpg: this is not an image we can read" in rejected.inner_text()
+    page.wait_for_function(
+        "document.querySelectorAll('.upload-row[data-status=\"done\"] .caption a').length === 3",
+        timeout=WAIT_MS,
+    )
+    assert page.evaluate("window.sameDocument") is True  # the captions came without a reload
+    rows = page.locator('.upload-row[data-status="done"]')
+    image_ids = {
+        rows.nth(i).locator(".caption a").inner_text(): rows.nth(i).get_attribute("data-image")
+        for i in range(3)
+    }
+    captions = list(image_ids)
+    assert len(captions) == 3 and all(text.strip() for text in captions)
+    expect(page.locator("#upload-summary")).to_have_text("3 uploaded · 3 captioned · 1 not accepted")
+    shot(page, shots, "upload")
+
+    # The gallery: newest first, right-sized thumbnails, the caption as alt text.
+    page.goto("/")
+    cards = page.locator(".card")
+    assert cards.count() == 3
+    for i in range(3):
+        card = cards.nth(i)
+        text = card.locator(".caption a").inner_text()
+        assert text in captions and card.locator("img").get_attribute("alt") == text
+    page.wait_for_load_state("networkidle")
+    widths = page.eval_on_selector_all(".card img", "images => images.map(i => i.naturalWidth)")
+    assert all(0 < w <= 640 for w in widths), widths
+    shot(page, shots, "gallery")
+
+    # Search as you type: ranked hits with the word marked, no page load.
+    target = captions[0]
+    word = max(re.findall(r"[a-z]+", target.lower()), key=len)
+    page.goto("/search/")
+    assert page.locator("#search-empty").is_visible()
+    page.evaluate("window.sameDocument = true")
+    page.locator("#q").press_sequentially("zzqxv", delay=20)
+    page.get_by_text("No caption matches “zzqxv”").wait_for()
+    page.fill("#q", "")
+    page.locator("#q").press_sequentially(word, delay=40)
+    page.locator("#results mark").first.wait_for()
+    assert page.evaluate("window.sameDocument") is True
+    assert word in page.url and word in page.locator("#results mark").first.inner_text().lower()
+    hit = page.locator(f'#results .snippet a[href$="/images/{image_ids[target]}/"]')
+    assert hit.count() == 1
+    shot(page, shots, "search")
+
+    # The image page: hover a word, the heatmap is painted over the photo.
+    hit.click()
+    page.wait_for_url(re.compile(r"/images/\d+/$"))
+    words = page.locator("#words button")
+    words.first.wait_for()
+    assert painted_pixels(page) == 0
+    second = words.nth(1)
+    second.hover()
+    assert second.get_attribute("aria-pressed") == "true"
+    assert page.locator("#attention").get_attribute("data-word") == second.inner_text()
+    assert painted_pixels(page) > 1000
+    shot(page, shots, "image")
+
+    # By keyboard: focus shows a word, arrows move along the sentence, Escape clears.
+    words.first.focus()
+    page.keyboard.press("ArrowRight")
+    assert page.evaluate("document.activeElement.textContent") == second.inner_text()
+    assert page.locator("#attention").get_attribute("data-word") == second.inner_text()
+    page.keyboard.press("Escape")
+    assert painted_pixels(page) == 0
+
+    # Play steps through the sentence on its own.
+    page.mouse.move(0, 0)
+    page.click("#play")
+    page.wait_for_function("document.querySelector('#attention').dataset.word !== undefined")
+    first_word = page.locator("#attention").get_attribute("data-word")
+    if words.count() > 1:
+        page.wait_for_function(
+            f"document.querySelector('#attention').dataset.word !== {json.dumps(first_word)}"
+        )
+    page.click("#play")  # stop
+    assert page.locator("#play").get_attribute("aria-pressed") == "false"
+
+    # Edit the caption: the human caption is shown, the model's is kept beside it.
+    model_caption = page.locator("h1").inner_text()
+    page.fill("#id_caption", "my own words about this photo")
+    page.click("text=Save caption")
+    page.wait_for_load_state()
+    assert page.locator("h1").inner_text() == "my own words about this photo"
+    assert page.locator(".source-human").first.is_visible()
+    assert model_caption in page.locator("#model-caption").inner_text()
+    assert "Caption saved." in page.locator(".messages").inner_text()
+
+
+def test_a_zip_batch_shows_its_progress_failures_and_exports(page, platform, shots):
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in photos(3, 2):
+            zf.writestr(path.name, path.read_bytes())
+        zf.writestr("readme.txt", "these are holiday photos")
+    page.goto("/upload/")
+    page.set_input_files(
+        "#id_archive",
+        files=[{"name": "holiday.zip", "mimeType": "application/zip", "buffer": archive.getvalue()}],
+    )
+    page.click("main button[type=submit]")
+    page.locator("#uploads a", has_text="batch #").click()
+    page.wait_for_url(re.compile(r"/batches/\d+/$"))
+    page.locator("#batch-status", has_text="done").wait_for(timeout=WAIT_MS)
+    assert page.locator("#batch-finished").inner_text() == "2"
+    # Each finished row fetches its caption after the counts arrive: wait for both.
+    captioned = page.locator('.batch-items tr[data-status="done"] .caption-cell a')
+    expect(captioned).to_have_count(2, timeout=WAIT_MS)
+    assert "readme.txt" in page.locator("#rejected-title + ul").inner_text()
+    batch_id = re.search(r"/batches/(\d+)/", page.url).group(1)
+    csv_link = page.get_by_role("link", name="Export CSV")
+    assert csv_link.get_attribute("href") == f"/api/v1/export.csv?batch={batch_id}"
+    with page.expect_download() as download:
+        csv_link.click()
+    rows = Path(download.value.path()).read_text().splitlines()
+    assert rows[0].startswith("image_url,") and len(rows) >= 3  # a header, and captions of both images
+    shot(page, shots, "batch")
+
+
+def test_token_and_api_guide_pages(page, platform, shots):
+    page.goto("/account/token/")
+    page.click("text=Create a token")
+    key = page.locator("#token-key").inner_text().strip()
+    request = urllib.request.Request(
+        platform.url + "/api/v1/images/", headers={"Authorization": f"Token {key}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.loads(response.read())["count"] == 5
+    shot(page, shots, "token")
+
+    page.goto("/api-guide/")
+    shot(page, shots, "api-guide")
+    page.get_by_role("link", name="API documentation").click()
+    assert page.url.endswith("/api/v1/docs/") and "POST /api/v1/images/" in page.content()
+
+
+def test_a_phone_sized_screen_and_readable_contrast(chromium, context, page, platform, shots):
+    phone = chromium.new_context(
+        viewport=PHONE,
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+        base_url=platform.url,
+        storage_state=context.storage_state(),
+    )
+    try:
+        small = phone.new_page()
+        small.goto("/")
+        image_path = small.locator(".card .caption a").first.get_attribute("href")
+        for path in (
+            "/",
+            "/upload/",
+            image_path,
+            "/search/?q=a",
+            "/batches/",
+            "/account/token/",
+            "/api-guide/",
+        ):
+            small.goto(path)
+            width = small.evaluate("document.documentElement.scrollWidth")
+            assert width <= PHONE["width"], f"{path} scrolls sideways on a phone ({width}px)"
+        small.goto(image_path)
+        small.locator("#words button").nth(1).tap()
+        assert painted_pixels(small) > 1000
+        shot(small, shots, "phone-image")
+        small.goto("/")
+        shot(small, shots, "phone-gallery")
+    finally:
+        phone.close()
+
+    for path in (
+        "/",
+        "/upload/",
+        image_path,
+        "/search/?q=a",
+        "/search/",
+        "/batches/",
+        "/account/token/",
+        "/api-guide/",
+    ):
+        page.goto(path)
+        page.wait_for_load_state("networkidle")
+        assert page.evaluate(LOW_CONTRAST_JS) == [], path
+
+
+def test_markup_in_a_caption_is_shown_as_text_in_live_search(page, platform):
+    page.goto("/?show=mine")
+    page.locator(".card .caption a").first.click()
+    written = '<img src=x onerror="window.injected = 1"> a <b>striped</b> zebra'
+    page.fill("#id_caption", written)
+    page.click("text=Save caption")
+    page.wait_for_load_state()
+    assert page.locator("h1").inner_text() == written
+
+    page.goto("/search/")
+    page.locator("#q").press_sequentially("zebra", delay=20)
+    page.locator("#results mark").first.wait_for()
+    assert page.locator("#results .snippet").first.inner_text() == written
+    assert page.locator("#results .snippet img, #results .snippet b").count() == 0
+    assert page.evaluate("window.injected") is None

@@ -1,0 +1,232 @@
+"""The HTML pages of the web UI (without a browser) and the API reads they use: attention, token, guide."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from captions import services
+from captions.attention import decode_attention
+from captions.models import Caption
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def alice(client, user, media_root):
+    client.force_login(user)
+    return client
+
+
+# --- attention -------------------------------------------------------------------------------------
+
+
+def test_attention_of_the_best_model_caption_as_small_json(
+    api, user, make_image, model_version, save_captions
+):
+    image = make_image(user)
+    save_captions(image, model_version, ["a dog runs on grass", "a dog is running"])
+    best = Caption.objects.get(image=image, rank=0)
+    body = api.get(f"/api/v1/images/{image.pk}/attention/").json()
+    assert body["image"] == image.pk and body["caption"]["id"] == best.pk
+    assert body["caption"]["text"] == "a dog runs on grass" and body["caption"]["model"] == model_version.name
+    assert body["words"] == ["a", "dog", "runs", "on", "grass"]
+    assert body["grid"] == {"height": 4, "width": 4}
+    stored = decode_attention(best.attention)
+    assert len(body["maps"]) == 5 and all(len(m) == 16 and max(m) == 255 for m in body["maps"])
+    for word_map, peak, expected in zip(body["maps"], body["peaks"], stored, strict=True):
+        assert peak == pytest.approx(expected.max(), abs=1e-4)
+        np.testing.assert_allclose(np.array(word_map) / 255 * peak, expected.ravel(), atol=peak / 200)
+
+    other = Caption.objects.get(image=image, rank=1)
+    chosen = api.get(f"/api/v1/images/{image.pk}/attention/", {"caption": other.pk}).json()
+    assert chosen["caption"]["id"] == other.pk and chosen["words"] == ["a", "dog", "is", "running"]
+
+
+def test_attention_errors_are_clear(api, other_api, user, make_image, model_version, save_captions):
+    pending = make_image(user)
+    response = api.get(f"/api/v1/images/{pending.pk}/attention/")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "no_attention"
+
+    image = make_image(user)
+    save_captions(image, model_version, ["a cat"])
+    human = services.add_human_caption(image=image, text="Tom the cat")
+    assert api.get(f"/api/v1/images/{image.pk}/attention/", {"caption": "x"}).status_code == 400
+    response = api.get(f"/api/v1/images/{image.pk}/attention/", {"caption": human.pk})
+    assert response.status_code == 404 and "no model caption" in response.json()["error"]["message"]
+    # The best caption is now the human one; the attention shown is still the model's.
+    assert api.get(f"/api/v1/images/{image.pk}/attention/").json()["words"] == ["a", "cat"]
+    assert other_api.get(f"/api/v1/images/{image.pk}/attention/").status_code == 404
+
+
+# --- gallery ---------------------------------------------------------------------------------------
+
+
+def test_gallery_cards_show_thumbnails_with_the_caption_as_alt_text(
+    alice, user, other_user, make_image, model_version, save_captions
+):
+    image = make_image(user)
+    save_captions(image, model_version, ["a surfer rides a big wave"])
+    page = alice.get("/").content.decode()
+    assert f'src="/thumbs/{image.pk}/"' in page and f"/thumbs/{image.pk}/?size=640 2x" in page
+    assert 'alt="a surfer rides a big wave"' in page
+    assert "/static/captions/app.css" in page and "/static/captions/gallery.js" in page
+
+
+def test_gallery_filters_mine_public_status_and_batch(alice, user, other_user, make_image, photo):
+    mine = make_image(user)
+    theirs = make_image(other_user, "public")
+    batch = services.create_batch(owner=user, files=[services.IncomingFile("b.jpg", photo())]).batch
+    in_batch = batch.items.get().image
+
+    def shown(**params) -> set[int]:
+        page = alice.get("/", params).content.decode()
+        return {pk for pk in (mine.pk, theirs.pk, in_batch.pk) if f'data-image="{pk}"' in page}
+
+    assert shown() == {mine.pk, theirs.pk, in_batch.pk}
+    assert shown(show="mine") == {mine.pk, in_batch.pk}
+    assert shown(show="public") == {theirs.pk}
+    assert shown(batch=batch.pk) == {in_batch.pk}
+    assert shown(status="done") == set()
+    assert shown(status="bogus", show="nonsense") == {mine.pk, theirs.pk, in_batch.pk}  # bad values: ignored
+    assert "No image matches these filters" in alice.get("/", {"status": "done"}).content.decode()
+    assert f'<option value="{batch.pk}"' in alice.get("/").content.decode()
+
+
+def test_anonymous_gallery_offers_no_personal_filters(client, user, make_image):
+    make_image(user, "public")
+    page = client.get("/").content.decode()
+    assert 'name="status"' in page and 'name="show"' not in page and 'name="batch"' not in page
+
+
+# --- image page ------------------------------------------------------------------------------------
+
+
+def test_image_page_shows_the_human_caption_and_keeps_the_models(
+    alice, user, make_image, model_version, save_captions
+):
+    image = make_image(user)
+    save_captions(image, model_version, ["a dog runs", "a dog is running"])
+    page = alice.get(f"/images/{image.pk}/").content.decode()
+    assert f'data-url="/api/v1/images/{image.pk}/attention/"' in page and 'id="play"' in page
+    assert "Make public" in page and 'value="a dog runs"' in page  # the edit field starts from the caption
+
+    alice.post(f"/images/{image.pk}/caption/", {"caption": "Rex chasing a ball"})
+    page = alice.get(f"/images/{image.pk}/").content.decode()
+    assert "<h1>Rex chasing a ball</h1>" in page and 'source-human">human' in page
+    assert 'id="model-caption"' in page and "a dog runs" in page  # the model's caption stays in view
+
+    alice.post(f"/images/{image.pk}/visibility/", {"visibility": "public"})
+    assert "Make private" in alice.get(f"/images/{image.pk}/").content.decode()
+
+
+def test_image_page_without_attention_has_no_viewer(alice, user, make_image):
+    image = make_image(user)
+    page = alice.get(f"/images/{image.pk}/").content.decode()
+    assert 'id="attention"' not in page and "No caption yet" in page and "this page updates" in page
+
+
+# --- search ----------------------------------------------------------------------------------------
+
+
+def test_search_page_states_empty_no_match_and_hits(alice, user, make_image, model_version, save_captions):
+    image = make_image(user)
+    save_captions(image, model_version, ["a brown horse jumps a fence"])
+    empty = alice.get("/search/").content.decode()
+    assert "Find photos by what is in them" in empty and 'data-suggest="horse"' in empty
+
+    none = alice.get("/search/", {"q": "zebra"}).content.decode()
+    assert "No caption matches “zebra”" in none and "try fewer words" in none
+
+    hits = alice.get("/search/", {"q": "horses"}).content.decode()
+    assert "1 image matches “horses”" in hits and "<mark>horse</mark>" in hits
+    assert f'src="/thumbs/{image.pk}/"' in hits
+
+
+def test_search_snippets_escape_what_people_wrote(alice, api, user, make_image):
+    image = make_image(user)
+    services.add_human_caption(image=image, text='<img src=x onerror="alert(1)"> a horse <b>rides</b>')
+    page = alice.get("/search/", {"q": "horse"}).content.decode()
+    assert "<img src=x" not in page and "<b>rides" not in page
+    assert "&lt;img src=x onerror=" in page and "<mark>horse</mark>" in page
+    snippet = api.get("/api/v1/search/", {"q": "horse"}).json()["results"][0]["snippet"]
+    # Postgres' ts_headline drops tags from the text; anything left would be escaped (captions.search).
+    assert "<img" not in snippet and "<b>" not in snippet and "<mark>horse</mark>" in snippet
+
+
+# --- upload and batches ----------------------------------------------------------------------------
+
+
+def test_upload_page_has_drop_zone_urls_and_archive_and_refuses_bad_urls(alice):
+    page = alice.get("/upload/").content.decode()
+    assert 'id="dropzone"' in page and 'name="urls"' in page and 'name="archive"' in page
+    assert 'data-image-api="/api/v1/images/"' in page and "/static/captions/upload.js" in page
+    response = alice.post("/upload/", {"urls": "ftp://example.org/a.jpg\n"})
+    assert response.status_code == 400 and "ftp://example.org/a.jpg" in response.content.decode()
+
+
+def test_batch_page_shows_progress_reasons_and_exports(alice, user, photo, model_version, save_captions):
+    files = [services.IncomingFile(f"{i}.jpg", photo()) for i in range(3)]
+    batch = services.create_batch(owner=user, files=[*files, services.IncomingFile("notes.txt", b"hi")]).batch
+    first, second, _ = [item.image for item in batch.items.order_by("position")]
+    save_captions(first, model_version, ["two children play in the sand"])
+    services.mark_failed(image=second, error="the model could not read this image")
+    page = alice.get(f"/batches/{batch.pk}/").content.decode()
+    assert '<strong id="batch-finished">2</strong> of <strong>3</strong>' in page
+    assert 'aria-valuenow="2"' in page and "width: 67%" in page
+    assert "two children play in the sand" in page and "the model could not read this image" in page
+    assert "notes.txt" in page and "Not accepted" in page
+    assert f'href="/api/v1/export.csv?batch={batch.pk}"' in page
+    assert f'href="/api/v1/export.jsonl?batch={batch.pk}"' in page
+    assert alice.get(f"/api/v1/export.csv?batch={batch.pk}").status_code == 200
+    assert "Updating by itself" in page
+
+
+def test_batch_api_items_say_why_they_failed(api, user, photo):
+    batch = services.create_batch(owner=user, files=[services.IncomingFile("a.jpg", photo())]).batch
+    services.mark_failed(image=batch.items.get().image, error="decoder crashed")
+    item = api.get(f"/api/v1/batches/{batch.pk}/").json()["items"][0]
+    assert item["error"] == "decoder crashed" and item["urls"]["thumb"].endswith(f"/thumbs/{item['id']}/")
+
+
+# --- token and API guide ---------------------------------------------------------------------------
+
+
+def test_token_page_makes_and_replaces_the_api_token(client, alice, user, media_root):
+    from rest_framework.test import APIClient
+
+    assert client.get("/account/token/").status_code == 200
+    assert "You have no token yet" in alice.get("/account/token/").content.decode()
+    alice.post("/account/token/")
+    page = alice.get("/account/token/").content.decode()
+    key = user.auth_token.key
+    assert key in page and "Make a new token" in page
+
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert api.get("/api/v1/images/").status_code == 200
+    alice.post("/account/token/")
+    user.refresh_from_db()
+    assert user.auth_token.key != key
+    assert api.get("/api/v1/images/").status_code == 401  # the old token stopped working
+
+
+def test_token_page_needs_sign_in(client):
+    response = client.get("/account/token/")
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+    assert client.post("/account/token/").status_code == 302
+
+
+def test_api_guide_links_the_reference_and_the_schema(client):
+    page = client.get("/api-guide/").content.decode()
+    assert 'href="/api/v1/docs/"' in page and 'href="/api/v1/schema/"' in page
+    assert "http://testserver/api/v1/images/" in page.replace("$IMGCAP", "http://testserver")
+
+
+def test_pages_load_nothing_from_other_hosts(alice, user, make_image, model_version, save_captions):
+    image = make_image(user)
+    save_captions(image, model_version, ["a dog"])
+    for path in ("/", "/upload/", f"/images/{image.pk}/", "/search/?q=dog", "/account/token/", "/api-guide/"):
+        page = alice.get(path).content.decode()
+        for marker in ('src="http', "src='http", 'href="http://', "href='http", "//cdn", "@import"):
+            assert marker not in page.replace('href="http://testserver', ""), (path, marker)
