@@ -6,7 +6,7 @@ Another user's private image does not exist for you: lookups raise Http404, neve
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,9 +66,12 @@ def list_images(
     batch: int | None = None,
     mine: bool = False,
     visibility: str | None = None,
+    ids: Sequence[int] | None = None,
 ) -> QuerySet[Image]:
     """Visible images, newest first, filtered; raises RejectedInput for an unknown filter value."""
     images = visible_images(user)
+    if ids is not None:
+        images = images.filter(pk__in=ids)
     if status:
         if status not in STATUSES:
             raise RejectedInput("bad_filter", f"status must be one of {', '.join(STATUSES)}; got {status!r}")

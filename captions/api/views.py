@@ -35,6 +35,21 @@ def _int_param(request: Request, name: str) -> int | None:
         raise RejectedInput("bad_filter", f"{name} must be a number; got {raw!r}") from None
 
 
+def _ids_param(request: Request, name: str, limit: int = 200) -> list[int] | None:
+    """`?ids=3,1,2`: at most `limit` image ids, so that a page can follow many uploads in one request."""
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        ids = [int(part) for part in raw.split(",") if part.strip()]
+    except ValueError:
+        message = f"{name} must be comma-separated numbers; got {raw[:100]!r}"
+        raise RejectedInput("bad_filter", message) from None
+    if len(ids) > limit:
+        raise RejectedInput("bad_filter", f"{name} takes at most {limit} ids; got {len(ids)}")
+    return ids
+
+
 def _bool_param(request: Request, name: str) -> bool:
     return request.query_params.get(name, "").lower() in {"1", "true", "yes", "me"}
 
@@ -60,6 +75,7 @@ class ImageListView(generics.GenericAPIView):
         ("batch", "only images of this batch (id)", False),
         ("owner", '"me": only your own images', False),
         ("visibility", "public or private", False),
+        ("ids", "only these images: comma-separated ids, at most 200 (follow many uploads at once)", False),
     ]
 
     def get_serializer_class(self):
@@ -77,6 +93,7 @@ class ImageListView(generics.GenericAPIView):
             batch=_int_param(request, "batch"),
             mine=request.query_params.get("owner") == "me" or _bool_param(request, "mine"),
             visibility=request.query_params.get("visibility") or None,
+            ids=_ids_param(request, "ids"),
         )
         page = self.paginate_queryset(images)
         data = s.ImageSerializer(page, many=True, context=self.get_serializer_context()).data

@@ -262,3 +262,15 @@ def test_token_from_drf_create_token_works(user, photo, media_root):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     assert upload(client, photo()).status_code == 202
+
+
+def test_list_takes_many_ids_at_once_and_only_shows_visible_ones(api, user, other_user, make_image):
+    mine = [make_image(user) for _ in range(3)]
+    theirs_private = make_image(other_user)
+    ids = ",".join(str(i.pk) for i in [*mine, theirs_private])
+    listed = api.get(IMAGES, {"ids": ids, "page_size": 200}).json()
+    assert sorted(r["id"] for r in listed["results"]) == sorted(i.pk for i in mine)
+    assert api.get(IMAGES, {"ids": f"{mine[0].pk}", "status": "done"}).json()["count"] == 0
+
+    assert_error(api.get(IMAGES, {"ids": "1,two"}), 400, "bad_filter")
+    assert_error(api.get(IMAGES, {"ids": ",".join(map(str, range(1, 202)))}), 400, "bad_filter")

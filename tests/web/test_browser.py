@@ -181,6 +181,13 @@ def test_sign_in_drop_photos_see_captions_search_attention_and_edit(page, platfo
     # Drop three real photos and one file that is not an image.
     page.goto("/upload/")
     page.evaluate("window.sameDocument = true")
+    api_reads: list[str] = []
+
+    def record_api_read(request) -> None:
+        if request.method == "GET" and "/api/" in request.url:
+            api_reads.append(request.url)
+
+    page.on("request", record_api_read)
     three = photos(0, 3)
     files = [(p.name, p.read_bytes(), "image/jpeg") for p in three]
     drop_files(page, "#dropzone", [*files, ("notes.jpg", b"just some text, not a photo", "image/jpeg")])
@@ -193,6 +200,9 @@ def test_sign_in_drop_photos_see_captions_search_attention_and_edit(page, platfo
         timeout=WAIT_MS,
     )
     assert page.evaluate("window.sameDocument") is True  # the captions came without a reload
+    # All uploads are followed together, a request a round (not one per image), so a thousand cost the same.
+    assert api_reads and all(re.search(r"/api/v1/images/\?.*ids=", url) for url in api_reads), api_reads
+    page.remove_listener("request", record_api_read)
     rows = page.locator('.upload-row[data-status="done"]')
     image_ids = {
         rows.nth(i).locator(".caption a").inner_text(): rows.nth(i).get_attribute("data-image")

@@ -18,6 +18,21 @@
     }
   }
 
+  /* The captions (or reasons) of rows that just finished: one request for up to 200 of them. */
+  function fillFinished(ids) {
+    for (var i = 0; i < ids.length; i += ic.IDS_PER_REQUEST) {
+      var chunk = ids.slice(i, i + ic.IDS_PER_REQUEST);
+      var url = root.dataset.imagesApi + "?page_size=" + ic.IDS_PER_REQUEST + "&ids=" + chunk.join(",");
+      ic.api("GET", url).then(function (answer) {
+        if (!answer.ok) return;
+        answer.data.results.forEach(function (image) {
+          var row = root.querySelector('tr[data-image="' + image.id + '"]');
+          if (row) fillRow(row, image);
+        });
+      });
+    }
+  }
+
   function update(batch) {
     var total = 0;
     Object.keys(batch.counts).forEach(function (name) {
@@ -31,16 +46,16 @@
     bar.setAttribute("aria-valuenow", finished);
     bar.firstElementChild.style.width = (total ? Math.round(100 * finished / total) : 100) + "%";
     root.querySelector("#batch-status").replaceWith(Object.assign(ic.statusBadge(batch.status), { id: "batch-status" }));
+    var justFinished = [];
     batch.items.forEach(function (item) {
       var row = root.querySelector('tr[data-image="' + item.id + '"]');
       if (!row || known[item.id] === item.status) return;
       known[item.id] = item.status;
       row.dataset.status = item.status;
       row.querySelector(".status").replaceWith(ic.statusBadge(item.status));
-      if (ic.FINAL[item.status]) {
-        ic.api("GET", item.urls.self).then(function (answer) { if (answer.ok) fillRow(row, answer.data); });
-      }
+      if (ic.FINAL[item.status]) justFinished.push(item.id);
     });
+    fillFinished(justFinished);
     if (batch.status === "done") {
       var live = root.querySelector("#batch-live");
       if (live) live.textContent = "All images are finished.";

@@ -90,6 +90,70 @@
     return function stop() { stopped = true; };
   }
 
+  /* Follow many images with one request a round instead of one each: GET listUrl?ids=… (the API takes
+     at most 200 ids a request). follow(id, onUpdate): onUpdate(image) after every answer, onUpdate(null)
+     once the image is gone; it stops being followed when done or failed. Every 1 s while something
+     changes, slowing to every 5 s while nothing does. */
+  var IDS_PER_REQUEST = 200;
+
+  function imageWatcher(listUrl) {
+    var followed = {};  // id -> {onUpdate, status}
+    var timer = null;
+    var busy = false;
+    var delay = 1000;
+
+    function schedule(wait) {
+      if (busy || !Object.keys(followed).length) return;
+      if (timer !== null) clearTimeout(timer);
+      timer = setTimeout(tick, wait);
+    }
+
+    function poll(ids) {
+      var url = listUrl + "?page_size=" + IDS_PER_REQUEST + "&ids=" + ids.join(",");
+      return api("GET", url).then(function (answer) {
+        if (!answer.ok) return false;
+        var changed = false;
+        var listed = {};
+        answer.data.results.forEach(function (image) {
+          listed[image.id] = true;
+          var entry = followed[image.id];
+          if (!entry) return;
+          changed = changed || entry.status !== image.status;
+          entry.status = image.status;
+          if (FINAL[image.status]) delete followed[image.id];
+          entry.onUpdate(image);
+        });
+        ids.forEach(function (id) {
+          if (listed[id] || !followed[id]) return;
+          var gone = followed[id];
+          delete followed[id];
+          changed = true;
+          gone.onUpdate(null);
+        });
+        return changed;
+      });
+    }
+
+    function tick() {
+      timer = null;
+      busy = true;
+      var ids = Object.keys(followed);
+      var rounds = [];
+      for (var i = 0; i < ids.length; i += IDS_PER_REQUEST) rounds.push(poll(ids.slice(i, i + IDS_PER_REQUEST)));
+      Promise.all(rounds).then(function (changes) {
+        busy = false;
+        delay = changes.some(Boolean) ? 1000 : Math.min(5000, delay * 1.25);
+        schedule(delay);
+      });
+    }
+
+    return function follow(id, onUpdate) {
+      followed[id] = { onUpdate: onUpdate, status: null };
+      delay = 1000;
+      if (timer === null) schedule(delay);
+    };
+  }
+
   /* el("p", {class: "x", text: "..."}, [children]): builds elements with text only, never parsed HTML. */
   function el(tag, attrs, children) {
     var node = document.createElement(tag);
@@ -132,7 +196,8 @@
   }
 
   window.imgcap = {
-    api: api, upload: upload, watch: watch, el: el, snippet: snippet,
+    api: api, upload: upload, watch: watch, imageWatcher: imageWatcher, IDS_PER_REQUEST: IDS_PER_REQUEST,
+    el: el, snippet: snippet,
     statusBadge: statusBadge, formatSize: formatSize, FINAL: FINAL,
   };
 })();

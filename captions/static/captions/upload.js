@@ -14,6 +14,8 @@
   var queue = [];
   var running = 0;
   var counts = { sent: 0, captioned: 0, rejected: 0, failed: 0 };
+  // One request a round follows every upload of the page, however many were dropped.
+  var follow = ic.imageWatcher(form.dataset.imageApi);
 
   form.querySelectorAll(".js-only").forEach(function (node) { node.hidden = false; });
 
@@ -75,7 +77,7 @@
         show(image, note);
         // Batch items come without their caption: those are fetched once even when already done.
         if (ic.FINAL[image.status] && image.caption !== undefined) { count(image); return; }
-        ic.watch(image.urls.self, function (fresh) {
+        follow(image.id, function (fresh) {
           if (fresh === null) { handle.reject("The image was deleted."); return; }
           show(fresh, note);
           if (ic.FINAL[fresh.status]) count(fresh);
