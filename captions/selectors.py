@@ -150,6 +150,14 @@ def get_batch(user, batch_id: int | str) -> Batch:
         raise Http404("no such batch") from None
 
 
+def find_own_batch(user, batch_id: int) -> Batch:
+    """The user's own batch for a new item, or RejectedInput (400): naming a batch is part of the input."""
+    try:
+        return get_batch(user, batch_id)
+    except Http404:
+        raise RejectedInput("unknown_batch", f"you have no batch {batch_id}") from None
+
+
 def batch_status(batch: Batch) -> BatchStatus:
     rows = Image.objects.filter(batch_items__batch=batch).values("status").annotate(n=Count("id"))
     counts = dict.fromkeys(STATUSES, 0)

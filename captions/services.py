@@ -320,10 +320,18 @@ def upload_image(
 ) -> UploadResult:
     """Check, store and queue one image. The same bytes from the same owner return the existing image
     (not queued again). Raises RejectedInput (nothing stored) for anything that is not an acceptable image.
+
+    With `batch` (one of the owner's), the image joins it as its next item, and a rejection is listed in
+    the batch's `rejected` as a batch's own bad items are: files sent one by one still make one batch.
     """
     _check_visibility(visibility)
     item = IncomingFile(name=name, data=data)
-    info = _inspect(item)
+    try:
+        info = _inspect(item)
+    except RejectedInput as exc:
+        if batch is not None:
+            _record_rejection(batch, name, exc)
+        raise
     position = BatchItem.objects.filter(batch=batch).count() if batch is not None else 0
     with _cleanup_new_files_on_error() as new_files:
         result = _store_image(
@@ -338,6 +346,22 @@ def upload_image(
     if result.created:
         enqueue_captioning([result.image.pk])
     return result
+
+
+def upload_file(
+    *, owner, uploaded: UploadedFile, visibility: str = Image.Visibility.PRIVATE, batch: Batch | None = None
+) -> UploadResult:
+    """`upload_image` for a file of a request (read_upload first); with `batch`, an oversized file is
+    listed in its `rejected` too."""
+    try:
+        incoming = read_upload(uploaded)
+    except RejectedInput as exc:
+        if batch is not None:
+            _record_rejection(batch, uploaded.name or "upload", exc)
+        raise
+    return upload_image(
+        owner=owner, data=incoming.data, name=incoming.name, visibility=visibility, batch=batch
+    )
 
 
 def create_batch(
@@ -581,6 +605,16 @@ def _store_image(
     if batch is not None:
         _add_to_batch(batch, existing, position=position, duplicate=True, name=item.name)
     return UploadResult(image=existing, created=False)
+
+
+def _record_rejection(batch: Batch, name: str, error: RejectedInput) -> None:
+    rejection = Rejection(name=name, code=error.code, message=error.message, status=error.status)
+    # Locked: files of one batch arrive in parallel requests, and each must add to the list it finds.
+    with transaction.atomic():
+        locked = Batch.objects.select_for_update().get(pk=batch.pk)
+        locked.rejected = [*locked.rejected, rejection.as_dict()]
+        locked.save(update_fields=["rejected"])
+    batch.rejected = locked.rejected
 
 
 def _add_to_batch(batch: Batch, image: Image, *, position: int, duplicate: bool, name: str) -> None:

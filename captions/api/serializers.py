@@ -22,6 +22,11 @@ class ImageUploadSerializer(serializers.Serializer):
         allow_empty_file=True, help_text="The image file (JPEG, PNG, WebP, GIF, BMP, TIFF)."
     )
     visibility = serializers.ChoiceField(choices=Image.Visibility.choices, default=Image.Visibility.PRIVATE)
+    batch = serializers.IntegerField(
+        required=False,
+        help_text="One of your batches: the image joins it (a rejection is listed in its `rejected`), so "
+        "files sent one request each still make one batch, with its page and exports.",
+    )
 
 
 class ImagePatchSerializer(serializers.Serializer):

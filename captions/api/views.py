@@ -102,12 +102,14 @@ class ImageListView(generics.GenericAPIView):
     def post(self, request: Request) -> Response:
         form = s.ImageUploadSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        incoming = services.read_upload(form.validated_data["image"])
-        result = services.upload_image(
+        batch = None
+        if "batch" in form.validated_data:
+            batch = selectors.find_own_batch(request.user, form.validated_data["batch"])
+        result = services.upload_file(
             owner=request.user,
-            data=incoming.data,
-            name=incoming.name,
+            uploaded=form.validated_data["image"],
             visibility=form.validated_data["visibility"],
+            batch=batch,
         )
         image = selectors.get_image(request.user, result.image.pk)
         data = s.ImageSerializer(image, context=self.get_serializer_context()).data

@@ -274,3 +274,34 @@ def test_list_takes_many_ids_at_once_and_only_shows_visible_ones(api, user, othe
 
     assert_error(api.get(IMAGES, {"ids": "1,two"}), 400, "bad_filter")
     assert_error(api.get(IMAGES, {"ids": ",".join(map(str, range(1, 202)))}), 400, "bad_filter")
+
+
+def test_files_sent_one_by_one_join_a_batch_with_their_rejections(
+    api, other_api, photo, settings, media_root
+):
+    first = SimpleUploadedFile("a.jpg", photo())
+    opened = api.post("/api/v1/batches/", {"images": [first]}, format="multipart")
+    assert opened.status_code == 202
+    batch_id = opened.json()["id"]
+
+    joined = upload(api, photo(), "b.jpg", batch=batch_id)
+    assert joined.status_code == 202
+    assert_error(upload(api, b"not a photo at all", "notes.jpg", batch=batch_id), 415, "not_an_image")
+    settings.IMGCAP_MAX_UPLOAD_BYTES = 100
+    assert_error(upload(api, photo(), "huge.jpg", batch=batch_id), 413, "file_too_large")
+
+    batch = api.get(f"/api/v1/batches/{batch_id}/").json()
+    assert [item["name"] for item in batch["items"]] == ["a.jpg", "b.jpg"]
+    assert joined.json()["id"] == batch["items"][1]["id"]
+    assert [(r["name"], r["code"]) for r in batch["rejected"]] == [
+        ("notes.jpg", "not_an_image"),
+        ("huge.jpg", "file_too_large"),
+    ]
+    assert all(r["message"] for r in batch["rejected"])
+
+    # Someone else's batch (or none) is refused before anything is stored.
+    settings.IMGCAP_MAX_UPLOAD_BYTES = 10 * 2**20
+    before = Image.objects.count()
+    assert_error(upload(other_api, photo(), "c.jpg", batch=batch_id), 400, "unknown_batch")
+    assert_error(upload(api, photo(), "c.jpg", batch="x"), 400)
+    assert Image.objects.count() == before

@@ -211,6 +211,11 @@ def test_sign_in_drop_photos_see_captions_search_attention_and_edit(page, platfo
     captions = list(image_ids)
     assert len(captions) == 3 and all(text.strip() for text in captions)
     expect(page.locator("#upload-summary")).to_have_text("3 uploaded · 3 captioned · 1 not accepted")
+    # The drop is one batch: its three photos, and the refused file with its reason.
+    batch_url = page.locator(".batch-link a").get_attribute("href")
+    batch = page.request.get(batch_url.replace("/batches/", "/api/v1/batches/")).json()
+    assert sorted(item["id"] for item in batch["items"]) == sorted(int(i) for i in image_ids.values())
+    assert [(r["name"], r["code"]) for r in batch["rejected"]] == [("notes.jpg", "not_an_image")]
     shot(page, shots, "upload")
 
     # The gallery: newest first, right-sized thumbnails, the caption as alt text.

@@ -1,14 +1,15 @@
-/* The gallery: cards of images still being captioned update themselves (status, caption, alt text). */
+/* The gallery: cards of images still being captioned update themselves (status, caption, alt text),
+   all of a page's followed together with one request a round. */
 (function () {
   "use strict";
   var ic = window.imgcap;
-  if (!ic) return;
-  var MAX_WATCHED = 24;  // one page of cards; each is polled on its own, slower and slower
+  var gallery = document.getElementById("gallery");
+  if (!ic || !gallery) return;
+  var follow = ic.imageWatcher(gallery.dataset.imagesApi);
 
   document.querySelectorAll('.card[data-status="pending"], .card[data-status="processing"]')
-    .forEach(function (card, index) {
-      if (index >= MAX_WATCHED) return;
-      ic.watch(card.dataset.api, function (image) {
+    .forEach(function (card) {
+      follow(card.dataset.image, function (image) {
         if (image === null) { card.remove(); return; }
         card.dataset.status = image.status;
         card.querySelector(".status").replaceWith(ic.statusBadge(image.status));

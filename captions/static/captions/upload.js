@@ -1,6 +1,7 @@
 /* The upload page: drop or pick photos and each is sent on its own (its own progress bar, its own
-   rejection message), then watched until the worker writes its caption. URLs and zip archives go to the
-   batch endpoint, which fetches or unpacks them server-side. Without JavaScript the form posts as usual. */
+   rejection message), then watched until the worker writes its caption; the files of one drop make one
+   batch. URLs and zip archives go to the batch endpoint, which fetches or unpacks them server-side.
+   Without JavaScript the form posts as usual. */
 (function () {
   "use strict";
   var ic = window.imgcap;
@@ -120,24 +121,59 @@
     }
   }
 
+  /* The files of one drop (or pick) are one submission: the first accepted file opens a batch
+     (POST /api/v1/batches/) and the others join it (POST /api/v1/images/ with batch=ID), so the drop
+     gets a batch page, with its rejections and exports, while every file keeps its own request. */
   function sendFile(job) {
+    var group = job.group;
+    if (group.batchId === null && group.opening) {
+      // Another file is opening the batch: wait, then join it (or open it, if that file was refused).
+      return group.opening.then(function () { return sendFile(job); });
+    }
     var data = new FormData();
-    data.append("image", job.file, job.file.name);
     data.append("visibility", visibility());
-    return ic.upload(form.dataset.imageApi, data, job.row.progress).then(function (answer) {
-      if (!answer.ok) { job.row.reject(answer.message); return; }
+    if (group.batchId !== null) {
+      data.append("image", job.file, job.file.name);
+      data.append("batch", group.batchId);
+      return ic.upload(form.dataset.imageApi, data, job.row.progress).then(function (answer) {
+        if (!answer.ok) { job.row.reject(answer.message); return; }
+        counts.sent += 1;
+        updateSummary();
+        job.row.accepted(answer.data, answer.data.duplicate ? "already uploaded" : "");
+      });
+    }
+    data.append("images", job.file, job.file.name);
+    group.opening = ic.upload(form.dataset.batchApi, data, job.row.progress).then(function (answer) {
+      group.opening = null;
+      if (!answer.ok) {
+        var refused = (answer.data && answer.data.error && answer.data.error.rejected) || [];
+        job.row.reject(refused.length ? refused[0].message : answer.message);
+        return;
+      }
+      var batch = answer.data;
+      var item = batch.items[0];
+      group.batchId = batch.id;
       counts.sent += 1;
       updateSummary();
-      job.row.accepted(answer.data, answer.data.duplicate ? "already uploaded" : "");
+      job.row.accepted({ id: item.id, status: item.status, urls: item.urls, caption: undefined },
+                       item.duplicate ? "already uploaded" : "");
+      announceBatch(batch);
     });
+    return group.opening;
   }
 
   function addFiles(files) {
+    var group = { batchId: null, opening: null };
     Array.prototype.forEach.call(files, function (file) {
       var preview = /^image\//.test(file.type) ? URL.createObjectURL(file) : null;
-      queue.push({ file: file, row: addRow(file.name, preview, file.size) });
+      queue.push({ file: file, group: group, row: addRow(file.name, preview, file.size) });
     });
     sendNext();
+  }
+
+  function announceBatch(batch) {
+    var link = ic.el("a", { href: batch.urls.page, text: "batch #" + batch.id });
+    list.prepend(ic.el("li", { class: "muted small batch-link" }, ["Follow the whole submission on its page: ", link]));
   }
 
   /* URLs and archives: one batch request; its items and rejections become rows. */
@@ -162,8 +198,7 @@
           item.duplicate ? "already uploaded" : "");
       });
       updateSummary();
-      var link = ic.el("a", { href: batch.urls.page, text: "batch #" + batch.id });
-      list.prepend(ic.el("li", { class: "muted small" }, ["Follow the whole submission on its page: ", link]));
+      announceBatch(batch);
     });
   }
 
