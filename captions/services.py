@@ -424,19 +424,9 @@ def create_batch(
             batch = Batch.objects.create(
                 owner=owner, idempotency_key=key, rejected=[r.as_dict() for r in rejected]
             )
-            new_ids: list[int] = []
-            for position, (item, info) in enumerate(accepted):
-                stored = _store_image(
-                    owner=owner,
-                    item=item,
-                    info=info,
-                    visibility=visibility,
-                    batch=batch,
-                    position=position,
-                    new_files=new_files,
-                )
-                if stored.created:
-                    new_ids.append(stored.image.pk)
+            new_ids = _store_batch_images(
+                owner=owner, batch=batch, accepted=accepted, visibility=visibility, new_files=new_files
+            )
             # One call for the whole batch: messages of IMGCAP_BATCH_MAX ids, not one per image.
             enqueue_captioning(new_ids)
     except IntegrityError:
@@ -615,6 +605,59 @@ def _record_rejection(batch: Batch, name: str, error: RejectedInput) -> None:
         locked.rejected = [*locked.rejected, rejection.as_dict()]
         locked.save(update_fields=["rejected"])
     batch.rejected = locked.rejected
+
+
+def _store_batch_images(
+    *,
+    owner,
+    batch: Batch,
+    accepted: Sequence[tuple[IncomingFile, object]],
+    visibility: str,
+    new_files: list[str],
+) -> list[int]:
+    """Store a batch's checked images, and its items, with a few statements for the whole batch (not
+    several per image). Bytes the owner already has become duplicate items; bytes sent twice in one batch
+    are one item. Returns the ids of the new images, to queue."""
+    hashes = [hashlib.sha256(item.data).hexdigest() for item, _ in accepted]
+    known = dict(Image.objects.filter(owner=owner, sha256__in=set(hashes)).values_list("sha256", "pk"))
+    fresh: dict[str, Image] = {}
+    for (item, info), sha in zip(accepted, hashes, strict=True):
+        if sha not in known and sha not in fresh:
+            fresh[sha] = Image(
+                owner=owner,
+                file=_store_file(sha, info.extension, item.data, new_files),
+                sha256=sha,
+                original_name=(item.name or "")[-255:],
+                width=info.width,
+                height=info.height,
+                format=info.format,
+                size=len(item.data),
+                visibility=visibility,
+                batch=batch,
+            )
+    try:
+        with transaction.atomic():
+            created = {image.sha256: image.pk for image in Image.objects.bulk_create(list(fresh.values()))}
+    except IntegrityError:
+        # The owner uploaded some of these bytes in another request meanwhile: theirs are those images.
+        created = {}
+        for sha, image in fresh.items():
+            try:
+                with transaction.atomic():
+                    image.save(force_insert=True)
+                created[sha] = image.pk
+            except IntegrityError:
+                known[sha] = Image.objects.get(owner=owner, sha256=sha).pk
+    ids = {**known, **created}
+    items: dict[int, BatchItem] = {}
+    for position, ((item, _), sha) in enumerate(zip(accepted, hashes, strict=True)):
+        if ids[sha] not in items:
+            duplicate = sha in known
+            items[ids[sha]] = BatchItem(
+                batch=batch, image_id=ids[sha], position=position, duplicate=duplicate, name=item.name[-255:]
+            )
+    BatchItem.objects.bulk_create(list(items.values()))
+    return list(created.values())
 
 
 def _add_to_batch(batch: Batch, image: Image, *, position: int, duplicate: bool, name: str) -> None:

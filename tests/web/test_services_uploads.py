@@ -232,3 +232,46 @@ def test_set_visibility_checks_its_value(user, photo, media_root):
     assert image.visibility == "public"
     with pytest.raises(RejectedInput):
         services.set_visibility(image=image, visibility="secret")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_racing_another_upload_of_the_same_bytes_keeps_theirs(user, photo, media_root, queued_ids):
+    """Another request stores the same bytes between the batch's lookup and its insert: the batch waits
+    for it on the unique index, then takes that image as a duplicate item instead of failing."""
+    import threading
+    import time
+
+    from django.db import connection, transaction
+
+    theirs, ours = photo(), photo()
+    inserted, done = threading.Event(), threading.Event()
+    other: dict[str, int] = {}
+
+    def other_request() -> None:
+        try:
+            with transaction.atomic():
+                other["id"] = services.upload_image(owner=user, data=theirs, name="theirs.jpg").image.pk
+                inserted.set()
+                time.sleep(1.0)  # long enough for the batch below to block on our uncommitted row
+        finally:
+            done.set()
+            connection.close()
+
+    thread = threading.Thread(target=other_request)
+    thread.start()
+    try:
+        assert inserted.wait(10)
+        result = services.create_batch(
+            owner=user, files=[services.IncomingFile("a.jpg", theirs), services.IncomingFile("b.jpg", ours)]
+        )
+    finally:
+        thread.join()
+    assert done.is_set()
+
+    items = list(BatchItem.objects.filter(batch=result.batch).order_by("position"))
+    assert [(i.name, i.image_id == other["id"], i.duplicate) for i in items] == [
+        ("a.jpg", True, True),
+        ("b.jpg", False, False),
+    ]
+    assert Image.objects.filter(owner=user).count() == 2
+    assert items[1].image_id in queued_ids() and queued_ids().count(other["id"]) == 1  # never queued twice
