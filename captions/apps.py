@@ -8,6 +8,8 @@ class CaptionsConfig(AppConfig):
     verbose_name = "Captions"
 
     def ready(self) -> None:
+        from captions import checks  # noqa: F401 -- registers the system checks
+
         post_migrate.connect(_repair_sqlite_search, sender=self)
 
 

@@ -49,8 +49,9 @@ MIDDLEWARE = [
 
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    # Hashed names (cached forever by browsers) and gzipped copies, written by collectstatic.
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    # Hashed names (cached forever by browsers) and gzipped copies, written by collectstatic; a page
+    # whose files were never collected still renders (imgcap_site/static_storage.py).
+    "staticfiles": {"BACKEND": "imgcap_site.static_storage.StaticFilesStorage"},
 }
 
 _S3_BUCKET = env_str("IMGCAP_S3_BUCKET")

@@ -138,3 +138,28 @@ def test_without_a_bucket_media_stay_on_the_filesystem(tmp_path):
         IMGCAP_MEDIA_ROOT=str(tmp_path / "media"),
     )
     assert found == {"class": "FileSystemStorage", "root": str(tmp_path / "media")}
+
+
+def test_pages_render_before_collectstatic_and_the_check_says_what_to_run(tmp_path):
+    found = run_production(
+        """
+        import io
+        from django.core.management import call_command
+        from django.test import Client
+
+        call_command("migrate", verbosity=0)
+        client = Client()
+        before = io.StringIO()
+        call_command("check", stdout=before, stderr=before)
+        pages = {path: client.get(path, secure=True).status_code for path in ("/", "/accounts/login/")}
+        call_command("collectstatic", "--noinput", verbosity=0)
+        after = io.StringIO()
+        call_command("check", stdout=after, stderr=after)
+        print(json.dumps({"pages": pages, "before": before.getvalue(), "after": after.getvalue()}))
+        """,
+        tmp_path,
+        IMGCAP_STATIC_ROOT=str(tmp_path / "static"),
+    )
+    assert found["pages"] == {"/": 200, "/accounts/login/": 200}
+    assert "imgcap.W001" in found["before"] and "collectstatic" in found["before"]
+    assert "imgcap.W001" not in found["after"]
