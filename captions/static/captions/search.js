@@ -26,7 +26,7 @@
       image.best_caption ? ic.el("p", { class: "muted small", style: "margin:0", text: "Best caption: " + image.best_caption }) : null,
       ic.el("div", { class: "meta" }, [
         ic.el("span", { class: "source source-" + hit.matched.source, text: hit.matched.source }),
-        ic.el("span", { text: "score " + hit.score.toFixed(3) }),
+        ic.el("span", { title: "how well the caption matches the words searched", text: "relevance " + hit.score.toFixed(3) }),
       ]),
     ]);
     return ic.el("article", { class: "card" }, [thumb, body]);

@@ -73,7 +73,12 @@
       },
       /* The API took it: show its state, then follow it until the worker is done with it. */
       accepted: function (image, note) {
-        if (image.urls && image.urls.thumb) preview.src = image.urls.thumb;
+        if (image.urls && image.urls.thumb) {
+          // The server's small thumbnail replaces the local file: a thousand dropped photos are not
+          // kept decoded at full size.
+          if (preview.src && preview.src.indexOf("blob:") === 0) URL.revokeObjectURL(preview.src);
+          preview.src = image.urls.thumb;
+        }
         row.dataset.image = image.id;
         show(image, note);
         // Batch items come without their caption: those are fetched once even when already done.
