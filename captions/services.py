@@ -571,20 +571,18 @@ def _store_image(
     existing = Image.objects.filter(owner=owner, sha256=sha).first()
     if existing is None:
         file_name = _store_file(sha, info.extension, item.data, new_files)
+        image = _new_image(
+            owner=owner,
+            item=item,
+            info=info,
+            sha=sha,
+            file_name=file_name,
+            visibility=visibility,
+            batch=batch,
+        )
         try:
             with transaction.atomic():
-                image = Image.objects.create(
-                    owner=owner,
-                    file=file_name,
-                    sha256=sha,
-                    original_name=(item.name or "")[-255:],
-                    width=info.width,
-                    height=info.height,
-                    format=info.format,
-                    size=len(item.data),
-                    visibility=visibility,
-                    batch=batch,
-                )
+                image.save(force_insert=True)
         except IntegrityError:
             # The same owner uploaded the same bytes concurrently; theirs is the image.
             existing = Image.objects.get(owner=owner, sha256=sha)
@@ -623,15 +621,13 @@ def _store_batch_images(
     fresh: dict[str, Image] = {}
     for (item, info), sha in zip(accepted, hashes, strict=True):
         if sha not in known and sha not in fresh:
-            fresh[sha] = Image(
+            file_name = _store_file(sha, info.extension, item.data, new_files)
+            fresh[sha] = _new_image(
                 owner=owner,
-                file=_store_file(sha, info.extension, item.data, new_files),
-                sha256=sha,
-                original_name=(item.name or "")[-255:],
-                width=info.width,
-                height=info.height,
-                format=info.format,
-                size=len(item.data),
+                item=item,
+                info=info,
+                sha=sha,
+                file_name=file_name,
                 visibility=visibility,
                 batch=batch,
             )
@@ -663,6 +659,24 @@ def _store_batch_images(
 def _add_to_batch(batch: Batch, image: Image, *, position: int, duplicate: bool, name: str) -> None:
     BatchItem.objects.get_or_create(
         batch=batch, image=image, defaults={"position": position, "duplicate": duplicate, "name": name[-255:]}
+    )
+
+
+def _new_image(
+    *, owner, item: IncomingFile, info, sha: str, file_name: str, visibility: str, batch: Batch | None
+) -> Image:
+    """The (unsaved) row of a checked image whose bytes are stored as `file_name`."""
+    return Image(
+        owner=owner,
+        file=file_name,
+        sha256=sha,
+        original_name=(item.name or "")[-255:],
+        width=info.width,
+        height=info.height,
+        format=info.format,
+        size=len(item.data),
+        visibility=visibility,
+        batch=batch,
     )
 
 

@@ -85,6 +85,13 @@ def token_client(user):
 
 
 @pytest.fixture
+def alice(client, user, media_root):
+    """Django's test client signed in as `user` (session), for the HTML pages."""
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
 def api(user, media_root):
     return token_client(user)
 

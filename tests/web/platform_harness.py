@@ -45,14 +45,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(check: Callable[[], Any], timeout_s: float, what: str, output: Path) -> Any:
+def wait_for(check: Callable[[], Any], timeout_s: float, what: str, log: Path | None = None) -> Any:
+    """check()'s first truthy result; an AssertionError with the end of `log` (a process's output) if
+    none comes within timeout_s."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         result = check()
         if result:
             return result
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; run_platform said:\n{output.read_text()[-4000:]}")
+        time.sleep(0.25)
+    tail = log.read_text()[-4000:] if log is not None and log.exists() else ""
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; the log ends:\n{tail}")
 
 
 class Platform:

@@ -14,13 +14,11 @@ import re
 import struct
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import kombu.pools
 import pytest
@@ -32,6 +30,7 @@ from rest_framework.test import APIClient
 
 from captions.models import Image, ModelVersion
 from imgcap_site.celery import app as celery_app
+from tests.web.platform_harness import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
@@ -59,17 +58,6 @@ def unique_jpeg(path: Path) -> bytes:
     data = path.read_bytes()
     comment = f"imgcap e2e {uuid.uuid4()}".encode()
     return data[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + data[2:]
-
-
-def wait_for(check: Callable[[], Any], timeout_s: float, what: str, log: Path | None = None) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.25)
-    tail = log.read_text()[-4000:] if log is not None and log.exists() else ""
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}\nworker log tail:\n{tail}")
 
 
 def reset_publisher() -> None:

@@ -12,12 +12,6 @@ from captions.models import Caption
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def alice(client, user, media_root):
-    client.force_login(user)
-    return client
-
-
 # --- attention -------------------------------------------------------------------------------------
 
 

@@ -10,12 +10,6 @@ from captions.models import Batch, Caption, Image
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def alice(client, user, media_root):
-    client.force_login(user)
-    return client
-
-
 def test_gallery_shows_own_and_public_images(
     client, user, other_user, make_image, model_version, save_captions
 ):
