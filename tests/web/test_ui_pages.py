@@ -224,3 +224,20 @@ def test_pages_load_nothing_from_other_hosts(alice, user, make_image, model_vers
         page = alice.get(path).content.decode()
         for marker in ('src="http', "src='http", 'href="http://', "href='http", "//cdn", "@import"):
             assert marker not in page.replace('href="http://testserver', ""), (path, marker)
+
+
+def test_error_pages_are_the_sites_own_and_api_errors_stay_json(alice, other_user, make_image):
+    theirs = make_image(other_user)  # private: another user's image is "not found", never "forbidden"
+    page = alice.get(f"/images/{theirs.pk}/")
+    assert page.status_code == 404
+    html = page.content.decode()
+    assert "Nothing here" in html and f"/images/{theirs.pk}/" in html and 'href="/search/"' in html
+    assert alice.get("/no/such/page/").status_code == 404
+
+    api = alice.get(f"/api/v1/images/{theirs.pk}/")
+    assert api.status_code == 404 and api.json()["error"]["code"] == "not_found"
+
+    from django.template.loader import render_to_string
+
+    # Rendered with no request and no context, as Django does after a crash.
+    assert "Something went wrong" in render_to_string("500.html")
