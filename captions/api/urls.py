@@ -48,6 +48,11 @@ urlpatterns = [
         name="export-jsonl",
     ),
     path("models/", views.ModelVersionListView.as_view(), name="model-list"),
+    path(
+        "health/",
+        views.HealthView.as_view(schema=ApiSchema(operation_id_base="Health", tags=["health"])),
+        name="health",
+    ),
     path("schema/", schema_view, name="schema"),
     path("docs/", docs_view, name="docs"),
 ]

@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from captions import selectors, services, thumbnails
+from captions import health, selectors, services, thumbnails
 from captions.api import serializers as s
 from captions.api.pagination import SearchPagination
 from captions.api.schema import ApiSchema
@@ -313,6 +313,29 @@ class ModelVersionListView(generics.GenericAPIView):
 
         page = self.paginate_queryset(ModelVersion.objects.order_by("-created_at", "-id"))
         return self.get_paginated_response(s.ModelVersionSerializer(page, many=True).data)
+
+
+class HealthView(APIView):
+    """Whether this deployment can take and caption uploads: 200 when the database and the broker answer,
+    503 (saying which does not) otherwise; also the captioning queue and the active model. No sign-in,
+    for load balancers and container health checks."""
+
+    permission_classes = [AllowAny]
+    authentication_classes: list = []  # a stale token in a monitor's config must not turn this into a 401
+
+    def get(self, request: Request) -> Response:
+        found = health.check()
+        body = {
+            "status": "ok" if found.ok else "unavailable",
+            "checks": found.checks,
+            "queue": found.queue,
+            "model": found.model,
+        }
+        response = Response(
+            body, status=status.HTTP_200_OK if found.ok else status.HTTP_503_SERVICE_UNAVAILABLE
+        )
+        response["Cache-Control"] = "no-store"
+        return response
 
 
 class MediaView(APIView):

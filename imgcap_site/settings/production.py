@@ -32,6 +32,8 @@ if not ALLOWED_HOSTS:
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
+# Health checks come over plain HTTP from inside the deployment (docker-compose's, a load balancer's).
+SECURE_REDIRECT_EXEMPT = [r"^api/v1/health/$"]
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 0)
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -163,3 +163,24 @@ def test_pages_render_before_collectstatic_and_the_check_says_what_to_run(tmp_pa
     assert found["pages"] == {"/": 200, "/accounts/login/": 200}
     assert "imgcap.W001" in found["before"] and "collectstatic" in found["before"]
     assert "imgcap.W001" not in found["after"]
+
+
+def test_health_answers_over_plain_http_while_pages_redirect_to_https(tmp_path):
+    found = run_production(
+        """
+        from django.core.management import call_command
+        from django.test import Client
+
+        call_command("migrate", verbosity=0)
+        client = Client()
+        health = client.get("/api/v1/health/")
+        print(json.dumps({
+            "health": health.status_code,
+            "body": health.json() if health.status_code != 301 else None,
+            "page": client.get("/").status_code,
+        }))
+        """,
+        tmp_path,
+    )
+    assert found["page"] == 301  # SECURE_SSL_REDIRECT
+    assert found["health"] == 200 and found["body"]["checks"] == {"database": "ok", "broker": "ok"}

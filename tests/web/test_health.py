@@ -1,0 +1,52 @@
+"""GET /api/v1/health/: the database and the broker, checked for real, and the captioning queue."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from captions import services
+from imgcap_site.celery import app as celery_app
+
+pytestmark = pytest.mark.django_db
+
+HEALTH = "/api/v1/health/"
+
+
+@contextmanager
+def broker(url: str) -> Iterator[None]:
+    before = celery_app.conf.broker_url
+    celery_app.conf.broker_url = url
+    try:
+        yield
+    finally:
+        celery_app.conf.broker_url = before
+
+
+@pytest.mark.parametrize("broker_url", [None, "redis://127.0.0.1:6379/9"], ids=["filesystem", "redis"])
+def test_health_is_ok_with_the_queue_and_the_active_model(
+    anon_api, user, make_image, model_version, broker_url
+):
+    make_image(user)
+    done = make_image(user)
+    services.save_model_captions(image=done, model_version=model_version, candidates=[])
+    with broker(broker_url or celery_app.conf.broker_url):
+        response = anon_api.get(HEALTH, HTTP_AUTHORIZATION="Token not-a-real-token")  # never a 401
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["status"] == "ok" and body["checks"] == {"database": "ok", "broker": "ok"}
+    assert (body["queue"]["pending"], body["queue"]["processing"]) == (1, 0)
+    assert body["queue"]["oldest_pending_s"] >= 0
+    assert body["model"] == model_version.name
+    assert response["Cache-Control"] == "no-store"
+
+
+def test_health_is_503_naming_the_broker_that_does_not_answer(anon_api):
+    with broker("redis://127.0.0.1:1/0"):  # nothing listens on port 1: refused at once
+        response = anon_api.get(HEALTH)
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["checks"]["database"] == "ok" and body["checks"]["broker"].startswith("unavailable")
