@@ -16,6 +16,7 @@ import io
 import json
 import os
 import re
+import signal
 import urllib.request
 import zipfile
 from collections.abc import Iterator
@@ -403,3 +404,28 @@ def test_markup_in_a_caption_is_shown_as_text_in_live_search(page, platform):
     assert page.locator("#results .snippet").first.inner_text() == written
     assert page.locator("#results .snippet img, #results .snippet b").count() == 0
     assert page.evaluate("window.injected") is None
+
+
+def test_the_gallery_follows_an_image_until_its_caption_arrives(page, platform):
+    """The worker is paused (SIGSTOP) while a photo is uploaded, so the gallery surely shows it
+    waiting; once the worker goes on, the card gets its caption and alt text without a reload."""
+    worker = next(
+        pid for pid in platform.children() if b"celery" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    )
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        page.goto("/upload/")
+        path = photos(6, 1)[0]
+        page.set_input_files("#id_images", str(path))
+        page.locator('.upload-row[data-status="pending"]').wait_for()
+        page.goto("/")
+        page.evaluate("window.sameDocument = true")
+        card = page.locator(".card").first
+        assert card.get_attribute("data-status") == "pending"
+        assert "Captioning" in card.locator(".caption").inner_text()
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    expect(card).to_have_attribute("data-status", "done", timeout=WAIT_MS)
+    text = card.locator(".caption a").inner_text()
+    assert text and "Captioning" not in text and card.locator("img").get_attribute("alt") == text
+    assert page.evaluate("window.sameDocument") is True
