@@ -103,6 +103,11 @@ def page(context):
     assert not errors, f"JavaScript errors: {errors}"
 
 
+def csrf_token(page) -> str:
+    """For API calls made with the page's session (page.request shares its cookies)."""
+    return next(c["value"] for c in page.context.cookies() if c["name"] == "csrftoken")
+
+
 def drop_files(page, selector: str, files: list[tuple[str, bytes, str]]) -> None:
     """Drop files on an element the way a person drags them from their file manager."""
     payload = [{"name": n, "type": t, "data": base64.b64encode(d).decode()} for n, d, t in files]
@@ -429,3 +434,32 @@ def test_the_gallery_follows_an_image_until_its_caption_arrives(page, platform):
     text = card.locator(".caption a").inner_text()
     assert text and "Captioning" not in text and card.locator("img").get_attribute("alt") == text
     assert page.evaluate("window.sameDocument") is True
+
+
+def test_a_batch_page_shows_files_that_join_the_batch_after_it_was_opened(page, platform):
+    """Files of a drop arrive one by one: a batch page opened in between (even one that reads "done")
+    keeps looking for a while and shows the late ones."""
+    opened = page.request.post(
+        "/api/v1/batches/",
+        multipart={
+            "images": {"name": "first.jpg", "mimeType": "image/jpeg", "buffer": photos(7, 1)[0].read_bytes()}
+        },
+        headers={"X-CSRFToken": csrf_token(page)},
+    )
+    assert opened.status == 202, opened.text()
+    batch = opened.json()
+    page.goto(batch["urls"]["page"])
+    page.locator("#batch-status", has_text="done").wait_for(timeout=WAIT_MS)
+    assert page.locator(".batch-items tr[data-image]").count() == 1
+
+    late = page.request.post(
+        "/api/v1/images/",
+        multipart={
+            "image": {"name": "late.jpg", "mimeType": "image/jpeg", "buffer": photos(8, 1)[0].read_bytes()},
+            "batch": str(batch["id"]),
+        },
+        headers={"X-CSRFToken": csrf_token(page)},
+    )
+    assert late.status == 202, late.text()
+    expect(page.locator(".batch-items tr[data-image]")).to_have_count(2, timeout=15_000)
+    expect(page.locator(".batch-items tr[data-image] .caption-cell a")).to_have_count(2, timeout=WAIT_MS)

@@ -1,12 +1,19 @@
 /* The batch page: progress bar, counts and each row's status follow the worker; a row that finishes gets
-   its caption (or the reason it failed) without a reload. */
+   its caption (or the reason it failed) without a reload. A batch can still grow while the files of a
+   drop arrive one by one, so the page keeps looking for QUIET_MS after nothing changed, done or not,
+   and reloads when new items or rejections appear (its rows are rendered by the server). */
 (function () {
   "use strict";
   var ic = window.imgcap;
   var root = document.getElementById("batch");
-  if (!ic || !root || root.dataset.status === "done") return;
+  if (!ic || !root) return;
+  var QUIET_MS = 30000;
   var known = {};  // image id -> last status shown
-  root.querySelectorAll("tr[data-image]").forEach(function (row) { known[row.dataset.image] = row.dataset.status; });
+  var rows = root.querySelectorAll("tr[data-image]");
+  rows.forEach(function (row) { known[row.dataset.image] = row.dataset.status; });
+  var shown = { items: rows.length, rejected: Number(root.dataset.rejected || 0) };
+  var lastChange = Date.now();
+  var lastSeen = "";
 
   function fillRow(row, image) {
     var cell = row.querySelector(".caption-cell");
@@ -34,6 +41,12 @@
   }
 
   function update(batch) {
+    if (batch.items.length > shown.items || (batch.rejected || []).length > shown.rejected) {
+      window.location.reload();
+      return;
+    }
+    var seen = JSON.stringify(batch.counts);
+    if (seen !== lastSeen) { lastSeen = seen; lastChange = Date.now(); }
     var total = 0;
     Object.keys(batch.counts).forEach(function (name) {
       total += batch.counts[name];
@@ -63,5 +76,5 @@
   }
 
   ic.watch(root.dataset.api, function (batch) { if (batch) update(batch); },
-           function (batch) { return batch.status === "done"; });
+           function (batch) { return batch.status === "done" && Date.now() - lastChange > QUIET_MS; });
 })();
