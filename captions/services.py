@@ -326,12 +326,8 @@ def upload_image(
     """
     _check_visibility(visibility)
     item = IncomingFile(name=name, data=data)
-    try:
+    with _rejections_listed_in(batch, name):
         info = _inspect(item)
-    except RejectedInput as exc:
-        if batch is not None:
-            _record_rejection(batch, name, exc)
-        raise
     position = BatchItem.objects.filter(batch=batch).count() if batch is not None else 0
     with _cleanup_new_files_on_error() as new_files:
         result = _store_image(
@@ -353,12 +349,8 @@ def upload_file(
 ) -> UploadResult:
     """`upload_image` for a file of a request (read_upload first); with `batch`, an oversized file is
     listed in its `rejected` too."""
-    try:
+    with _rejections_listed_in(batch, uploaded.name or "upload"):
         incoming = read_upload(uploaded)
-    except RejectedInput as exc:
-        if batch is not None:
-            _record_rejection(batch, uploaded.name or "upload", exc)
-        raise
     return upload_image(
         owner=owner, data=incoming.data, name=incoming.name, visibility=visibility, batch=batch
     )
@@ -595,8 +587,20 @@ def _store_image(
     return UploadResult(image=existing, created=False)
 
 
-def _record_rejection(batch: Batch, name: str, error: RejectedInput) -> None:
-    rejection = Rejection(name=name, code=error.code, message=error.message, status=error.status)
+@contextmanager
+def _rejections_listed_in(batch: Batch | None, name: str) -> Iterator[None]:
+    """A RejectedInput raised inside is added to `batch.rejected` (when there is a batch), then re-raised."""
+    try:
+        yield
+    except RejectedInput as exc:
+        if batch is not None:
+            _record_rejection(
+                batch, Rejection(name=name, code=exc.code, message=exc.message, status=exc.status)
+            )
+        raise
+
+
+def _record_rejection(batch: Batch, rejection: Rejection) -> None:
     # Locked: files of one batch arrive in parallel requests, and each must add to the list it finds.
     with transaction.atomic():
         locked = Batch.objects.select_for_update().get(pk=batch.pk)
