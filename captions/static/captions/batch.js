@@ -25,19 +25,15 @@
     }
   }
 
-  /* The captions (or reasons) of rows that just finished: one request for up to 200 of them. */
+  /* The captions (or reasons) of rows that just finished, read together. */
   function fillFinished(ids) {
-    for (var i = 0; i < ids.length; i += ic.IDS_PER_REQUEST) {
-      var chunk = ids.slice(i, i + ic.IDS_PER_REQUEST);
-      var url = root.dataset.imagesApi + "?page_size=" + ic.IDS_PER_REQUEST + "&ids=" + chunk.join(",");
-      ic.api("GET", url).then(function (answer) {
-        if (!answer.ok) return;
-        answer.data.results.forEach(function (image) {
-          var row = root.querySelector('tr[data-image="' + image.id + '"]');
-          if (row) fillRow(row, image);
-        });
+    if (!ids.length) return;
+    ic.imagesById(root.dataset.imagesApi, ids).then(function (images) {
+      (images || []).forEach(function (image) {
+        var row = root.querySelector('tr[data-image="' + image.id + '"]');
+        if (row) fillRow(row, image);
       });
-    }
+    });
   }
 
   function update(batch) {

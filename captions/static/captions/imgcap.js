@@ -90,12 +90,25 @@
     return function stop() { stopped = true; };
   }
 
-  /* Follow many images with one request a round instead of one each: GET listUrl?ids=… (the API takes
-     at most 200 ids a request). follow(id, onUpdate): onUpdate(image) after every answer, onUpdate(null)
-     once the image is gone; it stops being followed when done or failed. Every 1 s while something
-     changes, slowing to every 5 s while nothing does. */
+  /* The images among `ids` that the user can see, read with GET listUrl?ids=… (the API takes at most
+     IDS_PER_REQUEST ids a request): resolves to their list, or null if a request failed. */
   var IDS_PER_REQUEST = 200;
 
+  function imagesById(listUrl, ids) {
+    var requests = [];
+    for (var i = 0; i < ids.length; i += IDS_PER_REQUEST) {
+      var url = listUrl + "?page_size=" + IDS_PER_REQUEST + "&ids=" + ids.slice(i, i + IDS_PER_REQUEST).join(",");
+      requests.push(api("GET", url));
+    }
+    return Promise.all(requests).then(function (answers) {
+      if (answers.some(function (answer) { return !answer.ok; })) return null;
+      return [].concat.apply([], answers.map(function (answer) { return answer.data.results; }));
+    });
+  }
+
+  /* Follow many images with one request a round instead of one each (imagesById). follow(id, onUpdate):
+     onUpdate(image) after every answer, onUpdate(null) once the image is gone; it stops being followed
+     when done or failed. Every 1 s while something changes, slowing to every 5 s while nothing does. */
   function imageWatcher(listUrl) {
     var followed = {};  // id -> {onUpdate, status}
     var timer = null;
@@ -108,41 +121,37 @@
       timer = setTimeout(tick, wait);
     }
 
-    function poll(ids) {
-      var url = listUrl + "?page_size=" + IDS_PER_REQUEST + "&ids=" + ids.join(",");
-      return api("GET", url).then(function (answer) {
-        if (!answer.ok) return false;
-        var changed = false;
-        var listed = {};
-        answer.data.results.forEach(function (image) {
-          listed[image.id] = true;
-          var entry = followed[image.id];
-          if (!entry) return;
-          changed = changed || entry.status !== image.status;
-          entry.status = image.status;
-          if (FINAL[image.status]) delete followed[image.id];
-          entry.onUpdate(image);
-        });
-        ids.forEach(function (id) {
-          if (listed[id] || !followed[id]) return;
-          var gone = followed[id];
-          delete followed[id];
-          changed = true;
-          gone.onUpdate(null);
-        });
-        return changed;
+    /* Hands each answer to its follower; true when something changed. */
+    function dispatch(ids, images) {
+      var changed = false;
+      var listed = {};
+      images.forEach(function (image) {
+        listed[image.id] = true;
+        var entry = followed[image.id];
+        if (!entry) return;
+        changed = changed || entry.status !== image.status;
+        entry.status = image.status;
+        if (FINAL[image.status]) delete followed[image.id];
+        entry.onUpdate(image);
       });
+      ids.forEach(function (id) {
+        if (listed[id] || !followed[id]) return;
+        var gone = followed[id];
+        delete followed[id];
+        changed = true;
+        gone.onUpdate(null);
+      });
+      return changed;
     }
 
     function tick() {
       timer = null;
       busy = true;
       var ids = Object.keys(followed);
-      var rounds = [];
-      for (var i = 0; i < ids.length; i += IDS_PER_REQUEST) rounds.push(poll(ids.slice(i, i + IDS_PER_REQUEST)));
-      Promise.all(rounds).then(function (changes) {
+      imagesById(listUrl, ids).then(function (images) {
         busy = false;
-        delay = changes.some(Boolean) ? 1000 : Math.min(5000, delay * 1.25);
+        var changed = images !== null && dispatch(ids, images);  // a failed round is tried again
+        delay = changed ? 1000 : Math.min(5000, delay * 1.25);
         schedule(delay);
       });
     }
@@ -196,7 +205,7 @@
   }
 
   window.imgcap = {
-    api: api, upload: upload, watch: watch, imageWatcher: imageWatcher, IDS_PER_REQUEST: IDS_PER_REQUEST,
+    api: api, upload: upload, watch: watch, imageWatcher: imageWatcher, imagesById: imagesById,
     el: el, snippet: snippet,
     statusBadge: statusBadge, formatSize: formatSize, FINAL: FINAL,
   };
