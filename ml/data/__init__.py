@@ -1,4 +1,5 @@
-"""Readers for captioned-image datasets (Flickr8k, Flickr30k, COCO, Karpathy splits, plain CSV).
+"""Readers for captioned-image datasets (Flickr8k, Flickr30k, COCO, Karpathy splits, plain CSV,
+img2dataset folders and webdataset shards).
 
 Every format yields a CaptionDataset of CaptionRecords; see `load_dataset`.
 """

@@ -8,6 +8,7 @@ from pathlib import Path
 from ml.data.coco import read_coco
 from ml.data.flickr8k import read_flickr8k, read_flickr8k_kaggle
 from ml.data.flickr30k import read_flickr30k
+from ml.data.img2dataset import read_img2dataset
 from ml.data.karpathy import read_karpathy
 from ml.data.parsing import BadRows, existing_path
 from ml.data.plain_csv import read_csv
@@ -22,6 +23,7 @@ _READERS: dict[str, Reader] = {
     "coco": read_coco,
     "karpathy": read_karpathy,
     "csv": read_csv,
+    "img2dataset": read_img2dataset,
 }
 
 DATASET_FORMATS: tuple[str, ...] = tuple(_READERS)
