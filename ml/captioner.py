@@ -11,11 +11,14 @@ from typing import Any
 import numpy as np
 
 from ml.artifact import ModelError, load_decoder, model_version
+from ml.concepts import Tag, top_tags
+from ml.confidence import ConfidenceModel, confidence_features
 from ml.decode import Decoder, Hypothesis
 from ml.encoders import Encoder, get_encoder
 from ml.images import ImageInput
 from ml.paths import default_model_dir
-from ml.vocab import Vocabulary
+from ml.style_router import StyleRouter
+from ml.vocab import Vocabulary, detokenize
 
 
 @dataclass
@@ -33,6 +36,8 @@ class CaptionResult:
     candidates: list[Candidate] = field(default_factory=list)
     model_version: str = ""
     error: str | None = None  # set, with no candidates, when the image could not be read
+    tags: list[Tag] = field(default_factory=list)  # the encoder's concepts, most probable first
+    confidence: float | None = None  # P(the caption is right), None if the model is not calibrated
 
     @property
     def caption(self) -> str:
@@ -55,6 +60,8 @@ class CaptionResult:
             "caption": self.caption,
             "score": round(self.score, 6),
             "candidates": [{"text": c.text, "score": round(c.score, 6)} for c in self.candidates],
+            "tags": [t.to_json() for t in self.tags],
+            "confidence": None if self.confidence is None else round(self.confidence, 4),
         }
 
 
@@ -67,9 +74,19 @@ def _label(image: ImageInput) -> str:
 
 
 class Captioner:
-    def __init__(self, encoder: Encoder, decoder: Decoder, config: dict[str, Any], version: str = "") -> None:
+    def __init__(
+        self,
+        encoder: Encoder,
+        decoder: Decoder,
+        config: dict[str, Any],
+        version: str = "",
+        confidence: ConfidenceModel | None = None,
+        router: StyleRouter | None = None,
+    ) -> None:
         self.encoder, self.decoder, self.config = encoder, decoder, config
         self.version = version
+        self.confidence = confidence
+        self.router = router  # picks each image's caption style; None: the decoder's one style
         decoding = config.get("decoding", {})
         self.beam_size = int(decoding.get("beam_size", 3))
         self.max_len = int(decoding.get("max_len", 30))
@@ -98,9 +115,14 @@ class Captioner:
             for i, message in errors.items():
                 results[start + i].error = message
             if readable:
-                hyps = self.caption_features(feats, beam_size, n_best, max_len, length_penalty)
-                for i, h in zip(readable, hyps, strict=True):
-                    results[start + i].candidates = h
+                # Tags and the decoder's concept input come from the same features: one encoder run.
+                concepts = self.encoder.concept_probs(feats) if self.encoder.has_concepts else None
+                hyps = self.caption_features(feats, beam_size, n_best, max_len, length_penalty, concepts)
+                tags = top_tags(concepts) if concepts is not None else [[] for _ in readable]
+                sure = self.confidences(hyps, concepts, feats)
+                for j, i in enumerate(readable):
+                    results[start + i].candidates, results[start + i].tags = hyps[j], tags[j]
+                    results[start + i].confidence = None if sure is None else float(sure[j])
         return results
 
     def caption_features(
@@ -110,27 +132,42 @@ class Captioner:
         n_best: int | None = None,
         max_len: int | None = None,
         length_penalty: float | None = None,
+        concepts: np.ndarray | None = None,
     ) -> list[list[Candidate]]:
-        """Decode precomputed encoder features [N, P, C]; beam_size 1 is greedy search."""
+        """Decode precomputed encoder features [N, P, C]; beam_size 1 is greedy search.
+
+        `concepts` are the features' class probabilities, computed here when needed and not given."""
         k = self.beam_size if beam_size is None else beam_size
         max_len = max_len or self.max_len
         lp = self.length_penalty if length_penalty is None else length_penalty
         if k < 1:
             raise ValueError("beam_size must be at least 1")
+        first = None
+        if self.router is not None:
+            first = np.asarray([self.vocab.first_id(s) for s in self.router.route(features)])
         if k == 1:
-            hyps = [[h] for h in self.decoder.greedy(features, max_len, lp)]
+            hyps = [[h] for h in self.decoder.greedy(features, max_len, lp, concepts, first)]
         else:
-            hyps = self.decoder.beam(features, k, max_len, lp, n_best)
+            hyps = self.decoder.beam(features, k, max_len, lp, n_best, concepts, first)
         return [[self._candidate(h) for h in per_image] for per_image in hyps]
+
+    def confidences(
+        self, candidates: list[list[Candidate]], concepts: np.ndarray | None, features: np.ndarray
+    ) -> np.ndarray | None:
+        """Each image's confidence in its best caption [N], or None if the model is not calibrated."""
+        if self.confidence is None:
+            return None
+        return self.confidence.predict(confidence_features(candidates, concepts, features))
 
     def _candidate(self, h: Hypothesis) -> Candidate:
         words = self.vocab.decode(h.ids)
         gh, gw, _ = self.encoder.feature_shape
-        return Candidate(" ".join(words), h.score, h.log_prob, words, h.attention.reshape(-1, gh, gw))
+        return Candidate(detokenize(words), h.score, h.log_prob, words, h.attention.reshape(-1, gh, gw))
 
 
-def load_captioner(path: str | os.PathLike | None = None) -> Captioner:
-    """The model in directory `path`, or the project's default model."""
+def load_captioner(path: str | os.PathLike | None = None, style: str | None = None) -> Captioner:
+    """The model in directory `path`, or the project's default model; `style` overrides the caption
+    style it decodes in (for a model trained on several sources, see Vocabulary)."""
     directory = Path(path) if path is not None else default_model_dir()
     if path is None and not (directory / "config.json").is_file():
         raise ModelError(
@@ -145,4 +182,25 @@ def load_captioner(path: str | os.PathLike | None = None) -> Captioner:
         raise ModelError(
             f"{directory}: encoder gives {encoder.feature_shape}, model expects {enc['feature_shape']}"
         )
-    return Captioner(encoder, Decoder(decoder, vocab), config, model_version(directory))
+    concepts_of = encoder.concept_probs if decoder.config.concept_dim else None
+    if concepts_of is not None and not encoder.has_concepts:
+        raise ModelError(f"{directory}: the model needs concepts, which encoder {encoder.name} cannot give")
+    decoding = config.get("decoding", {})
+    # Models from before repeat blocking decode as they were scored: it is off unless the model says.
+    try:
+        inference = Decoder(
+            decoder,
+            vocab,
+            concepts_of,
+            style or decoding.get("style"),
+            decoding.get("block_repeats", False),
+            float(decoding.get("tag_boost", 0.0)),
+        )
+    except ValueError as exc:  # a style the model does not have
+        raise ModelError(f"{directory}: {exc}") from exc
+    try:
+        confidence = ConfidenceModel.load(directory)
+    except (ValueError, KeyError) as exc:
+        raise ModelError(f"{directory}: unusable {exc}") from exc
+    router = None if style else StyleRouter.load(directory)  # a style asked for is used for all
+    return Captioner(encoder, inference, config, model_version(directory), confidence, router)

@@ -37,9 +37,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         if kind is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
-        elif get_origin(kind) is dict:
+        elif get_origin(kind) in (dict, list):
             p.add_argument(
-                flag, type=json.loads, default=None, help='a JSON object, e.g. \'{"scaling": "unit"}\''
+                flag, type=json.loads, default=None, help=f"JSON (see ml/config.py), default: {f.default!r}"
             )
         else:
             p.add_argument(flag, type=kind, default=None, help=f"default: {f.default!r}")
@@ -62,7 +62,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ml.captioner import load_captioner
     from ml.evaluate import evaluate_model
 
-    captioner = load_captioner(args.model)
+    captioner = load_captioner(args.model, args.style)
     result = evaluate_model(
         captioner,
         args.dataset,
@@ -88,7 +88,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from ml.captioner import load_captioner
     from ml.evaluate import sweep_decoding
 
-    captioner = load_captioner(args.model)
+    captioner = load_captioner(args.model, args.style)
     rows = sweep_decoding(
         captioner,
         args.dataset,
@@ -123,7 +123,7 @@ def _caption(args: argparse.Namespace) -> int:
     from ml.images import expand_paths
 
     paths = expand_paths(args.paths)
-    captioner = load_captioner(args.model)
+    captioner = load_captioner(args.model, args.style)
     failed = 0
     for start in range(0, len(paths), args.batch_size):
         chunk = paths[start : start + args.batch_size]
@@ -146,7 +146,7 @@ def _attention(args: argparse.Namespace) -> int:
     from ml.captioner import load_captioner
     from ml.images import load_image
 
-    captioner = load_captioner(args.model)
+    captioner = load_captioner(args.model, args.style)
     image = load_image(args.image)
     result = captioner.caption([image], beam_size=args.beam_size, n_best=1)[0]
     best = result.candidates[0]
@@ -169,13 +169,77 @@ def _features(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from ml.calibrate import PLOT_FILE, calibrate, plot, score_out_of_domain, score_set
+    from ml.captioner import load_captioner
+    from ml.confidence import CONFIDENCE_FILE
+    from ml.model_card import refresh_model_card
+    from ml.paths import default_model_dir
+
+    directory = Path(args.model) if args.model else default_model_dir()
+    # Refitting replaces the old calibration, which may not even fit this code's features.
+    (directory / CONFIDENCE_FILE).unlink(missing_ok=True)
+    captioner = load_captioner(directory)
+    sets = []
+    for spec in args.set:
+        name, fmt, root, split, *limit = spec.split(":")
+        sets.append(
+            score_set(captioner, name, fmt, root, split, int(limit[0]) if limit else None, not args.quiet)
+        )
+    if args.out_of_domain:
+        sets.append(score_out_of_domain(captioner, args.out_of_domain, seed=0))
+    model, trial, report = calibrate(sets, args.threshold)
+    model.save(directory)
+    plot(trial, sets, directory / PLOT_FILE, f"{captioner.version}: held-out halves", args.threshold)
+    refresh_model_card(directory)
+    print(json.dumps(report))
+    return 0
+
+
+def _route(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ml.captioner import load_captioner
+    from ml.data import load_dataset
+    from ml.features import FeatureCache
+    from ml.paths import default_model_dir
+    from ml.style_router import fit_style_router
+
+    directory = Path(args.model) if args.model else default_model_dir()
+    captioner = load_captioner(directory)
+    sources = captioner.config.get("data", {}).get("sources") or []
+    if len({s.get("style") for s in sources}) < 2:
+        raise ValueError(f"{directory} was not trained on several styles: nothing to route")
+    cache = FeatureCache(captioner.encoder)
+    pooled: dict[str, list] = {}
+    for src in sources:
+        images = list(
+            load_dataset(src["dataset"], Path(src["root"]).expanduser(), split=src["split"]).images()
+        )
+        limit = args.limit or src.get("limit_images")
+        if limit:
+            images = images[:limit]
+        features, failed = cache.get(images, progress=not args.quiet)
+        keep = [i for i, p in enumerate(images) if p not in set(failed)]
+        pooled.setdefault(src["style"], []).append(features[keep].astype(np.float32).mean(axis=1))
+    router = fit_style_router({style: np.concatenate(parts) for style, parts in pooled.items()})
+    router.save(directory)
+    print(json.dumps(router.info))
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from ml.export import export_model
 
     notes = Path(args.notes).read_text() if args.notes else ""
     defaults = {
         key: value
-        for key, value in (("beam_size", args.beam_size), ("length_penalty", args.length_penalty))
+        for key, value in (
+            ("beam_size", args.beam_size),
+            ("length_penalty", args.length_penalty),
+            ("block_repeats", args.block_repeats),
+            ("tag_boost", args.tag_boost),
+        )
         if value is not None
     }
     metrics = export_model(
@@ -183,6 +247,10 @@ def _export(args: argparse.Namespace) -> int:
     )
     print(json.dumps(metrics))
     return 0
+
+
+def _add_style(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--style", help="caption style of a model trained on several sources (default: its own)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -203,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="score only the first N images of the split")
     p.add_argument("--captions", help="also write the generated captions to this JSONL file")
     p.add_argument("--quiet", action="store_true")
+    _add_style(p)
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("sweep", help="score beam widths x length penalties on a split (no training needed)")
@@ -214,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length-penalties", nargs="+", type=float, default=[0.0, 0.5, 1.0])
     p.add_argument("--limit", type=int, help="score only the first N images of the split")
     p.add_argument("--quiet", action="store_true")
+    _add_style(p)
     p.set_defaults(func=_sweep)
 
     p = sub.add_parser("average", help="a model directory with the mean of several epochs' weights")
@@ -229,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-best", type=int, help="candidates per image (default: beam size)")
     p.add_argument("--jsonl", action="store_true", help="one JSON object per image per line")
     p.add_argument("--batch-size", type=int, default=32)
+    _add_style(p)
     p.set_defaults(func=_caption)
 
     p = sub.add_parser("attention", help="draw where the model looked for each word")
@@ -236,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model")
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--beam-size", type=int)
+    _add_style(p)
     p.set_defaults(func=_attention)
 
     p = sub.add_parser("export", help="copy a run's best model into a model directory, scored on dev")
@@ -246,8 +318,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notes", help="a markdown file appended to the model card")
     p.add_argument("--beam-size", type=int, help="the shipped decoding default (default: the run's)")
     p.add_argument("--length-penalty", type=float, help="the shipped decoding default (default: the run's)")
+    p.add_argument("--block-repeats", action=argparse.BooleanOptionalAction, help="rule out repeated words")
+    p.add_argument("--tag-boost", type=float, help="favour concept words by this x P(label) (default: 0)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("calibrate", help="fit a model's caption confidence on held-out images (+ plot)")
+    p.add_argument("--model", help="model directory (default: the shipped default model)")
+    p.add_argument(
+        "--set",
+        nargs="+",
+        required=True,
+        metavar="NAME:FORMAT:ROOT:SPLIT[:LIMIT]",
+        help="captioned sets to fit on, e.g. flickr8k:flickr8k:../shared/data/flickr8k:dev",
+    )
+    p.add_argument(
+        "--threshold", type=float, default=0.5, help="per-image CIDEr-D from which a caption is right"
+    )
+    p.add_argument(
+        "--out-of-domain", type=int, default=40, help="blank/pixel/noise/text/chart images of each kind"
+    )
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_calibrate)
+
+    p = sub.add_parser(
+        "route", help="fit which caption style each image gets, from the model's training sources"
+    )
+    p.add_argument("--model", help="model directory (default: the shipped default model)")
+    p.add_argument("--limit", type=int, help="the first N training images of each source only")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_route)
 
     p = sub.add_parser("features", help="pre-compute and cache encoder features for dataset splits")
     p.add_argument("--dataset", choices=DATASET_FORMATS, default="flickr8k")

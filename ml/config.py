@@ -19,6 +19,15 @@ class TrainConfig:
     limit_images: int | None = None  # train on the first N images only (smoke runs, tests)
     captions_per_image: int | None = None  # use the first K captions of each image
     skip_bad: bool = False
+    # More training data: a list of {"dataset", "root", "split" (default "train"), "style",
+    # "limit_images", "captions_per_image"}; dev (choosing, early stopping) stays the main dataset's.
+    extra: list[dict[str, Any]] | None = None
+    styles: bool = False  # each source's captions start with its own style token (see Vocabulary)
+    style: str = ""  # the main dataset's style name (default: its format name); decoding uses it
+    concepts: bool = False  # feed the encoder's ImageNet class probabilities to the decoder
+    # A model directory to start from: its vocabulary and decoder weights (fine-tuning on other
+    # data; the decoder options must match it).
+    init_from: str | None = None
     # encoder
     encoder: str = "efficientnet_lite0"
     image_size: int | None = None
@@ -53,6 +62,7 @@ class TrainConfig:
     patience: int = 4
     beam_size: int = 3
     length_penalty: float = 0.0
+    block_repeats: bool = True  # decoding never repeats a word or phrase (see ml/decode.py)
     name: str = ""
 
     def to_dict(self) -> dict[str, Any]:

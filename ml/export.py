@@ -12,6 +12,7 @@ from ml.artifact import CARD, CONFIG, METRICS, VOCAB, WEIGHTS, read_config
 from ml.captioner import load_captioner
 from ml.evaluate import evaluate_model
 from ml.model_card import render_model_card
+from ml.style_router import ROUTER_FILE
 
 # The fixed subset whose scores tests re-compute: the first N images of the dev split.
 SUBSET_IMAGES = 100
@@ -43,7 +44,8 @@ def export_model(
     """Copy the run's best model to `out`, score it on the dev split with each beam width, write the card.
 
     `limit` scores only the first N dev images (quick checks; a shipped model uses all).
-    `decoding_defaults` (beam_size, length_penalty, max_len) replace the run's, e.g. after `ml sweep`.
+    `decoding_defaults` (beam_size, length_penalty, max_len, block_repeats, tag_boost) replace the
+    run's, e.g. after `ml sweep`.
     """
     run, out = Path(run), Path(out)
     config = read_config(run)
@@ -51,6 +53,9 @@ def export_model(
     out.mkdir(parents=True, exist_ok=True)
     for name in (VOCAB, WEIGHTS):
         shutil.copyfile(run / name, out / name)
+    # Fitted on the run's model (`ml route`): the style of every image it scores here.
+    if (run / ROUTER_FILE).is_file():
+        shutil.copyfile(run / ROUTER_FILE, out / ROUTER_FILE)
     (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     captioner = load_captioner(out)
     data = config["data"]

@@ -230,6 +230,23 @@ class _Meteor:
         self._stderr.close()
 
 
+def _tokenized(
+    references: Mapping[str, Sequence[str]], hypotheses: Mapping[str, str], timeout: float = DEFAULT_TIMEOUT_S
+) -> tuple[list[str], dict[int, list[str]], dict[int, list[str]]]:
+    """(keys, tokenized references, tokenized hypotheses), ids being positions in `keys`:
+    coco-caption's input form. References and hypotheses are tokenized in one JVM run."""
+    validate(references, hypotheses)
+    keys = list(references)
+    flat = [r for k in keys for r in references[k]] + [hypotheses[k] for k in keys]
+    tokens = ptb_tokenize(flat, timeout=timeout)
+    gts: dict[int, list[str]] = {}
+    pos = 0
+    for i, k in enumerate(keys):
+        gts[i] = tokens[pos : pos + len(references[k])]
+        pos += len(references[k])
+    return keys, gts, {i: [tokens[pos + i]] for i in range(len(keys))}
+
+
 class CaptionScorer:
     """Keeps one METEOR JVM alive across several scoring calls (e.g. once per epoch).
 
@@ -261,18 +278,7 @@ class CaptionScorer:
         self, references: Mapping[str, Sequence[str]], hypotheses: Mapping[str, str]
     ) -> dict[str, float]:
         """All metrics in METRIC_NAMES, 0-100, for `hypotheses[id]` against `references[id]`."""
-        validate(references, hypotheses)
-        keys = list(references)
-        # Tokenize references and hypotheses in one JVM run; ids are positions in `keys`.
-        flat = [r for k in keys for r in references[k]] + [hypotheses[k] for k in keys]
-        tokens = ptb_tokenize(flat, timeout=self.timeout)
-        gts: dict[int, list[str]] = {}
-        pos = 0
-        for i, k in enumerate(keys):
-            gts[i] = tokens[pos : pos + len(references[k])]
-            pos += len(references[k])
-        res = {i: [tokens[pos + i]] for i in range(len(keys))}
-
+        _, gts, res = _tokenized(references, hypotheses, self.timeout)
         bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
         rouge, _ = Rouge().compute_score(gts, res)
         cider, _ = Cider().compute_score(gts, res)
@@ -290,6 +296,16 @@ class CaptionScorer:
         return {name: 100.0 * float(v) for name, v in zip(METRIC_NAMES, values, strict=True)}
 
 
+def per_image_cider(
+    references: Mapping[str, Sequence[str]], hypotheses: Mapping[str, str]
+) -> dict[str, float]:
+    """CIDEr-D of each image's caption (0-10 scale, as coco-caption's per-image scores), with the
+    document frequencies of the whole set, as the corpus score uses them."""
+    keys, gts, res = _tokenized(references, hypotheses)
+    _, scores = Cider().compute_score(gts, res)
+    return {k: float(v) for k, v in zip(keys, scores, strict=True)}
+
+
 def score_captions(
     references: dict[str, list[str]], hypotheses: dict[str, str], timeout: float = DEFAULT_TIMEOUT_S
 ) -> dict[str, float]:
@@ -302,4 +318,12 @@ def score_captions(
         return scorer.score(references, hypotheses)
 
 
-__all__ = ["METRIC_NAMES", "CaptionScorer", "MetricsError", "ptb_tokenize", "score_captions", "validate"]
+__all__ = [
+    "METRIC_NAMES",
+    "CaptionScorer",
+    "MetricsError",
+    "per_image_cider",
+    "ptb_tokenize",
+    "score_captions",
+    "validate",
+]

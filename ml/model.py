@@ -26,6 +26,10 @@ class DecoderConfig:
     rnn: str = "gru"  # "gru" or "lstm"
     dropout: float = 0.3
     tie_embeddings: bool = False  # output layer shares the word embedding matrix
+    # Size of the concept vector given with each image (the encoder's ImageNet class
+    # probabilities, 1000), 0 for none. It sets the first state and biases every step's
+    # input and output, as in Yao et al. 2017 ("Boosting image captioning with attributes").
+    concept_dim: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,14 +71,28 @@ class CaptionDecoder(keras.Model):
             else None
         )
         self.drop = keras.layers.Dropout(c.dropout)
+        if c.concept_dim:
+            self.concept_proj = keras.layers.Dense(c.embed_dim, activation="relu", name="concept_proj")
+            self.concept_word = keras.layers.Dense(self.gates * c.units, use_bias=False, name="concept_word")
+            self.concept_out = keras.layers.Dense(c.embed_dim, use_bias=False, name="concept_out")
 
     # -- pieces ------------------------------------------------------------------------
-    def prepare(self, features: tf.Tensor, training: bool = False):
-        """Per-image work: projected features, attention keys and the initial state."""
+    def prepare(self, features: tf.Tensor, concepts: tf.Tensor | None = None, training: bool = False):
+        """Per-image work: (projected features [B,P,D], attention keys [B,P,A], initial state,
+        the concepts' share of every step's input [B,G*U] and of its output [B,E]; zeros without)."""
+        c = self.config
         feats = self.drop(self.feature_proj(features), training=training)
         keys = self.attn_keys(feats)
-        state = self.init_state(tf.reduce_mean(feats, axis=1))
-        return feats, keys, state
+        pooled = tf.reduce_mean(feats, axis=1)
+        batch = tf.shape(features)[0]
+        if c.concept_dim and concepts is not None:
+            sem = self.drop(self.concept_proj(concepts), training=training)  # [B, E]
+            state = self.init_state(tf.concat([pooled, sem], axis=-1))
+            return feats, keys, state, self.concept_word(sem), self.concept_out(sem)
+        if c.concept_dim:
+            raise ValueError("this decoder was trained with concept inputs: pass concepts")
+        state = self.init_state(pooled)
+        return feats, keys, state, tf.zeros([batch, self.gates * c.units]), tf.zeros([batch, c.embed_dim])
 
     def _recur(self, word_part, state, feats, keys):
         """One time step from the word's precomputed input share. Returns (h, context, alpha, state)."""
@@ -114,11 +132,14 @@ class CaptionDecoder(keras.Model):
 
     # -- whole sequences (training) ----------------------------------------------------
     def call(self, inputs, training: bool = False):
-        """(features [B,P,C], words [B,T]) -> (logits [B,T,V], alphas [B,T,P]) under teacher forcing."""
-        features, words = inputs
-        feats, keys, state = self.prepare(features, training=training)
+        """(features [B,P,C], words [B,T][, concepts [B,K]]) -> (logits [B,T,V], alphas [B,T,P])
+        under teacher forcing."""
+        features, words = inputs[0], inputs[1]
+        concepts = inputs[2] if len(inputs) > 2 else None
+        feats, keys, state, word_bias, out_bias = self.prepare(features, concepts, training=training)
         emb = self.embedding(words)  # [B, T, E]
-        word_parts = self.word_in(emb)  # the embeddings' share of every step, in one product
+        # The embeddings' (and concepts') share of every step, in one product.
+        word_parts = self.word_in(emb) + word_bias[:, None, :]
 
         # A symbolic loop (not unrolled): one compiled graph serves every caption length.
         def step(carry, word_part):
@@ -133,18 +154,21 @@ class CaptionDecoder(keras.Model):
         )
         h_all, ctx_all, alpha_all, _ = tf.scan(step, tf.transpose(word_parts, [1, 0, 2]), initializer=init)
         h_all, ctx_all, alpha_all = (tf.transpose(x, [1, 0, 2]) for x in (h_all, ctx_all, alpha_all))
-        logits = self._logits(h_all, ctx_all, emb, training)
+        logits = self._logits(h_all, ctx_all, emb + out_bias[:, None, :], training)
         return logits, alpha_all
 
     # -- one step (decoding) -----------------------------------------------------------
-    def step(self, words, state, feats, keys):
+    def step(self, words, state, feats, keys, word_bias, out_bias):
         """words [B] -> (log-probs [B,V], new state, alpha [B,P]); inference only."""
         emb = self.embedding(words)
-        h, context, alpha, state = self._recur(self.word_in(emb), state, feats, keys)
-        logits = self._logits(h, context, emb, training=False)
+        h, context, alpha, state = self._recur(self.word_in(emb) + word_bias, state, feats, keys)
+        logits = self._logits(h, context, emb + out_bias, training=False)
         return tf.nn.log_softmax(logits, axis=-1), state, alpha
 
     def build_for(self, num_positions: int) -> None:
         """Create all weights by running one tiny batch."""
         c = self.config
-        self((tf.zeros((1, num_positions, c.feature_dim)), tf.zeros((1, 1), tf.int32)), training=False)
+        inputs = (tf.zeros((1, num_positions, c.feature_dim)), tf.zeros((1, 1), tf.int32))
+        if c.concept_dim:
+            inputs += (tf.zeros((1, c.concept_dim)),)
+        self(inputs, training=False)

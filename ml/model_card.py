@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
+
+NOTES_MARK = "<!-- notes: everything below comes from the --notes file of `ml export` -->"
 
 CITATIONS = {
     "flickr8k": (
@@ -10,7 +14,44 @@ CITATIONS = {
         'Ranking Task: Data, Models and Evaluation Metrics", JAIR 47, 2013.'
     ),
     "coco": "MS-COCO captions: annotations CC BY 4.0; images under their Flickr licences (see the JSON).",
+    "img2dataset": (
+        "Conceptual Captions (Sharma et al., ACL 2018), images fetched from their URLs with img2dataset: "
+        "the dataset's terms (captions by Google, free to use with attribution); each image belongs to "
+        "its owner; research use."
+    ),
 }
+
+
+def _sources(data: dict[str, Any]) -> str:
+    """One line per training source (older models name one dataset)."""
+    sources = data.get("sources") or [{"dataset": data.get("dataset", "?"), "split": data.get("train_split")}]
+    lines = []
+    for src in sources:
+        style = f", style token `{src['style']}`" if src.get("style") else ""
+        root = f" from `{src['root']}`" if src.get("root") else ""
+        lines.append(f"- {src['dataset']} `{src.get('split', '?')}`{root}{style}")
+    dataset_names = dict.fromkeys(str(src["dataset"]).split("_")[0] for src in sources)
+    lines += [f"- {CITATIONS.get(name, f'{name}: see the dataset licence.')}" for name in dataset_names]
+    return "\n".join(lines)
+
+
+def _confidence(confidence: dict[str, Any] | None) -> str:
+    if not confidence:
+        return "Not calibrated: captions carry no confidence (`python -m ml calibrate`)."
+    report = confidence.get("calibration", {})
+    lines = [
+        f"Logistic model on {', '.join(confidence['features'])}; a caption counts as right at "
+        f"per-image CIDEr-D >= {report.get('threshold_cider')}. Fitted on even halves, judged on odd halves:",
+        "",
+        "| held-out set | images | share right | mean confidence | Spearman vs CIDEr | AUROC |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, e in report.get("held_out", {}).items():
+        lines.append(
+            f"| {name} | {e['images']} | {e['share_right']} | {e['mean_confidence']} | "
+            f"{e.get('spearman', 'n/a')} | {e.get('auroc', 'n/a')} |"
+        )
+    return "\n".join(lines) + "\n\n![confidence against per-image CIDEr](confidence.png)"
 
 
 def _metrics_table(rows: dict[str, Any]) -> str:
@@ -24,7 +65,9 @@ def _metrics_table(rows: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_model_card(config: dict[str, Any], metrics: dict[str, Any], notes: str = "") -> str:
+def render_model_card(
+    config: dict[str, Any], metrics: dict[str, Any], notes: str = "", confidence: dict[str, Any] | None = None
+) -> str:
     """Markdown: encoder and weights, data and licence, decoding, dev metrics, training set-up."""
     enc, train = config["encoder"], config.get("training", {})
     data = config.get("data", {})
@@ -53,9 +96,9 @@ Show, Attend and Tell captioner (additive attention + {rnn}) trained with imgcap
 - weights: {source} (not stored here; loaded from the installed package on first use)
 
 ## Data
-- {data.get("dataset", "?")} `{data.get("train_split", "?")}` split: {data.get("train_images", "?")} images,
-  {data.get("train_captions", "?")} captions; everything chosen on `{data.get("dev_split")}`.
-- {CITATIONS.get(str(data.get("dataset", "")).split("_")[0], "See the dataset's own licence.")}
+{data.get("train_images", "?")} images, {data.get("train_captions", "?")} captions; everything chosen on
+{data.get("dataset", "?")} `{data.get("dev_split")}`.
+{_sources(data)}
 
 ## Decoding defaults
 {config.get("decoding", {})}
@@ -63,12 +106,31 @@ Show, Attend and Tell captioner (additive attention + {rnn}) trained with imgcap
 ## Metrics (coco-caption definitions, 0-100, on {scored}; best epoch {epoch})
 
 {_metrics_table(rows)}
+## Confidence
+{_confidence(confidence)}
+
 ## Training
 - {took}.
 ```
 {_format(train)}
 ```
+{NOTES_MARK}
 {notes}"""
+
+
+def refresh_model_card(directory: str | Path, notes: str | None = None) -> Path:
+    """Re-render a model directory's README.md from its files, with `notes` or the notes it has."""
+    directory = Path(directory)
+    card = directory / "README.md"
+    old = card.read_text() if card.is_file() else ""
+    if notes is None:
+        notes = old.split(NOTES_MARK, 1)[1].lstrip("\n") if NOTES_MARK in old else ""
+    config = json.loads((directory / "config.json").read_text())
+    metrics_file, confidence_file = directory / "metrics.json", directory / "confidence.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    confidence = json.loads(confidence_file.read_text()) if confidence_file.is_file() else None
+    card.write_text(render_model_card(config, metrics, notes, confidence))
+    return card
 
 
 def _format(values: dict[str, Any]) -> str:

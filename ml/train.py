@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from ml.metrics import CaptionScorer, score_captions
 from ml.model import CaptionDecoder, DecoderConfig
 from ml.model_card import render_model_card
 from ml.train_step import make_eval_step, make_train_step
-from ml.vocab import Vocabulary
+from ml.vocab import Vocabulary, detokenize
 
 LOG_FIELDS = ["epoch", "step", "loss", "ce", "dev_ce", "lr", "tokens_per_s", "seconds", "metrics"]
 
@@ -43,49 +43,118 @@ class Split:
     images: list[str]
     features: np.ndarray  # float16 [N, P, C]
     image_index: np.ndarray  # caption -> row in features
-    tokens: list[np.ndarray]  # each <start> ... <end>
+    tokens: list[np.ndarray]  # each <start> (or a style token) ... <end>
     references: dict[str, list[str]]  # image path -> raw captions
+    concepts: np.ndarray  # float16 [N, K]: the encoder's class probabilities (K = 0 without)
 
 
-def _load_split(
-    cfg: TrainConfig,
-    split: str,
-    cache: FeatureCache,
-    limit: int | None,
-    captions_per_image: int | None,
-    vocab: Vocabulary | None = None,
-    progress: bool = True,
-) -> tuple[Split, Vocabulary]:
-    """A split's readable images with features and token arrays (vocabulary built if not given)."""
-    by_image = load_dataset(cfg.dataset, cfg.root, split=split, skip_bad=cfg.skip_bad).captions_by_image()
-    images = list(by_image)[:limit] if limit else list(by_image)
+@dataclass
+class Source:
+    """One dataset split captions are read from; `style` names its style token (if styles are on)."""
+
+    dataset: str
+    root: str
+    split: str
+    style: str
+    limit_images: int | None = None
+    captions_per_image: int | None = None
+
+
+def train_sources(cfg: TrainConfig) -> list[Source]:
+    """The main dataset's train split first (its style is the default one), then `cfg.extra`."""
+    main = Source(
+        cfg.dataset,
+        cfg.root,
+        cfg.train_split,
+        cfg.style or cfg.dataset,
+        cfg.limit_images,
+        cfg.captions_per_image,
+    )
+    extra = [
+        Source(
+            e["dataset"],
+            e["root"],
+            e.get("split", "train"),
+            e.get("style", e["dataset"]),
+            e.get("limit_images"),
+            e.get("captions_per_image"),
+        )
+        for e in cfg.extra or []
+    ]
+    return [main, *extra]
+
+
+def _read_source(
+    source: Source, cache: FeatureCache, skip_bad: bool, progress: bool
+) -> tuple[list[str], np.ndarray, dict[str, list[str]]]:
+    """(readable images, their float16 features, image -> captions) of one source."""
+    data = load_dataset(source.dataset, Path(source.root).expanduser(), split=source.split, skip_bad=skip_bad)
+    by_image = data.captions_by_image()
+    images = list(by_image)[: source.limit_images] if source.limit_images else list(by_image)
     features, failed = cache.get(images, progress=progress)
     if failed:
-        print(f"skipping {len(failed)} unreadable image(s) in {split}, e.g. {failed[0]}")
-        keep = [i for i, p in enumerate(images) if p not in set(failed)]
+        print(f"skipping {len(failed)} unreadable image(s) in {source.split}, e.g. {failed[0]}")
+        bad = set(failed)
+        keep = [i for i, p in enumerate(images) if p not in bad]
         images, features = [images[i] for i in keep], features[keep]
-    refs = {p: by_image[p][:captions_per_image] for p in images}
-    if vocab is None:
-        vocab = Vocabulary.build((c for cs in refs.values() for c in cs), cfg.vocab_size, cfg.min_count)
+    return images, features, {p: by_image[p][: source.captions_per_image] for p in images}
+
+
+def _concepts(encoder: Encoder, features: np.ndarray, wanted: bool) -> np.ndarray:
+    """The encoder's class probabilities of every feature grid (float16 [N, 1000]), or [N, 0]."""
+    if not wanted:
+        return np.zeros((len(features), 0), np.float16)
+    chunks = [
+        encoder.concept_probs(features[i : i + 512].astype(np.float32)) for i in range(0, len(features), 512)
+    ]
+    return np.concatenate(chunks).astype(np.float16) if chunks else np.zeros((0, 1000), np.float16)
+
+
+def _split(
+    parts: list[tuple[list[str], np.ndarray, dict[str, list[str]], str | None]],
+    vocab: Vocabulary,
+    max_len: int,
+    encoder: Encoder,
+    concepts: bool,
+) -> Split:
+    """One Split from (images, features, references, style) parts, captions tokenised."""
+    images: list[str] = []
+    refs: dict[str, list[str]] = {}
     index, tokens = [], []
-    for i, path in enumerate(images):
-        for caption in refs[path]:
-            index.append(i)
-            tokens.append(np.asarray(vocab.encode(caption, cfg.max_len), np.int32))
-    return Split(images, features, np.asarray(index, np.int64), tokens, refs), vocab
+    for part_images, _, part_refs, style in parts:
+        for path in part_images:
+            for caption in part_refs[path]:
+                index.append(len(images))
+                tokens.append(np.asarray(vocab.encode(caption, max_len, style), np.int32))
+            images.append(path)
+            refs[path] = part_refs[path]
+    features = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+    return Split(
+        images, features, np.asarray(index, np.int64), tokens, refs, _concepts(encoder, features, concepts)
+    )
 
 
 def prepare_data(
-    cfg: TrainConfig, encoder: Encoder, progress: bool = True
+    cfg: TrainConfig, encoder: Encoder, progress: bool = True, vocab: Vocabulary | None = None
 ) -> tuple[Vocabulary, Split, Split | None]:
-    """Train split (and its vocabulary) and, when evaluating, the dev split with all its references."""
+    """Train split of every source (and the vocabulary over all of them) and, when evaluating,
+    the main dataset's dev split with all its references."""
     cache = FeatureCache(encoder)
-    train, vocab = _load_split(
-        cfg, cfg.train_split, cache, cfg.limit_images, cfg.captions_per_image, progress=progress
-    )
+    sources = train_sources(cfg)
+    read = [_read_source(src, cache, cfg.skip_bad, progress) for src in sources]
+    styles = [src.style for src in sources] if cfg.styles else []
+    captions = (c for _, _, refs in read for cs in refs.values() for c in cs)
+    if vocab is None:
+        vocab = Vocabulary.build(captions, cfg.vocab_size, cfg.min_count, styles)
+    elif cfg.styles and not set(styles) <= set(vocab.styles):
+        raise ValueError(f"styles {styles} are not all in the starting model's {vocab.styles}")
+    parts = [(*r, src.style if cfg.styles else None) for r, src in zip(read, sources, strict=True)]
+    train = _split(parts, vocab, cfg.max_len, encoder, cfg.concepts)
     dev = None
     if cfg.eval_every and cfg.dev_split:
-        dev, _ = _load_split(cfg, cfg.dev_split, cache, cfg.eval_images, None, vocab, progress)
+        main = Source(cfg.dataset, cfg.root, cfg.dev_split, "", cfg.eval_images)
+        dev_part = (*_read_source(main, cache, cfg.skip_bad, progress), None)
+        dev = _split([dev_part], vocab, cfg.max_len, encoder, cfg.concepts)
     return vocab, train, dev
 
 
@@ -206,12 +275,13 @@ def decode_split(
     hyps: dict[str, str] = {}
     for start in range(0, len(split.images), batch_size):
         feats = split.features[start : start + batch_size].astype(np.float32)
+        concepts = split.concepts[start : start + batch_size].astype(np.float32)
         if beam_size == 1:
-            best = decoder.greedy(feats, max_len, length_penalty)
+            best = decoder.greedy(feats, max_len, length_penalty, concepts)
         else:
-            best = [h[0] for h in decoder.beam(feats, beam_size, max_len, length_penalty, 1)]
+            best = [h[0] for h in decoder.beam(feats, beam_size, max_len, length_penalty, 1, concepts)]
         for path, h in zip(split.images[start : start + batch_size], best, strict=True):
-            hyps[path] = " ".join(decoder.vocab.decode(h.ids))
+            hyps[path] = detokenize(decoder.vocab.decode(h.ids))
     return hyps
 
 
@@ -234,6 +304,8 @@ def _model_config(
             "beam_size": cfg.beam_size,
             "max_len": cfg.max_len,
             "length_penalty": cfg.length_penalty,
+            "style": (cfg.style or cfg.dataset) if cfg.styles else None,
+            "block_repeats": cfg.block_repeats,
         },
         "data": {
             "dataset": cfg.dataset,
@@ -241,6 +313,7 @@ def _model_config(
             "train_images": len(train.images),
             "train_captions": len(train.tokens),
             "dev_split": cfg.dev_split if has_dev else None,
+            "sources": [asdict(src) for src in train_sources(cfg)],
         },
         "training": cfg.to_dict(),
     }
@@ -278,7 +351,8 @@ def train(
     encoder = get_encoder(
         cfg.encoder, image_size=cfg.image_size, weights=cfg.encoder_weights, **(cfg.encoder_options or {})
     )
-    vocab, train_split, dev = prepare_data(cfg, encoder, progress)
+    start_vocab = Vocabulary.load(Path(cfg.init_from) / "vocab.json") if cfg.init_from else None
+    vocab, train_split, dev = prepare_data(cfg, encoder, progress, start_vocab)
     gh, gw, channels = encoder.feature_shape
     dcfg = DecoderConfig(
         vocab_size=len(vocab),
@@ -290,16 +364,21 @@ def train(
         rnn=cfg.rnn,
         dropout=cfg.dropout,
         tie_embeddings=cfg.tie_embeddings,
+        concept_dim=train_split.concepts.shape[1],
     )
     decoder = CaptionDecoder(dcfg)
     decoder.build_for(gh * gw)
+    if cfg.init_from and not (resume and ckpt.exists):
+        load_weights(decoder, Path(cfg.init_from) / "decoder.npz")
     lengths = np.asarray([len(t) for t in train_split.tokens])
     batch_size = min(cfg.batch_size, len(lengths))
     steps_per_epoch = len(bucketed_batches(lengths, batch_size, np.random.default_rng(0)))
     optimizer = keras.optimizers.Adam(_learning_rate(cfg, steps_per_epoch * cfg.epochs))
     step_fn = make_train_step(decoder, optimizer, cfg.penalty, cfg.label_smoothing, cfg.clip_norm)
     eval_fn = make_eval_step(decoder)
-    inference = Decoder(decoder, vocab)
+    inference = Decoder(
+        decoder, vocab, encoder.concept_probs if cfg.concepts else None, block_repeats=cfg.block_repeats
+    )
 
     state: dict[str, Any] = {"epoch": 0, "best": None, "best_epoch": 0, "bad_epochs": 0, "step": 0}
     if resume and ckpt.exists:
@@ -324,9 +403,10 @@ def train(
         )
         t0, n_tokens, loss_sum, ce_sum = time.time(), 0.0, 0.0, 0.0
         for i, batch in enumerate(bar, 1):
-            feats = train_split.features[train_split.image_index[batch]].astype(np.float32)
+            rows = train_split.image_index[batch]
+            feats = train_split.features[rows].astype(np.float32)
             toks = pad_batch([train_split.tokens[j] for j in batch])
-            m = step_fn(feats, toks)
+            m = step_fn(feats, toks, train_split.concepts[rows].astype(np.float32))
             loss, ce, count = float(m["loss"]), float(m["ce"]), float(m["tokens"])
             loss_sum, ce_sum, n_tokens = loss_sum + loss, ce_sum + ce, n_tokens + count
             state["step"] += 1
@@ -397,8 +477,11 @@ def _dev_ce(eval_fn, dev: Split, batch_size: int) -> float:
     lengths = np.asarray([len(t) for t in dev.tokens])
     total, count = 0.0, 0.0
     for batch in bucketed_batches(lengths, batch_size, np.random.default_rng(0), drop_last=False):
+        rows = dev.image_index[batch]
         m = eval_fn(
-            dev.features[dev.image_index[batch]].astype(np.float32), pad_batch([dev.tokens[j] for j in batch])
+            dev.features[rows].astype(np.float32),
+            pad_batch([dev.tokens[j] for j in batch]),
+            dev.concepts[rows].astype(np.float32),
         )
         total += float(m["ce"]) * float(m["tokens"])
         count += float(m["tokens"])

@@ -55,6 +55,25 @@ def tiny_run(tmp_path_factory) -> Path:
     return out
 
 
+IMG2DATASET_FIXTURE = REPO / "tests" / "fixtures" / "img2dataset"
+
+
+@pytest.fixture(scope="session")
+def tiny_broad_run(tmp_path_factory) -> Path:
+    """Like tiny_run, plus the img2dataset fixture as a second source with its own style token,
+    and the encoder's ImageNet concepts as decoder input (the shipped model's set-up)."""
+    needs_flickr8k()
+    from ml.config import TrainConfig
+    from ml.train import train
+
+    out = tmp_path_factory.mktemp("tiny-broad") / "run"
+    extra = [{"dataset": "img2dataset", "root": str(IMG2DATASET_FIXTURE), "style": "cc"}]
+    # 8 + 5 captions: one batch of all of them a step, as tiny_run has.
+    cfg = TrainConfig(**{**TINY, "batch_size": 13}, epochs=150, styles=True, concepts=True, extra=extra)
+    train(cfg, out, progress=False)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_captioner(tiny_run):
     from ml.captioner import load_captioner

@@ -10,7 +10,7 @@ import pytest
 from conftest import COCO_MINI, FLICKR8K, read_log, run_ml
 from PIL import Image
 
-from ml.vocab import tokenize
+from ml.vocab import detokenize, tokenize
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +43,12 @@ def test_caption_jsonl_contract(tiny_run, tiny_references, odd_images):
     by_name = {os.path.basename(x["image"]): x for x in lines}
     for path in images:
         line = by_name[os.path.basename(path)]
-        assert set(line) == {"image", "caption", "score", "candidates"}
+        assert set(line) == {"image", "caption", "score", "candidates", "tags", "confidence"}
         assert line["image"] == path
-        assert line["caption"] == " ".join(tokenize(tiny_references[path]))
+        assert line["caption"] == detokenize(tokenize(tiny_references[path]))
+        assert line["confidence"] is None  # the tiny model is not calibrated
+        assert all(set(t) == {"label", "score"} and 0.1 <= t["score"] <= 1 for t in line["tags"])
+        assert [t["score"] for t in line["tags"]] == sorted((t["score"] for t in line["tags"]), reverse=True)
         assert line["candidates"][0] == {"text": line["caption"], "score": line["score"]}
         assert len(line["candidates"]) == 3
         assert [c["score"] for c in line["candidates"]] == sorted(
@@ -63,7 +66,7 @@ def test_caption_plain_output_and_missing_default_model(tiny_run, tiny_reference
     proc = run_ml("caption", "--model", str(tiny_run), image)
     assert proc.returncode == 0, proc.stderr
     path, caption, score = proc.stdout.strip().split("\t")
-    assert path == image and caption == " ".join(tokenize(tiny_references[image])) and float(score) <= 0
+    assert path == image and caption == detokenize(tokenize(tiny_references[image])) and float(score) <= 0
     proc = run_ml("caption", image, env={"IMGCAP_DEFAULT_MODEL": str(tmp_path / "none")})
     assert proc.returncode == 2 and "no default model" in proc.stderr and "--model" in proc.stderr
     proc = run_ml("caption", "--model", str(tmp_path), image)

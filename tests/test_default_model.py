@@ -128,3 +128,55 @@ def test_caption_command_uses_the_default_model():
     line = json.loads(proc.stdout)
     beam = json.loads((MODEL / "config.json").read_text())["decoding"]["beam_size"]
     assert line["image"] == image and line["caption"] and len(line["candidates"]) == beam
+
+
+def test_doubts_pictures_no_caption_describes(captioner):
+    """A blank page, a single pixel, a screenshot of text and a chart come out with low confidence."""
+    import random
+
+    from PIL import Image
+
+    from ml.calibrate import out_of_domain_image
+
+    needs_flickr8k()
+    rng = random.Random(2026)  # other pictures than the calibration saw
+    doubtful = {
+        "1x1 red pixel": Image.new("RGB", (1, 1), (255, 0, 0)),
+        "blank white page": Image.new("RGB", (800, 600), "white"),
+        "text screenshot": out_of_domain_image("text", rng),
+        "bar chart": out_of_domain_image("chart", rng),
+    }
+    photos = list(load_dataset("flickr8k", FLICKR8K, split="dev").captions_by_image())[:20]
+    photo_conf = sorted(r.confidence for r in captioner.caption(photos))
+    median = photo_conf[len(photo_conf) // 2]
+    for (name, _), result in zip(doubtful.items(), captioner.caption(list(doubtful.values())), strict=True):
+        assert result.confidence is not None and result.confidence < 0.2, (
+            name,
+            result.caption,
+            result.confidence,
+        )
+        assert result.confidence < median / 2, (name, result.confidence, median)
+
+
+def test_tags_name_what_the_encoder_knows(captioner):
+    if not (COCO_MINI / "val2017").is_dir():
+        pytest.skip("coco-mini not found")
+    expected = {"000000519208.jpg": "elephant", "000000128598.jpg": "orange", "000000407574.jpg": "banana"}
+    results = captioner.caption([str(COCO_MINI / "val2017" / name) for name in expected])
+    for (name, label), result in zip(expected.items(), results, strict=True):
+        assert label in [t.label for t in result.tags], (name, result.tags)
+        assert all(0.1 <= t.score <= 1 for t in result.tags)
+
+
+def test_captions_read_as_text(captioner):
+    """No "man s face", no word twice in a row, no phrase said twice, in any candidate."""
+    needs_flickr8k()
+    if not json.loads((MODEL / "config.json").read_text())["decoding"].get("block_repeats"):
+        pytest.skip("the shipped model predates repeat blocking")
+    images = list(load_dataset("flickr8k", FLICKR8K, split="dev").captions_by_image())[100:150]
+    for result in captioner.caption(images):
+        for cand in result.candidates:
+            words = cand.words
+            assert " 's" not in cand.text and all(words[i] != words[i + 1] for i in range(len(words) - 1))
+            trigrams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+            assert len(trigrams) == len(set(trigrams)), cand.text

@@ -171,6 +171,29 @@ def test_classifier_is_pooled_features_through_fc(encoders, photos, name):
     np.testing.assert_allclose(pooled @ w + b, np.asarray(classifier(x, training=False)), atol=1e-3)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_concepts_come_from_the_captioning_features_without_a_second_run(encoders, photos, name):
+    from ml.concepts import top_tags
+
+    enc = encoders[name]
+    x = enc.preprocess(list(photos.values()))
+    expected = _softmax(np.asarray(enc.build_classifier()(x, training=False)))
+    features = enc.encode(list(photos.values()))
+    np.testing.assert_allclose(enc.concept_probs(features), expected, atol=1e-4)
+    chelsea, coffee = top_tags(enc.concept_probs(features))
+    # The five domestic-cat classes are summed into one confident "cat".
+    assert chelsea[0].label == "cat" and chelsea[0].score > 0.8, chelsea  # the top class alone: 0.75-0.79
+    assert coffee[0].label == "coffee" and coffee[0].score > 0.8, coffee
+    assert all(t.score >= 0.1 for t in chelsea + coffee) and len(chelsea) <= 5
+
+
+def test_an_encoder_without_a_classifier_head_has_no_concepts():
+    enc = get_encoder("inception_v3_offline")
+    assert not enc.has_concepts
+    with pytest.raises(EncoderError, match="no classifier head"):
+        enc.concept_probs(np.zeros((1, 4, 768), np.float32))
+
+
 @pytest.mark.parametrize(
     ("name", "size", "grid"),
     [

