@@ -46,7 +46,12 @@ class TrainConfig:
     dropout: float = 0.3
     tie_embeddings: bool = False
     # optimisation
-    batch_size: int = 64
+    # "xe": cross-entropy on the references (teacher forcing); "cider": self-critical training
+    # (ml/scst.py), which samples `samples_per_image` captions per image and rewards their
+    # CIDEr-D; it fine-tunes a model trained with "xe" (`init_from`).
+    objective: str = "xe"
+    samples_per_image: int = 5
+    batch_size: int = 64  # captions per step ("xe") or images per step ("cider")
     epochs: int = 20
     learning_rate: float = 1e-3
     lr_schedule: str = "cosine"  # "constant" or "cosine" (with linear warm-up)

@@ -136,7 +136,12 @@ class CaptionDecoder(keras.Model):
         under teacher forcing."""
         features, words = inputs[0], inputs[1]
         concepts = inputs[2] if len(inputs) > 2 else None
-        feats, keys, state, word_bias, out_bias = self.prepare(features, concepts, training=training)
+        return self.forced(self.prepare(features, concepts, training=training), words, training)
+
+    def forced(self, prepared, words: tf.Tensor, training: bool = False):
+        """`prepare`'s per-image tensors + words [B,T] -> (logits [B,T,V], alphas [B,T,P]) under
+        teacher forcing (self-critical training prepares once and repeats for K samples)."""
+        feats, keys, state, word_bias, out_bias = prepared
         emb = self.embedding(words)  # [B, T, E]
         # The embeddings' (and concepts') share of every step, in one product.
         word_parts = self.word_in(emb) + word_bias[:, None, :]

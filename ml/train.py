@@ -1,6 +1,9 @@
 """Training: cached features in memory, length-bucketed batches, a compiled step, per-epoch
 checkpoints (resumable), dev evaluation with early stopping, CSV and TensorBoard logs.
 
+The objective is cross-entropy on the references ("xe"), or, to fine-tune a trained model,
+self-critical training on CIDEr-D ("cider", ml/scst.py), whose steps take batches of images.
+
 `runs/NAME/` is itself a model directory (the best epoch so far), plus `checkpoints/`,
 `log.csv` and `tensorboard/`.
 """
@@ -30,10 +33,11 @@ from ml.features import FeatureCache
 from ml.metrics import CaptionScorer, score_captions
 from ml.model import CaptionDecoder, DecoderConfig
 from ml.model_card import render_model_card
+from ml.scst import SelfCritical
 from ml.train_step import make_eval_step, make_train_step
 from ml.vocab import Vocabulary, detokenize
 
-LOG_FIELDS = ["epoch", "step", "loss", "ce", "dev_ce", "lr", "tokens_per_s", "seconds", "metrics"]
+LOG_FIELDS = ["epoch", "step", "loss", "ce", "reward", "dev_ce", "lr", "tokens_per_s", "seconds", "metrics"]
 
 
 @dataclass
@@ -370,11 +374,30 @@ def train(
     decoder.build_for(gh * gw)
     if cfg.init_from and not (resume and ckpt.exists):
         load_weights(decoder, Path(cfg.init_from) / "decoder.npz")
+    if cfg.objective not in ("xe", "cider"):
+        raise ValueError(f"objective must be 'xe' or 'cider', not {cfg.objective!r}")
     lengths = np.asarray([len(t) for t in train_split.tokens])
     batch_size = min(cfg.batch_size, len(lengths))
-    steps_per_epoch = len(bucketed_batches(lengths, batch_size, np.random.default_rng(0)))
+    if cfg.objective == "cider":
+        steps_per_epoch = max(1, len(train_split.images) // min(batch_size, len(train_split.images)))
+    else:
+        steps_per_epoch = len(bucketed_batches(lengths, batch_size, np.random.default_rng(0)))
     optimizer = keras.optimizers.Adam(_learning_rate(cfg, steps_per_epoch * cfg.epochs))
     step_fn = make_train_step(decoder, optimizer, cfg.penalty, cfg.label_smoothing, cfg.clip_norm)
+    critic = (
+        SelfCritical(
+            decoder,
+            optimizer,
+            vocab,
+            train_split.tokens,
+            train_split.image_index,
+            cfg.samples_per_image,
+            cfg.max_len,
+            cfg.clip_norm,
+        )
+        if cfg.objective == "cider"
+        else None
+    )
     eval_fn = make_eval_step(decoder)
     inference = Decoder(
         decoder, vocab, encoder.concept_probs if cfg.concepts else None, block_repeats=cfg.block_repeats
@@ -393,7 +416,8 @@ def train(
         # Batches are seeded per epoch and dropout's RNG state is checkpointed, so a resumed run
         # continues exactly as an uninterrupted one. (Re-seeding TF per epoch instead would
         # re-instantiate the compiled step: about a second per call.)
-        batches = bucketed_batches(lengths, batch_size, np.random.default_rng(cfg.seed + epoch))
+        rng = np.random.default_rng(cfg.seed + epoch)
+        batches = critic.batches(batch_size, rng) if critic else bucketed_batches(lengths, batch_size, rng)
         bar = tqdm(
             batches,
             desc=f"epoch {epoch}/{cfg.epochs}",
@@ -401,29 +425,37 @@ def train(
             disable=not progress,
             dynamic_ncols=True,
         )
-        t0, n_tokens, loss_sum, ce_sum = time.time(), 0.0, 0.0, 0.0
+        # `fit` is the cross-entropy ("xe") or the mean CIDEr-D reward of the samples ("cider").
+        fit_name = "reward" if critic else "ce"
+        t0, n_tokens, loss_sum, fit_sum = time.time(), 0.0, 0.0, 0.0
         for i, batch in enumerate(bar, 1):
-            rows = train_split.image_index[batch]
-            feats = train_split.features[rows].astype(np.float32)
-            toks = pad_batch([train_split.tokens[j] for j in batch])
-            m = step_fn(feats, toks, train_split.concepts[rows].astype(np.float32))
-            loss, ce, count = float(m["loss"]), float(m["ce"]), float(m["tokens"])
-            loss_sum, ce_sum, n_tokens = loss_sum + loss, ce_sum + ce, n_tokens + count
+            if critic:  # a batch of images
+                feats = train_split.features[batch].astype(np.float32)
+                m = critic.step(batch, feats, train_split.concepts[batch].astype(np.float32))
+            else:  # a batch of captions
+                rows = train_split.image_index[batch]
+                feats = train_split.features[rows].astype(np.float32)
+                toks = pad_batch([train_split.tokens[j] for j in batch])
+                m = step_fn(feats, toks, train_split.concepts[rows].astype(np.float32))
+            loss, fit, count = float(m["loss"]), float(m[fit_name]), float(m["tokens"])
+            loss_sum, fit_sum, n_tokens = loss_sum + loss, fit_sum + fit, n_tokens + count
             state["step"] += 1
             if i % 10 == 0 or i == len(batches):
                 rate = n_tokens / max(time.time() - t0, 1e-9)
-                bar.set_postfix(loss=f"{loss_sum / i:.3f}", tok_s=f"{rate:,.0f}")
+                bar.set_postfix(
+                    loss=f"{loss_sum / i:.3f}", **{fit_name: f"{fit_sum / i:.3f}"}, tok_s=f"{rate:,.0f}"
+                )
             if state["step"] % 50 == 0:
                 with writer.as_default(step=state["step"]):
                     tf.summary.scalar("train/loss", loss)
-                    tf.summary.scalar("train/ce", ce)
+                    tf.summary.scalar(f"train/{fit_name}", fit)
         bar.close()
         seconds = time.time() - t0
         row: dict[str, Any] = {
             "epoch": epoch,
             "step": state["step"],
             "loss": round(loss_sum / len(batches), 4),
-            "ce": round(ce_sum / len(batches), 4),
+            fit_name: round(fit_sum / len(batches), 4),
             "tokens_per_s": round(n_tokens / seconds),
             "seconds": round(seconds, 1),
             "lr": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
@@ -445,7 +477,7 @@ def train(
                 + "  ".join(f"{k} {v:.2f}" for k, v in metrics.items())
             )
         with writer.as_default(step=epoch):
-            for k in ("loss", "ce", "dev_ce", "tokens_per_s"):
+            for k in ("loss", "ce", "reward", "dev_ce", "tokens_per_s"):
                 if k in row:
                     tf.summary.scalar(f"epoch/{k}", row[k])
             for k, v in metrics.items():
