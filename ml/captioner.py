@@ -104,14 +104,21 @@ class Captioner:
         max_len: int | None = None,
         length_penalty: float | None = None,
         batch_size: int = 32,
+        names: Sequence[str] | None = None,
     ) -> list[CaptionResult]:
         """Caption many images; unreadable ones come back with `error` set, never raise.
 
         Images are read `batch_size` at a time, so memory stays flat for any number of them.
+        `names` are what results and error messages call the images (default: their paths).
         """
-        results = [CaptionResult(image=_label(im), model_version=self.version) for im in images]
+        if names is not None and len(names) != len(images):
+            raise ValueError(f"{len(names)} names for {len(images)} images")
+        labels = list(names) if names is not None else [_label(im) for im in images]
+        results = [CaptionResult(image=label, model_version=self.version) for label in labels]
         for start in range(0, len(images), batch_size):
-            feats, readable, errors = self.encoder.encode_readable(images[start : start + batch_size])
+            feats, readable, errors = self.encoder.encode_readable(
+                images[start : start + batch_size], labels[start : start + batch_size]
+            )
             for i, message in errors.items():
                 results[start + i].error = message
             if readable:

@@ -25,12 +25,13 @@ class ImageError(ValueError):
     """An input that cannot be read as an image; the message says why."""
 
 
-def load_image(source: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Read `source` (path, bytes or PIL image) and return an upright RGB image."""
+def load_image(source: ImageInput, max_pixels: int = MAX_PIXELS, name: str | None = None) -> Image.Image:
+    """Read `source` (path, bytes or PIL image) and return an upright RGB image. Errors call it
+    `name` (e.g. the file name its owner knows, not a server path), by default its path."""
     if isinstance(source, Image.Image):
         image = source
     else:
-        name = "<bytes>" if isinstance(source, bytes) else str(source)
+        name = name or ("<bytes>" if isinstance(source, bytes) else str(source))
         try:
             fp = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
         except OSError as exc:

@@ -128,3 +128,16 @@ def test_export_ships_the_best_model_with_scores_and_a_card(tmp_path):
     shipped = load_captioner(tmp_path / "tuned")
     assert (shipped.beam_size, shipped.length_penalty) == (2, 0.5)
     assert (tuned["subset"]["beam_size"], tuned["subset"]["length_penalty"]) == (2, 0.5)
+
+
+def test_results_and_errors_use_the_names_given(tiny_captioner, tiny_references, tmp_path):
+    broken = tmp_path / "srv" / "media" / "abc123.jpg"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"not an image")
+    good = next(iter(tiny_references))
+    results = tiny_captioner.caption([good, str(broken)], beam_size=1, names=["dog.jpg", "holiday.jpg"])
+    assert [r.image for r in results] == ["dog.jpg", "holiday.jpg"]
+    assert results[0].error is None and results[0].caption
+    assert results[1].error.startswith("holiday.jpg:") and str(broken) not in results[1].error
+    with pytest.raises(ValueError, match="1 names for 2 images"):
+        tiny_captioner.caption([good, good], names=["one"])

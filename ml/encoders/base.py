@@ -88,15 +88,17 @@ class Encoder(ABC):
         h, w, c = self.feature_shape
         return np.concatenate(out) if out else np.zeros((0, h * w, c), np.float32)
 
-    def encode_readable(self, images: Sequence[ImageInput]) -> tuple[np.ndarray, list[int], dict[int, str]]:
-        """Encode the images that can be read, in one batch.
+    def encode_readable(
+        self, images: Sequence[ImageInput], names: Sequence[str] | None = None
+    ) -> tuple[np.ndarray, list[int], dict[int, str]]:
+        """Encode the images that can be read, in one batch; error messages call them `names`.
 
         Returns (float32 [M, h*w, C] for the readable ones, their indices, index -> error message).
         """
         readable, pixels, errors = [], [], {}
         for i, image in enumerate(images):
             try:
-                pixels.append(self.resize(load_image(image)))
+                pixels.append(self.resize(load_image(image, name=names[i] if names else None)))
                 readable.append(i)
             except ImageError as exc:
                 errors[i] = str(exc)
