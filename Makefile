@@ -5,10 +5,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint screenshots model data-cc bench bench-train bench-encoders bench-decoder \
-	bench-platform bench-pipeline bench-upload bench-search bench-web-memory clean
+.PHONY: help install run test test-fast lint screenshots model data-cc bench bench-train bench-encoders \
+	bench-decoder bench-platform bench-pipeline bench-upload bench-search bench-web-memory clean
 
-install: $(STAMP)
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /\1\t/' | expand -t 18
+
+install: $(STAMP) ## .venv/ with the pinned requirements, Java, Chromium, the offline encoder
 
 # Re-runs whenever a requirements file changes.
 $(STAMP): requirements.txt requirements-dev.txt
@@ -27,14 +30,18 @@ $(STAMP): requirements.txt requirements-dev.txt
 # The platform on this machine, no services needed: migrates SQLite under var/, makes an admin user,
 # runs one Celery worker (with the reaper's schedule) and the web server on 127.0.0.1:$PORT (default 8000).
 # With DATABASE_URL / CELERY_BROKER_URL set it uses Postgres / Redis instead. Ctrl-C stops it all.
-run: install
+run: install ## the platform on embedded defaults at http://127.0.0.1:8000/ (no services)
 	$(PY) manage.py run_platform
 
-test: install
+test: install ## the whole suite, as CI runs it (needs Postgres and Redis)
 	$(PY) -m pytest -q
 
+# Unit tests that need no services and start none of the platform's processes.
+test-fast: install ## the unit tests alone: no Postgres, Redis, workers, servers or browser
+	$(PY) -m pytest -q -m "not services and not e2e"
+
 # docs/screenshots/*.png: the browser tests walk every page with the shipped model and save each one.
-screenshots: install
+screenshots: install ## refresh docs/screenshots/ with the shipped model
 	IMGCAP_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/web/test_browser.py
 
 # The broad training data (models/NOTES.md): 18,643 Conceptual Captions images (256 px) in
@@ -43,7 +50,7 @@ screenshots: install
 CC_DATA ?= $(HOME)/.cache/imgcap/data/cc3m
 CC_REPO ?= https://github.com/heon01px2020/csci1470-prismer-final-project
 CC_COMMIT := e059e1606aef04521e399c2b421438a46658a018
-data-cc:
+data-cc: ## extract the broad training data (Conceptual Captions) to ~/.cache/imgcap/data/cc3m
 	test -d $(CC_DATA)/data/00004 || ( mkdir -p $(CC_DATA) \
 		&& (test -d $(CC_DATA)/repo.git || git clone --bare $(CC_REPO) $(CC_DATA)/repo.git) \
 		&& git -C $(CC_DATA)/repo.git archive $(CC_COMMIT) data | tar -x -C $(CC_DATA) )
@@ -51,7 +58,7 @@ data-cc:
 # Train the default model from scratch on Flickr8k train + the broad data (`make data-cc`), then
 # ship it to models/default: style router, decoding defaults chosen on dev, confidence fitted on
 # the held-out sets (see models/NOTES.md). Resumable: run it again after an interruption.
-model: install data-cc
+model: install data-cc ## train and ship models/default from the data (hours)
 	$(PY) -m ml train --config configs/broad.toml --out runs/broad $$(test -f runs/broad/checkpoints/state.json && echo --resume)
 	$(PY) -m ml route --model runs/broad
 	$(PY) -m ml export --run runs/broad --out models/default --notes models/NOTES.md \
@@ -59,11 +66,11 @@ model: install data-cc
 	$(PY) -m ml calibrate --model models/default --set flickr8k:flickr8k:../shared/data/flickr8k:dev \
 		cc:img2dataset:$(CC_DATA)/data:dev --out-of-domain 100
 
-lint: install
+lint: install ## ruff check and format --check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-bench: bench-train bench-encoders bench-decoder
+bench: bench-train bench-encoders bench-decoder ## the ml benchmarks
 
 bench-train: install
 	$(PY) -m bench.bench_train
@@ -75,7 +82,7 @@ bench-decoder: install
 	$(PY) -m bench.bench_decoder
 
 # The platform's benchmarks need Postgres and Redis (see README); run them one at a time.
-bench-platform: bench-upload bench-search bench-web-memory bench-pipeline
+bench-platform: bench-upload bench-search bench-web-memory bench-pipeline ## the platform benchmarks
 
 bench-pipeline: install
 	$(PY) -m bench.bench_pipeline
@@ -90,5 +97,5 @@ bench-search: install
 bench-web-memory: install
 	$(PY) -m bench.bench_web_memory
 
-clean:
+clean: ## remove .venv/ and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -13,7 +13,7 @@ to /api/v1/images/ instead), one request after another. Pipeline time runs from 
 request to the moment the last image is stored as done (the newest `updated_at` of the images), with
 the worker already warm: its model is loaded and `--warmup` other images went through it first.
 
-Bare loop: `load_captioner(...).caption(paths, batch_size=IMGCAP_BATCH_MAX, n_best=IMGCAP_N_BEST,
+Bare loop: `load_captioner(...).caption(paths, batch_size=IMGCAP_MICRO_BATCH_MAX, n_best=IMGCAP_N_BEST,
 beam_size=IMGCAP_BEAM_SIZE)` in this process, the same work per image as the worker's, timed once
 before the platform starts and once after it has stopped (never sharing the cores with the worker),
 each after a warm-up call. The ratio is pipeline images/s over the mean of the two bare runs.
@@ -33,9 +33,10 @@ from pathlib import Path
 from bench import platform_env as pe
 from bench.timing import write_results
 
-# The worker's summary of each batch: "imgcap batch: 16 images in one model call, 16 captioned, 0 failed,
-# 2.31s, ..." (or "1 image ...", "5 images claimed, 4 of them in one model call, ...").
-BATCH_LINE = re.compile(r"imgcap batch: (\d+) images? .*?(\d+) captioned, (\d+) failed, ([\d.]+)s")
+# The worker's summary of each micro-batch: "imgcap micro-batch: 16 images in one model call,
+# 16 captioned, 0 failed, 2.31s, ..." (or "1 image ...", "5 images claimed, 4 of them in one model
+# call, ...").
+BATCH_LINE = re.compile(r"imgcap micro-batch: (\d+) images? .*?(\d+) captioned, (\d+) failed, ([\d.]+)s")
 GOAL = 0.9
 
 
@@ -50,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--chunk", type=int, default=32, help="files per batch POST (1: /api/v1/images/)")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn sync workers")
-    parser.add_argument("--batch-max", type=int, help="IMGCAP_BATCH_MAX (default: the settings' 16)")
-    parser.add_argument("--batch-wait-ms", type=int, help="IMGCAP_BATCH_WAIT_MS (default: the settings')")
+    parser.add_argument("--batch-max", type=int, help="IMGCAP_MICRO_BATCH_MAX (default: the settings' 16)")
+    parser.add_argument(
+        "--batch-wait-ms", type=int, help="IMGCAP_MICRO_BATCH_WAIT_MS (default: the settings')"
+    )
     parser.add_argument("--model", help="IMGCAP_MODEL_DIR (default: models/default)")
     parser.add_argument("--db", default="imgcap_bench", help="Postgres database (dropped and recreated)")
     parser.add_argument("--redis-db", type=int, default=pe.BENCH_REDIS_DB)
@@ -59,30 +62,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the database and files afterwards")
     args = parser.parse_args(argv)
     if args.warmup is None:
-        args.warmup = 2 * (args.batch_max or int(os.environ.get("IMGCAP_BATCH_MAX", "16")))
+        args.warmup = 2 * (args.max_images or int(os.environ.get("IMGCAP_MICRO_BATCH_MAX", "16")))
 
     paths = pe.dev_images(args.images + args.warmup)
     images, warm_images = paths[: args.images], paths[args.images :]
     blobs = [p.read_bytes() for p in paths]  # also puts the files in the page cache for both contenders
 
     extra = {}
-    if args.batch_max:
-        extra["IMGCAP_BATCH_MAX"] = str(args.batch_max)
+    if args.max_images:
+        extra["IMGCAP_MICRO_BATCH_MAX"] = str(args.max_images)
     if args.batch_wait_ms is not None:
-        extra["IMGCAP_BATCH_WAIT_MS"] = str(args.batch_wait_ms)
+        extra["IMGCAP_MICRO_BATCH_WAIT_MS"] = str(args.batch_wait_ms)
     if args.model:
         extra["IMGCAP_MODEL_DIR"] = str(Path(args.model).resolve())
     env_start, work, env = pe.fresh_platform("pipeline", db_name=args.db, redis_db=args.redis_db, **extra)
     from django.conf import settings
 
     decode = {
-        "batch_size": settings.IMGCAP_BATCH_MAX,
+        "batch_size": settings.IMGCAP_MICRO_BATCH_MAX,
         "n_best": settings.IMGCAP_N_BEST,
         "beam_size": settings.IMGCAP_BEAM_SIZE,
     }
     print(
         f"{args.images} images (+{args.warmup} warm-up); worker batches of up to {decode['batch_size']}, "
-        f"wait {settings.IMGCAP_BATCH_WAIT_MS} ms, n_best {decode['n_best']}, "
+        f"wait {settings.IMGCAP_MICRO_BATCH_WAIT_MS} ms, n_best {decode['n_best']}, "
         f"beam {decode['beam_size'] or 'model default'}; upload: "
         + (
             f"{args.chunk} files per POST /api/v1/batches/" if args.chunk > 1 else "POST /api/v1/images/ each"

@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.bench_search --reuse             # keep the captions already generated
     .venv/bin/python -m bench.bench_search --captions 20000 --queries 40    # smoke run
 
-Data: `manage.py generate_captions N` (synthetic Flickr8k-style captions, 3 per public image) into the
+Data: `python -m bench.synthetic_captions N` (synthetic Flickr8k-style captions, 3 per public image) into the
 database `imgcap_bench_search`, then VACUUM ANALYZE (what autovacuum would have done on a live
 database). The database is kept afterwards; `--reuse` skips generation when it already holds at
 least N captions (`--drop` removes it at the end instead).
@@ -184,11 +184,11 @@ def _caption_count(db: str) -> int | None:
 
 
 def _generate(env: dict[str, str], db: str, count: int) -> dict:
-    """CORE's `manage.py generate_captions N`, timed, then VACUUM ANALYZE."""
-    print(f"generating {count:,} captions with manage.py generate_captions…", flush=True)
+    """`python -m bench.synthetic_captions N`, timed, then VACUUM ANALYZE."""
+    print(f"generating {count:,} captions with bench/synthetic_captions.py…", flush=True)
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "manage.py", "generate_captions", str(count)],
+        [sys.executable, "-m", "bench.synthetic_captions", str(count)],
         cwd=pe.REPO,
         env={**os.environ, **env},
         check=True,

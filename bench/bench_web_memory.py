@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     user, token = pe.make_user("bench-web", password)
     user.is_staff = user.is_superuser = True  # so the admin pages render too
     user.save()
-    from captions.synthetic import generate_captions
+    from bench.synthetic_captions import generate_captions
 
     generate_captions(owner=user, count=300)
     photos = [p.read_bytes() for p in pe.dev_images(8)]

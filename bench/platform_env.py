@@ -157,7 +157,7 @@ def database_url(name: str) -> str:
 
 def bench_env(*, db_name: str, redis_db: int, work_dir: Path, **extra: str) -> dict[str, str]:
     """Environment of every platform process of a benchmark: production settings, our database,
-    broker and folders. `extra` adds or overrides variables (e.g. IMGCAP_BATCH_MAX="16")."""
+    broker and folders. `extra` adds or overrides variables (e.g. IMGCAP_MICRO_BATCH_MAX="16")."""
     return {
         "DJANGO_SETTINGS_MODULE": "imgcap_site.settings.production",
         "DJANGO_SECRET_KEY": "bench-only-not-a-secret",

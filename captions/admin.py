@@ -3,8 +3,9 @@
 from django.contrib import admin, messages
 from django.template.defaultfilters import pluralize
 
-from captions import services
 from captions.models import Batch, BatchItem, Caption, Image, ModelVersion
+from captions.services.images import requeue_images
+from captions.services.model_versions import set_active_model
 
 
 @admin.register(ModelVersion)
@@ -18,7 +19,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         if queryset.count() != 1:
             self.message_user(request, "Choose exactly one version.", messages.ERROR)
             return
-        services.set_active_model(model_version=queryset.get())
+        set_active_model(model_version=queryset.get())
 
 
 class CaptionInline(admin.TabularInline):
@@ -54,7 +55,7 @@ class ImageAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry the selected failed images")
     def retry_failed(self, request, queryset):
-        ids = services.requeue_images(images=queryset.filter(status=Image.Status.FAILED))
+        ids = requeue_images(images=queryset.filter(status=Image.Status.FAILED))
         self.message_user(request, f"Queued {len(ids)} image{pluralize(len(ids))} again.")
 
 

@@ -1,12 +1,19 @@
-"""Caption exports as CSV or JSON Lines, produced row by row so any size streams in constant memory."""
+"""Caption exports as CSV or JSON Lines: their rows (read through what a user may see, as every
+selector reads) and their rendering, row by row so any size streams in constant memory."""
 
 from __future__ import annotations
 
 import csv
 import json
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
-from captions.selectors import ExportRow
+from django.db.models import QuerySet
+
+from captions.ingest import RejectedInput
+from captions.models import Caption
+from captions.search import filter_captions
+from captions.selectors import filter_all_images, list_images
 
 EXPORT_FORMATS = ("csv", "jsonl")
 COLUMNS = (
@@ -21,6 +28,97 @@ COLUMNS = (
     "created_at",
 )
 CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson; charset=utf-8"}
+
+
+@dataclass(frozen=True)
+class ExportRow:
+    image_id: int
+    image_file: str
+    original_name: str
+    caption: str
+    score: float | None
+    rank: int
+    model_version: str
+    source: str
+    created_at: str
+
+
+EXPORT_SOURCES = tuple(Caption.Source.values)
+
+
+def export_rows(
+    user,
+    *,
+    batch: int | None = None,
+    status: str | None = None,
+    source: str | None = None,
+    model: str | None = None,
+    q: str | None = None,
+    mine: bool = False,
+    all_images: bool = False,
+    chunk_size: int = 2000,
+) -> Iterator[ExportRow]:
+    """Every caption of the visible images matching the filters, streamed from the database in chunks.
+
+    Filters are checked now (RejectedInput), before the first row is produced.
+    """
+    captions = _export_queryset(
+        user, batch=batch, status=status, source=source, model=model, q=q, mine=mine, all_images=all_images
+    )
+    rows = captions.values_list(
+        "image_id",
+        "image__file",
+        "image__original_name",
+        "text",
+        "score",
+        "rank",
+        "model_version__name",
+        "source",
+        "created_at",
+    ).iterator(chunk_size=chunk_size)
+    return (
+        ExportRow(
+            image_id=image_id,
+            image_file=file,
+            original_name=name,
+            caption=text,
+            score=score,
+            rank=rank,
+            model_version=version or "",
+            source=source_,
+            created_at=created.isoformat(),
+        )
+        for image_id, file, name, text, score, rank, version, source_, created in rows
+    )
+
+
+def _export_queryset(
+    user,
+    *,
+    batch: int | None,
+    status: str | None,
+    source: str | None,
+    model: str | None,
+    q: str | None,
+    mine: bool,
+    all_images: bool = False,
+) -> QuerySet[Caption]:
+    """`all_images`: every image whatever its owner and visibility (admin commands only)."""
+    images = list_images(user, status=status, batch=batch, mine=mine).order_by()
+    if all_images:
+        images = filter_all_images(status=status, batch=batch)
+    captions = Caption.objects.filter(image__in=images.values("id"))
+    if source:
+        if source not in EXPORT_SOURCES:
+            raise RejectedInput(
+                "bad_filter", f"source must be one of {', '.join(EXPORT_SOURCES)}; got {source!r}"
+            )
+        captions = captions.filter(source=source)
+    if model:
+        captions = captions.filter(model_version__name=model)
+    if q:
+        captions = filter_captions(captions, q)
+    return captions.order_by("image_id", "source", "model_version_id", "rank", "id")
 
 
 class _Echo:

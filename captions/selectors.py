@@ -6,19 +6,19 @@ Another user's private image does not exist for you: lookups raise Http404, neve
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet, prefetch_related_objects
 from django.http import Http404
 from rest_framework.authtoken.models import Token
 
 from captions.attention import AttentionFormatError, decode_attention
 from captions.ingest import RejectedInput
 from captions.models import Batch, BatchItem, Caption, Image, ModelVersion
-from captions.search import SearchResults, filter_captions, search_images
+from captions.search import SearchResults, search_images
 
 STATUSES = tuple(Image.Status.values)
 
@@ -52,11 +52,22 @@ def active_model_version() -> ModelVersion | None:
     return ModelVersion.objects.filter(active=True).first()
 
 
+def _captions_prefetch() -> Prefetch:
+    return Prefetch(
+        "captions", queryset=Caption.objects.select_related("model_version").order_by("rank", "-id")
+    )
+
+
 def with_captions(images: QuerySet[Image]) -> QuerySet[Image]:
     """Prefetch what `choose_captions` needs, in one extra query for a whole page."""
-    return images.select_related("owner").prefetch_related(
-        Prefetch("captions", queryset=Caption.objects.select_related("model_version").order_by("rank", "-id"))
-    )
+    return images.select_related("owner").prefetch_related(_captions_prefetch())
+
+
+def load_captions(image: Image) -> Image:
+    """`image` (e.g. one intake just stored or found) with what `choose_captions` needs, without
+    reading the image row again."""
+    prefetch_related_objects([image], _captions_prefetch())
+    return image
 
 
 def list_images(
@@ -87,7 +98,7 @@ def list_images(
     return with_captions(images).order_by("-created_at", "-id")
 
 
-def _filter_all_images(*, status: str | None, batch: int | None) -> QuerySet[Image]:
+def filter_all_images(*, status: str | None, batch: int | None) -> QuerySet[Image]:
     images = Image.objects.all()
     if status:
         if status not in STATUSES:
@@ -201,97 +212,6 @@ def search(user, query: str) -> SearchResults:
         return choose_captions(image, active[0]).best
 
     return search_images(query, user, images=images, best_caption=best_caption)
-
-
-@dataclass(frozen=True)
-class ExportRow:
-    image_id: int
-    image_file: str
-    original_name: str
-    caption: str
-    score: float | None
-    rank: int
-    model_version: str
-    source: str
-    created_at: str
-
-
-EXPORT_SOURCES = tuple(Caption.Source.values)
-
-
-def export_rows(
-    user,
-    *,
-    batch: int | None = None,
-    status: str | None = None,
-    source: str | None = None,
-    model: str | None = None,
-    q: str | None = None,
-    mine: bool = False,
-    all_images: bool = False,
-    chunk_size: int = 2000,
-) -> Iterator[ExportRow]:
-    """Every caption of the visible images matching the filters, streamed from the database in chunks.
-
-    Filters are checked now (RejectedInput), before the first row is produced.
-    """
-    captions = _export_queryset(
-        user, batch=batch, status=status, source=source, model=model, q=q, mine=mine, all_images=all_images
-    )
-    rows = captions.values_list(
-        "image_id",
-        "image__file",
-        "image__original_name",
-        "text",
-        "score",
-        "rank",
-        "model_version__name",
-        "source",
-        "created_at",
-    ).iterator(chunk_size=chunk_size)
-    return (
-        ExportRow(
-            image_id=image_id,
-            image_file=file,
-            original_name=name,
-            caption=text,
-            score=score,
-            rank=rank,
-            model_version=version or "",
-            source=source_,
-            created_at=created.isoformat(),
-        )
-        for image_id, file, name, text, score, rank, version, source_, created in rows
-    )
-
-
-def _export_queryset(
-    user,
-    *,
-    batch: int | None,
-    status: str | None,
-    source: str | None,
-    model: str | None,
-    q: str | None,
-    mine: bool,
-    all_images: bool = False,
-) -> QuerySet[Caption]:
-    """`all_images`: every image whatever its owner and visibility (admin commands only)."""
-    images = list_images(user, status=status, batch=batch, mine=mine).order_by()
-    if all_images:
-        images = _filter_all_images(status=status, batch=batch)
-    captions = Caption.objects.filter(image__in=images.values("id"))
-    if source:
-        if source not in EXPORT_SOURCES:
-            raise RejectedInput(
-                "bad_filter", f"source must be one of {', '.join(EXPORT_SOURCES)}; got {source!r}"
-            )
-        captions = captions.filter(source=source)
-    if model:
-        captions = captions.filter(model_version__name=model)
-    if q:
-        captions = filter_captions(captions, q)
-    return captions.order_by("image_id", "source", "model_version_id", "rank", "id")
 
 
 # --- the web UI's reads ----------------------------------------------------------------------------

@@ -13,9 +13,18 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from captions import selectors, services
+from captions import selectors
 from captions.forms import CaptionForm, GalleryFilterForm, UploadForm, VisibilityForm
 from captions.ingest import RejectedInput
+from captions.services.accounts import regenerate_api_token
+from captions.services.images import (
+    add_human_caption,
+    delete_image,
+    recaption_image,
+    retry_image,
+    set_visibility,
+)
+from captions.services.intake import create_batch
 
 PAGE_SIZE = 24
 
@@ -54,7 +63,7 @@ def upload(request: HttpRequest) -> HttpResponse:
     form = UploadForm(request.POST, request.FILES) if request.method == "POST" else UploadForm()
     if request.method == "POST" and form.is_valid():
         try:
-            result = services.create_batch(
+            result = create_batch(
                 owner=request.user,
                 files=form.cleaned_data["images"],
                 archives=[form.cleaned_data["archive"]] if form.cleaned_data.get("archive") else [],
@@ -94,7 +103,7 @@ def image_caption(request: HttpRequest, pk: int) -> HttpResponse:
     form = CaptionForm(request.POST)
     if form.is_valid():
         try:
-            services.add_human_caption(image=image, text=form.cleaned_data["caption"], author=request.user)
+            add_human_caption(image=image, text=form.cleaned_data["caption"], author=request.user)
             messages.success(request, "Caption saved.")
         except RejectedInput as exc:
             messages.error(request, exc.message)
@@ -109,9 +118,9 @@ def image_recaption(request: HttpRequest, pk: int) -> HttpResponse:
     image = selectors.get_own_image(request.user, pk)
     try:
         if image.status == image.Status.FAILED:
-            services.retry_image(image=image)
+            retry_image(image=image)
         else:
-            services.recaption_image(image=image)
+            recaption_image(image=image)
         messages.success(request, "Queued for captioning.")
     except RejectedInput as exc:
         messages.error(request, exc.message)
@@ -124,7 +133,7 @@ def image_visibility(request: HttpRequest, pk: int) -> HttpResponse:
     image = selectors.get_own_image(request.user, pk)
     form = VisibilityForm(request.POST)
     if form.is_valid():
-        services.set_visibility(image=image, visibility=form.cleaned_data["visibility"])
+        set_visibility(image=image, visibility=form.cleaned_data["visibility"])
         messages.success(request, f"The image is now {image.visibility}.")
     return redirect("captions:image", pk=pk)
 
@@ -133,7 +142,7 @@ def image_visibility(request: HttpRequest, pk: int) -> HttpResponse:
 def image_delete(request: HttpRequest, pk: int) -> HttpResponse:
     image = selectors.get_own_image(request.user, pk)
     if request.method == "POST":
-        services.delete_image(image=image)
+        delete_image(image=image)
         messages.success(request, "Image deleted.")
         return redirect("captions:gallery")
     return render(request, "captions/image_delete.html", {"image": image})
@@ -177,7 +186,7 @@ def api_token(request: HttpRequest) -> HttpResponse:
     """The user's REST API token: shown, made or replaced (POST)."""
     if request.method == "POST":
         had = selectors.get_api_token(request.user) is not None
-        services.regenerate_api_token(user=request.user)
+        regenerate_api_token(user=request.user)
         messages.success(request, "New token made; the old one no longer works." if had else "Token made.")
         return redirect("captions:token")
     token = selectors.get_api_token(request.user)

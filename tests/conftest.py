@@ -105,3 +105,10 @@ def run_ml(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
         timeout=300,
         env={**os.environ, **(env or {})},
     )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # `make test-fast` deselects these: every database test, and every test that starts the platform.
+    for item in items:
+        if item.get_closest_marker("django_db") or item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.services)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
-from captions import services
+from captions.services.model_versions import ensure_model_version
 
 if TYPE_CHECKING:  # importing ml.captioner imports TensorFlow: only when a caption is needed
     from captions.models import ModelVersion
@@ -65,6 +66,13 @@ def warm_up() -> None:
         logger.exception("imgcap captioner could not be loaded from %s", model_dir())
 
 
+@functools.cache
+def _model_metrics(directory: Path) -> dict[str, Any]:
+    # A model directory's files do not change under a running worker (a new model is a new directory
+    # or a restart), so its metrics are read once, not once per micro-batch.
+    return read_metrics(directory)
+
+
 def read_metrics(directory: Path) -> dict[str, Any]:
     """The model directory's metrics.json, or {} when it has none (or it is unreadable)."""
     try:
@@ -82,8 +90,8 @@ def register_model_version(captioner: Captioner, directory: Path | None = None) 
     Looked up per batch rather than cached: a row cached in the process would go stale if the
     version were deleted, and the lookup is one indexed query per batch.
     """
-    return services.ensure_model_version(
+    return ensure_model_version(
         name=captioner.version,
         encoder=captioner.config["encoder"]["name"],
-        metrics=read_metrics(directory if directory is not None else model_dir()),
+        metrics=_model_metrics(directory if directory is not None else model_dir()),
     )

@@ -1,4 +1,4 @@
-"""Celery tasks (thin): the work is in worker/batching.py and captions/services.py.
+"""Celery tasks (thin): the work is in worker/micro_batches.py and captions/queue.py.
 
 acks_late and reject_on_worker_lost come from settings: a message is acknowledged only after its
 batch is stored, so one taken by a worker that dies before claiming is delivered again (Redis).
@@ -16,21 +16,21 @@ from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
 from django.template.defaultfilters import pluralize
 
-from captions import services
-from worker import batching, runtime
+from captions import queue
+from worker import micro_batches, runtime
 
 logger = logging.getLogger(__name__)
 
 
 @shared_task(name="imgcap.caption_images")
 def caption_images(image_ids: list[int]) -> dict[str, Any]:
-    report = batching.caption_pending(first=image_ids)
+    report = micro_batches.caption_pending(first=image_ids)
     return {"claimed": report.claimed, "done": report.done, "failed": report.failed}
 
 
 @shared_task(name="imgcap.requeue_stale")
 def requeue_stale() -> list[int]:
-    ids = services.requeue_stale(older_than_s=settings.IMGCAP_STALE_AFTER_S)
+    ids = queue.requeue_stale(older_than_s=settings.IMGCAP_STALE_AFTER_S)
     if ids:
         logger.info("imgcap reaper: requeued %d stale image%s %s", len(ids), pluralize(len(ids)), ids)
     return ids

@@ -17,12 +17,20 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from captions import health, selectors, services, thumbnails
+from captions import health, selectors, thumbnails
 from captions.api import serializers as s
 from captions.api.pagination import SearchPagination
 from captions.api.schema import ApiSchema
-from captions.exports import CONTENT_TYPES, render_rows
+from captions.exports import CONTENT_TYPES, export_rows, render_rows
 from captions.ingest import RejectedInput
+from captions.services.images import (
+    add_human_caption,
+    delete_image,
+    recaption_image,
+    retry_image,
+    set_visibility,
+)
+from captions.services.intake import create_batch, upload_file
 
 
 def _int_param(request: Request, name: str) -> int | None:
@@ -105,13 +113,13 @@ class ImageListView(generics.GenericAPIView):
         batch = None
         if "batch" in form.validated_data:
             batch = selectors.find_own_batch(request.user, form.validated_data["batch"])
-        result = services.upload_file(
+        result = upload_file(
             owner=request.user,
             uploaded=form.validated_data["image"],
             visibility=form.validated_data["visibility"],
             batch=batch,
         )
-        image = selectors.get_image(request.user, result.image.pk)
+        image = selectors.load_captions(result.image)
         data = s.ImageSerializer(image, context=self.get_serializer_context()).data
         data["duplicate"] = not result.created
         return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": data["urls"]["self"]})
@@ -144,13 +152,13 @@ class ImageDetailView(generics.GenericAPIView):
         form = s.ImagePatchSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         if "visibility" in form.validated_data:
-            services.set_visibility(image=image, visibility=form.validated_data["visibility"])
+            set_visibility(image=image, visibility=form.validated_data["visibility"])
         if "caption" in form.validated_data:
-            services.add_human_caption(image=image, text=form.validated_data["caption"], author=request.user)
+            add_human_caption(image=image, text=form.validated_data["caption"], author=request.user)
         return self._show(request, pk)
 
     def delete(self, request: Request, pk: int) -> Response:
-        services.delete_image(image=selectors.get_own_image(request.user, pk))
+        delete_image(image=selectors.get_own_image(request.user, pk))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -161,7 +169,7 @@ class ImageRecaptionView(generics.GenericAPIView):
     permission_classes = [IsAuthenticated]
 
     def post(self, request: Request, pk: int) -> Response:
-        services.recaption_image(image=selectors.get_own_image(request.user, pk))
+        recaption_image(image=selectors.get_own_image(request.user, pk))
         image = selectors.get_image(request.user, pk)
         context = {"request": request, "active": selectors.active_model_version()}
         return Response(s.ImageSerializer(image, context=context).data, status=status.HTTP_202_ACCEPTED)
@@ -171,7 +179,7 @@ class ImageRetryView(ImageRecaptionView):
     """Queue a failed image again (202). 409 unless it failed."""
 
     def post(self, request: Request, pk: int) -> Response:
-        services.retry_image(image=selectors.get_own_image(request.user, pk))
+        retry_image(image=selectors.get_own_image(request.user, pk))
         image = selectors.get_image(request.user, pk)
         context = {"request": request, "active": selectors.active_model_version()}
         return Response(s.ImageSerializer(image, context=context).data, status=status.HTTP_202_ACCEPTED)
@@ -216,7 +224,7 @@ class BatchListView(generics.GenericAPIView):
     def post(self, request: Request) -> Response:
         form = s.BatchCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        result = services.create_batch(
+        result = create_batch(
             owner=request.user,
             files=form.validated_data.get("images", []),
             archives=[form.validated_data["archive"]] if form.validated_data.get("archive") else [],
@@ -281,7 +289,7 @@ class ExportView(APIView):
     ]
 
     def get(self, request: Request) -> StreamingHttpResponse:
-        rows = selectors.export_rows(
+        rows = export_rows(
             request.user,
             batch=_int_param(request, "batch"),
             status=request.query_params.get("status") or None,

@@ -4,7 +4,7 @@ Pure Python (standard library and Pillow, no Django), so the web layer can call 
 tested alone. Every refusal is a `RejectedInput` carrying a code, a message and an HTTP status.
 """
 
-from .archives import extract_archive, safe_member_name
+from .archives import extract_archive, is_os_junk, safe_member_name
 from .errors import RejectedInput
 from .images import ALLOWED_FORMATS, ImageInfo, inspect_image
 from .urls import FetchedFile, fetch_url, is_forbidden_address, is_metadata_address
@@ -17,6 +17,7 @@ __all__ = [
     "extract_archive",
     "fetch_url",
     "inspect_image",
+    "is_os_junk",
     "is_forbidden_address",
     "is_metadata_address",
     "safe_member_name",

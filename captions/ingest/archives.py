@@ -35,6 +35,16 @@ NESTED_MAGIC: tuple[tuple[int, bytes], ...] = (
 _MAGIC_BYTES = max(offset + len(sig) for offset, sig in NESTED_MAGIC)
 JUNK_DIRS = {"__MACOSX"}
 JUNK_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
+
+
+def is_os_junk(path: str) -> bool:
+    """OS clutter that is never a photo, in an archive or a folder: `__MACOSX/…`, `.DS_Store`,
+    `Thumbs.db`, `desktop.ini`, AppleDouble `._*` files (`path` with / separators)."""
+    parts = path.split("/")
+    base = parts[-1]
+    return bool(JUNK_DIRS.intersection(parts[:-1])) or base.lower() in JUNK_FILES or base.startswith("._")
+
+
 # Below this a member cannot be a bomb worth the name (the total cap bounds many of them), and flat
 # images such as a one-colour BMP legitimately compress far better than `max_ratio`.
 RATIO_FLOOR_BYTES = 1 << 20
@@ -173,11 +183,7 @@ def _path_problem(path: str) -> str | None:
 
 
 def _skipped(info: zipfile.ZipInfo) -> bool:
-    if info.is_dir():
-        return True
-    parts = info.filename.split("/")
-    base = parts[-1]
-    return bool(JUNK_DIRS.intersection(parts[:-1])) or base.lower() in JUNK_FILES or base.startswith("._")
+    return info.is_dir() or is_os_junk(info.filename)
 
 
 def _check_declared_sizes(

@@ -7,25 +7,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imgcap_site.settings.env import (
-    FILESYSTEM_BROKER_URL,
-    env_bool,
-    env_float,
-    env_int,
-    env_list,
-    env_str,
-    filesystem_broker,
-    parse_database_url,
-)
+from imgcap_site import queues
+from imgcap_site.settings.broker import FILESYSTEM_BROKER_URL, filesystem_broker
+from imgcap_site.settings.env import database, env
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 BASE_DIR = REPO_DIR
-VAR_DIR = Path(env_str("IMGCAP_VAR_DIR", str(REPO_DIR / "var")))
+VAR_DIR = Path(env.str("IMGCAP_VAR_DIR", default=str(REPO_DIR / "var")))
 
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", "insecure-dev-key-only-for-local-use-change-me")
-DEBUG = env_bool("DJANGO_DEBUG", False)
-ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
-CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="insecure-dev-key-only-for-local-use-change-me")
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -68,8 +61,8 @@ TEMPLATES = [
     },
 ]
 
-DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
-DATABASES = {"default": parse_database_url(DATABASE_URL)}
+DATABASE_URL = env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
+DATABASES = {"default": database(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -80,53 +73,57 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = env_str("TZ", "UTC")
+TIME_ZONE = env.str("TZ", default="UTC")
 USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = Path(env_str("IMGCAP_STATIC_ROOT", str(VAR_DIR / "static")))
+STATIC_ROOT = Path(env.str("IMGCAP_STATIC_ROOT", default=str(VAR_DIR / "static")))
 
 # Uploaded images. Served only by captions' media view, which applies visibility (never a bare static route).
-MEDIA_ROOT = Path(env_str("IMGCAP_MEDIA_ROOT", str(VAR_DIR / "media")))
+MEDIA_ROOT = Path(env.str("IMGCAP_MEDIA_ROOT", default=str(VAR_DIR / "media")))
 MEDIA_URL = "/media/"
 
 # Where the site is reachable, for absolute URLs made outside a request (export_captions).
-IMGCAP_SITE_URL = env_str("IMGCAP_SITE_URL", "http://127.0.0.1:8000")
+IMGCAP_SITE_URL = env.str("IMGCAP_SITE_URL", default="http://127.0.0.1:8000")
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "captions:gallery"
 LOGOUT_REDIRECT_URL = "captions:gallery"
 
 # --- captioning -----------------------------------------------------------------------------------
-IMGCAP_MODEL_DIR = env_str("IMGCAP_MODEL_DIR", None)  # None: the shipped models/default
-IMGCAP_BATCH_MAX = env_int("IMGCAP_BATCH_MAX", 16)
-IMGCAP_BATCH_WAIT_MS = env_int("IMGCAP_BATCH_WAIT_MS", 200)
-IMGCAP_STALE_AFTER_S = env_int("IMGCAP_STALE_AFTER_S", 600)
-IMGCAP_REAPER_INTERVAL_S = env_float("IMGCAP_REAPER_INTERVAL_S", 60.0)
-IMGCAP_MAX_ATTEMPTS = env_int("IMGCAP_MAX_ATTEMPTS", 3)
-IMGCAP_N_BEST = env_int("IMGCAP_N_BEST", 3)
-IMGCAP_BEAM_SIZE = env_int("IMGCAP_BEAM_SIZE", None)
+IMGCAP_MODEL_DIR = env.str("IMGCAP_MODEL_DIR", default=None)  # None: the shipped models/default
+# A worker's micro-batch: images captioned in one model call (not a user's Batch of uploads). The
+# names before the rename (IMGCAP_BATCH_MAX, IMGCAP_BATCH_WAIT_MS) are still read.
+IMGCAP_MICRO_BATCH_MAX = env.int("IMGCAP_MICRO_BATCH_MAX", default=env.int("IMGCAP_BATCH_MAX", default=16))
+IMGCAP_MICRO_BATCH_WAIT_MS = env.int(
+    "IMGCAP_MICRO_BATCH_WAIT_MS", default=env.int("IMGCAP_BATCH_WAIT_MS", default=200)
+)
+IMGCAP_STALE_AFTER_S = env.int("IMGCAP_STALE_AFTER_S", default=600)
+IMGCAP_REAPER_INTERVAL_S = env.float("IMGCAP_REAPER_INTERVAL_S", default=60.0)
+IMGCAP_MAX_ATTEMPTS = env.int("IMGCAP_MAX_ATTEMPTS", default=3)
+IMGCAP_N_BEST = env.int("IMGCAP_N_BEST", default=3)
+IMGCAP_BEAM_SIZE = env.int("IMGCAP_BEAM_SIZE", default=None)
 
 # --- search ---------------------------------------------------------------------------------------
 # A search ranks this many of the newest matching captions, not all of them (captions/search.py).
-IMGCAP_SEARCH_CANDIDATES = env_int("IMGCAP_SEARCH_CANDIDATES", 1000)
+IMGCAP_SEARCH_CANDIDATES = env.int("IMGCAP_SEARCH_CANDIDATES", default=1000)
 
 # --- input limits (checked by captions.ingest; every breach is a 4xx that stores nothing) -----------
-IMGCAP_MAX_UPLOAD_BYTES = env_int("IMGCAP_MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
-IMGCAP_MAX_PIXELS = env_int("IMGCAP_MAX_PIXELS", 40_000_000)
-IMGCAP_MAX_BATCH_FILES = env_int("IMGCAP_MAX_BATCH_FILES", 500)
-IMGCAP_ARCHIVE_MAX_FILES = env_int("IMGCAP_ARCHIVE_MAX_FILES", 500)
-IMGCAP_ARCHIVE_MAX_BYTES = env_int("IMGCAP_ARCHIVE_MAX_BYTES", 512 * 1024 * 1024)
-IMGCAP_ARCHIVE_MAX_RATIO = env_int("IMGCAP_ARCHIVE_MAX_RATIO", 100)
-IMGCAP_URL_TIMEOUT_S = env_float("IMGCAP_URL_TIMEOUT_S", 10.0)
-IMGCAP_URL_MAX_REDIRECTS = env_int("IMGCAP_URL_MAX_REDIRECTS", 3)
-IMGCAP_URL_ALLOW_PRIVATE = env_bool("IMGCAP_URL_ALLOW_PRIVATE", False)  # tests only
+IMGCAP_MAX_UPLOAD_BYTES = env.int("IMGCAP_MAX_UPLOAD_BYTES", default=20 * 1024 * 1024)
+IMGCAP_MAX_PIXELS = env.int("IMGCAP_MAX_PIXELS", default=40_000_000)
+IMGCAP_MAX_BATCH_FILES = env.int("IMGCAP_MAX_BATCH_FILES", default=500)
+IMGCAP_ARCHIVE_MAX_FILES = env.int("IMGCAP_ARCHIVE_MAX_FILES", default=500)
+IMGCAP_ARCHIVE_MAX_BYTES = env.int("IMGCAP_ARCHIVE_MAX_BYTES", default=512 * 1024 * 1024)
+IMGCAP_ARCHIVE_MAX_RATIO = env.int("IMGCAP_ARCHIVE_MAX_RATIO", default=100)
+IMGCAP_URL_TIMEOUT_S = env.float("IMGCAP_URL_TIMEOUT_S", default=10.0)
+IMGCAP_URL_MAX_REDIRECTS = env.int("IMGCAP_URL_MAX_REDIRECTS", default=3)
+IMGCAP_URL_ALLOW_PRIVATE = env.bool("IMGCAP_URL_ALLOW_PRIVATE", default=False)  # tests only
 
 # Files above 2.5 MiB spool to a temporary file instead of memory; the size limit itself is
 # checked before an upload is read (a clean 413). Non-file fields and JSON bodies stay small.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
-DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", 10 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", default=10 * 1024 * 1024)
 # Django refuses requests with more files than this (default 100) with a 400; a batch may hold more.
 DATA_UPLOAD_MAX_NUMBER_FILES = IMGCAP_MAX_BATCH_FILES + 1
 DATA_UPLOAD_MAX_NUMBER_FIELDS = max(1000, IMGCAP_MAX_BATCH_FILES * 2)
@@ -146,7 +143,7 @@ REST_FRAMEWORK = {
 }
 
 # --- Celery (see imgcap_site/celery.py; worker/ holds the tasks) ------------------------------------
-_BROKER_URL = env_str("CELERY_BROKER_URL", None)
+_BROKER_URL = env.str("CELERY_BROKER_URL", default=None)
 if _BROKER_URL:
     CELERY_BROKER_URL = _BROKER_URL
 else:
@@ -156,10 +153,10 @@ else:
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {"imgcap.caption_images": {"queue": "caption"}}
+CELERY_TASK_DEFAULT_QUEUE = queues.DEFAULT_QUEUE
+CELERY_TASK_ROUTES = {queues.CAPTION_TASK: {"queue": queues.CAPTION_QUEUE}}
 CELERY_BEAT_SCHEDULE = {
-    "requeue-stale": {"task": "imgcap.requeue_stale", "schedule": IMGCAP_REAPER_INTERVAL_S},
+    "requeue-stale": {"task": queues.REAPER_TASK, "schedule": IMGCAP_REAPER_INTERVAL_S},
 }
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -169,6 +166,6 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("IMGCAP_LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env.str("IMGCAP_LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }

@@ -2,11 +2,11 @@
 
 from imgcap_site.settings.base import *  # noqa: F403
 from imgcap_site.settings.base import MEDIA_ROOT, VAR_DIR
-from imgcap_site.settings.env import env_bool, env_list
+from imgcap_site.settings.env import env
 
-DEBUG = env_bool("DJANGO_DEBUG", True)
+DEBUG = env.bool("DJANGO_DEBUG", default=True)
 # A developer's machine or a compose network (containers reach the web service by its name): any host.
-ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["*"])
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["*"])
 
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 MEDIA_ROOT.mkdir(parents=True, exist_ok=True)

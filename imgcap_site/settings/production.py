@@ -18,24 +18,24 @@ from django.core.exceptions import ImproperlyConfigured
 
 from imgcap_site.settings.base import *  # noqa: F403
 from imgcap_site.settings.base import MIDDLEWARE
-from imgcap_site.settings.env import env_bool, env_int, env_list, env_str
+from imgcap_site.settings.env import env
 
 DEBUG = False
 
-SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default=None)
 if not SECRET_KEY:
     raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set in production")
-ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", [])
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=[])
 if not ALLOWED_HOSTS:
     raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS must list the host names this site answers to")
 
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
-SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
 # Health checks come over plain HTTP from inside the deployment (docker-compose's, a load balancer's).
 SECURE_REDIRECT_EXEMPT = [r"^api/v1/health/$"]
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 0)
+SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=0)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
@@ -56,12 +56,12 @@ STORAGES = {
     "staticfiles": {"BACKEND": "imgcap_site.static_storage.StaticFilesStorage"},
 }
 
-_S3_BUCKET = env_str("IMGCAP_S3_BUCKET")
+_S3_BUCKET = env.str("IMGCAP_S3_BUCKET", default=None)
 if _S3_BUCKET:
     _S3_OPTIONS = {
-        "endpoint_url": env_str("AWS_S3_ENDPOINT_URL"),
-        "region_name": env_str("AWS_S3_REGION_NAME"),
-        "addressing_style": env_str("AWS_S3_ADDRESSING_STYLE"),
+        "endpoint_url": env.str("AWS_S3_ENDPOINT_URL", default=None),
+        "region_name": env.str("AWS_S3_REGION_NAME", default=None),
+        "addressing_style": env.str("AWS_S3_ADDRESSING_STYLE", default=None),
     }
     STORAGES["default"] = {
         "BACKEND": "storages.backends.s3.S3Storage",

@@ -2,21 +2,22 @@
 
 from imgcap_site.settings.base import *  # noqa: F403
 from imgcap_site.settings.base import VAR_DIR
-from imgcap_site.settings.env import FILESYSTEM_BROKER_URL, env_str, filesystem_broker, parse_database_url
+from imgcap_site.settings.broker import FILESYSTEM_BROKER_URL, filesystem_broker
+from imgcap_site.settings.env import database, env
 
 DEBUG = False
 SECRET_KEY = "test-only-secret-key"
 # Django's test client sends Host: testserver (also from subprocesses that do not set up a test environment).
 ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost", "[::1]"]
 
-DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
-DATABASES = {"default": parse_database_url(DATABASE_URL)}
+DATABASE_URL = env.str("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/test")
+DATABASES = {"default": database(DATABASE_URL)}
 
 TEST_DIR = VAR_DIR / "test"
 MEDIA_ROOT = TEST_DIR / "media"
 STATIC_ROOT = TEST_DIR / "static"
 
-if not env_str("CELERY_BROKER_URL"):
+if not env.str("CELERY_BROKER_URL", default=None):
     # Its own folder, so test messages never reach a development worker.
     CELERY_BROKER_URL = FILESYSTEM_BROKER_URL
     CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_broker(TEST_DIR / "broker")

@@ -110,32 +110,31 @@ def anon_api(media_root):
 
 @pytest.fixture
 def model_version():
-    from captions import services
+    from captions.services.model_versions import ensure_model_version
 
-    return services.ensure_model_version(
+    return ensure_model_version(
         name="imgcap-test-model-0001", encoder="efficientnet_lite0", metrics={"bleu4": 0.2}
     )
 
 
 @pytest.fixture
 def make_image(media_root, photo):
-    """make_image(owner, visibility="private") → a stored, pending Image, made by services.upload_image."""
-    from captions import services
+    """make_image(owner, visibility="private") → a stored, pending Image, made by upload_image."""
+    from captions.services.intake import IncomingFile, upload_image
 
     def make(owner, visibility: str = "private", data: bytes | None = None, name: str = "photo.jpg"):
-        return services.upload_image(
-            owner=owner, data=data if data is not None else photo(), name=name, visibility=visibility
-        ).image
+        file = IncomingFile(name, data if data is not None else photo())
+        return upload_image(owner=owner, file=file, visibility=visibility).image
 
     return make
 
 
 def _save_captions(image, version, texts: list[str], scores: list[float] | None = None) -> None:
-    from captions import services
+    from captions import queue
 
     scores = scores or [-0.5 - 0.1 * i for i in range(len(texts))]
     candidates = [
-        services.CandidateData(
+        queue.CandidateData(
             text=text,
             score=score,
             words=text.split(),
@@ -143,13 +142,13 @@ def _save_captions(image, version, texts: list[str], scores: list[float] | None 
         )
         for i, (text, score) in enumerate(zip(texts, scores, strict=True))
     ]
-    services.save_model_captions(image=image, model_version=version, candidates=candidates)
+    queue.store_captions(model_version=version, results=[(image, candidates)])
 
 
 @pytest.fixture
 def save_captions() -> Callable[..., None]:
     """save_captions(image, version, texts, scores=None): model captions stored the way the worker does it,
-    through services.save_model_captions."""
+    through queue.store_captions."""
     return _save_captions
 
 

@@ -11,8 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from captions import services
+from captions import queue
 from captions.models import Batch, Image
+from captions.services.intake import IncomingFile, create_batch, upload_image
 
 pytestmark = pytest.mark.django_db
 
@@ -85,8 +86,8 @@ def test_many_files_make_a_batch_with_every_item(api, photo, queued_ids, django_
 def test_a_batch_is_queued_in_messages_of_batch_max_ids(
     api, photo, settings, broker_messages, django_capture_on_commit_callbacks
 ):
-    # 20 files with IMGCAP_BATCH_MAX 16: two caption_images messages (16 + 4 ids), not 20 single-id ones.
-    assert settings.IMGCAP_BATCH_MAX == 16
+    # 20 files with IMGCAP_MICRO_BATCH_MAX 16: two caption_images messages (16 + 4 ids), not 20 single ones.
+    assert settings.IMGCAP_MICRO_BATCH_MAX == 16
     with django_capture_on_commit_callbacks(execute=True):
         response = api.post(
             BATCHES, {"images": files(*((f"{i}.jpg", photo()) for i in range(20)))}, format="multipart"
@@ -94,7 +95,7 @@ def test_a_batch_is_queued_in_messages_of_batch_max_ids(
     assert response.status_code == 202, response.content
     ids = [item["id"] for item in response.json()["items"]]
     messages = [m for m in broker_messages() if m["task"] == "imgcap.caption_images"]
-    assert len(messages) == math.ceil(20 / settings.IMGCAP_BATCH_MAX) == 2
+    assert len(messages) == math.ceil(20 / settings.IMGCAP_MICRO_BATCH_MAX) == 2
     assert sorted(len(m["args"][0]) for m in messages) == [4, 16]
     assert sorted(i for m in messages for i in m["args"][0]) == sorted(ids)
     assert {m["queue"] for m in messages} == {"caption"}
@@ -248,13 +249,11 @@ def test_idempotency_key_returns_the_same_batch(api, photo, queued_ids, django_c
 
 
 def test_batch_status_counts_and_visibility(api, other_api, user, photo, model_version, save_captions):
-    result = services.create_batch(
-        owner=user, files=[services.IncomingFile(f"{i}.jpg", photo()) for i in range(4)]
-    )
+    result = create_batch(owner=user, files=[IncomingFile(f"{i}.jpg", photo()) for i in range(4)])
     images = [item.image for item in result.batch.items.order_by("position")]
-    claimed = services.claim_images(limit=2, first=[images[0].pk, images[1].pk])
+    claimed = queue.claim_images(limit=2, first=[images[0].pk, images[1].pk])
     save_captions(claimed[0], model_version, ["a dog runs"])
-    services.mark_failed(image=claimed[1], error="broken")
+    queue.mark_failed(image=claimed[1], error="broken")
 
     body = api.get(f"{BATCHES}{result.batch.pk}/").json()
     assert body["counts"] == {"pending": 2, "processing": 0, "done": 1, "failed": 1}
@@ -269,7 +268,7 @@ def test_batch_status_counts_and_visibility(api, other_api, user, photo, model_v
 
 def test_a_batch_lists_already_known_images_as_duplicates(api, user, photo):
     data = photo()
-    known = services.upload_image(owner=user, data=data, name="known.jpg").image
+    known = upload_image(owner=user, file=IncomingFile("known.jpg", data)).image
     response = api.post(
         BATCHES, {"images": files(("again.jpg", data), ("new.jpg", photo()))}, format="multipart"
     )

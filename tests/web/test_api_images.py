@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from captions import services
+from captions import queue
 from captions.models import Caption, Image
+from captions.services.intake import IncomingFile, create_batch, upload_image
 
 pytestmark = pytest.mark.django_db
 
@@ -143,8 +144,8 @@ def test_list_shows_own_and_public_images_with_filters_and_pages(
 
 
 def test_list_filters_by_batch(api, user, photo):
-    result = services.create_batch(owner=user, files=[services.IncomingFile("a.jpg", photo())])
-    services.upload_image(owner=user, data=photo(), name="b.jpg")
+    result = create_batch(owner=user, files=[IncomingFile("a.jpg", photo())])
+    upload_image(owner=user, file=IncomingFile("b.jpg", photo()))
     listed = api.get(IMAGES, {"batch": result.batch.pk}).json()
     assert [r["original_name"] for r in listed["results"]] == ["a.jpg"]
 
@@ -229,7 +230,7 @@ def test_recaption_queues_again_and_keeps_captions(
 def test_retry_a_failed_image(api, user, make_image):
     image = make_image(user)
     assert_error(api.post(f"{IMAGES}{image.pk}/retry/"), 409, "not_failed")
-    services.mark_failed(image=image, error="decoder exploded")
+    queue.mark_failed(image=image, error="decoder exploded")
     assert api.get(f"{IMAGES}{image.pk}/").json()["error"] == "decoder exploded"
     response = api.post(f"{IMAGES}{image.pk}/retry/")
     assert response.status_code == 202 and response.json()["status"] == "pending"

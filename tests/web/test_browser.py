@@ -45,9 +45,12 @@ DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 WAIT_MS = CAPTION_TIMEOUT_S * 1000
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (`make install` adds it)"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (`make install` adds it)"
+    ),
+    pytest.mark.e2e,
+]
 
 
 def photos(start: int, count: int) -> list[Path]:

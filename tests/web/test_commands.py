@@ -1,4 +1,5 @@
-"""Management commands: caption_folder, import_captions, export_captions, recaption_all, generate_captions."""
+"""Management commands (caption_folder, import_captions, export_captions, recaption_all) and the
+benchmarks' synthetic captions."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from captions import selectors, services
+from captions import selectors
 from captions.models import Batch, Caption, Image
+from captions.services.model_versions import ensure_model_version
 
 pytestmark = pytest.mark.django_db
 
@@ -171,7 +173,7 @@ def test_export_captions(user, other_user, make_image, model_version, save_capti
 def test_recaption_all_queues_images_the_active_model_has_not_captioned(
     user, make_image, model_version, save_captions, queued_ids, django_capture_on_commit_callbacks
 ):
-    older = services.ensure_model_version(name="imgcap-older", encoder="inception_v3", metrics={})
+    older = ensure_model_version(name="imgcap-older", encoder="inception_v3", metrics={})
     current, outdated, waiting = make_image(user), make_image(user), make_image(user)
     save_captions(current, model_version, ["a dog"])
     save_captions(outdated, older, ["a dog"])
@@ -192,9 +194,11 @@ def test_recaption_all_queues_images_the_active_model_has_not_captioned(
         run("recaption_all", "--model-version", "nope")
 
 
-def test_generate_captions_for_benchmarks(user):
-    out, _ = run("generate_captions", "250", "--per-image", "3", "--chunk", "100")
-    assert "250 captions created" in out
+def test_synthetic_captions_for_benchmarks(user, capsys):
+    from bench.synthetic_captions import main
+
+    assert main(["250", "--per-image", "3", "--chunk", "100"]) == 0
+    assert "250 captions created" in capsys.readouterr().out
     assert Caption.objects.count() == 250
     assert Image.objects.count() == 34 + 34 + 17  # per chunk of 100 captions: ceil(100 / 3) images
     assert not Caption.objects.filter(model_version__active=True).exists()

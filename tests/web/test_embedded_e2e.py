@@ -17,6 +17,8 @@ import pytest
 
 from tests.web.platform_harness import CAPTION_TIMEOUT_S, FLICKR_IMAGES, REPO, Browser, Platform, wait_for
 
+pytestmark = pytest.mark.e2e  # starts real processes
+
 
 @pytest.fixture(scope="module")
 def var_dir(tmp_path_factory) -> Path:
@@ -64,7 +66,7 @@ def test_run_platform_serves_uploads_captions_and_search_with_no_services(var_di
         # Worker and beat share the filesystem broker: beat's reaper ticks reach the worker.
         log = var_dir / "worker.log"
         wait_for(lambda: "Task imgcap.requeue_stale[" in log.read_text(), 30, "a reaper run", platform.output)
-        assert "imgcap batch: 1 image in one model call" in log.read_text()
+        assert "imgcap micro-batch: 1 image in one model call" in log.read_text()
         # The broker URL names a host, so kombu has nothing to warn about in any process.
         assert "No hostname was supplied" not in platform.text() + log.read_text()
         assert "worker: " in platform.text()  # batch lines are echoed to the terminal

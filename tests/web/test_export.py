@@ -9,7 +9,9 @@ import json
 import pytest
 from django.http import StreamingHttpResponse
 
-from captions import services
+from captions.services.images import add_human_caption
+from captions.services.intake import IncomingFile, create_batch
+from captions.services.model_versions import ensure_model_version
 
 pytestmark = pytest.mark.django_db
 
@@ -17,15 +19,15 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def library(user, other_user, make_image, photo, model_version, save_captions):
     """alice: a batch of two captioned images (one with a human caption too); bob: public + private."""
-    batch = services.create_batch(
+    batch = create_batch(
         owner=user,
-        files=[services.IncomingFile("beach.jpg", photo()), services.IncomingFile("park.jpg", photo())],
+        files=[IncomingFile("beach.jpg", photo()), IncomingFile("park.jpg", photo())],
     ).batch
     beach, park = (item.image for item in batch.items.order_by("position"))
     save_captions(beach, model_version, ["a dog runs on the beach", "a dog on sand"], [-0.25, -0.5])
     save_captions(park, model_version, ["children play in a park"], [-0.4])
-    services.add_human_caption(image=park, text="kids at the park, with a red ball", author=user)
-    older = services.ensure_model_version(name="imgcap-older", encoder="inception_v3", metrics={})
+    add_human_caption(image=park, text="kids at the park, with a red ball", author=user)
+    older = ensure_model_version(name="imgcap-older", encoder="inception_v3", metrics={})
     save_captions(park, older, ["people on grass"], [-0.9])
     bob_public = make_image(other_user, "public")
     save_captions(bob_public, model_version, ["a cat on a sofa"], [-0.3])
@@ -115,9 +117,9 @@ def test_bad_filters_are_400_before_streaming(api, library):
 
 
 def test_export_is_streamed_from_a_database_iterator(user, library):
-    from captions import selectors
+    from captions.exports import export_rows
 
-    rows = selectors.export_rows(user, chunk_size=2)
+    rows = export_rows(user, chunk_size=2)
     first = next(rows)
     assert first.caption
     assert len([first, *rows]) == 6

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from captions import services
+from captions import queue
 from imgcap_site.celery import app as celery_app
 
 pytestmark = pytest.mark.django_db
@@ -31,7 +31,7 @@ def test_health_is_ok_with_the_queue_and_the_active_model(
 ):
     make_image(user)
     done = make_image(user)
-    services.save_model_captions(image=done, model_version=model_version, candidates=[])
+    queue.store_captions(model_version=model_version, results=[(done, [])])
     with broker(broker_url or celery_app.conf.broker_url):
         response = anon_api.get(HEALTH, HTTP_AUTHORIZATION="Token not-a-real-token")  # never a 401
     assert response.status_code == 200, response.content

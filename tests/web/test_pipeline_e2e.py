@@ -41,9 +41,9 @@ BROKER_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 BATCH_WAIT_MS = 500
 CAPTION_TIMEOUT_S = 90
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
-BATCH_LINE = re.compile(r"imgcap batch: (\d+) images? in one model call.*\(ids \[([\d, ]*)\]\)")
+BATCH_LINE = re.compile(r"imgcap micro-batch: (\d+) images? in one model call.*\(ids \[([\d, ]*)\]\)")
 
 
 def real_photos(folder: Path, n: int) -> list[Path]:
@@ -112,8 +112,8 @@ def worker(django_db_setup, django_db_blocker, tiny_run, tmp_path_factory) -> It
         "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{db_name}",
         "CELERY_BROKER_URL": BROKER_URL,
         "IMGCAP_MODEL_DIR": str(tiny_run),
-        "IMGCAP_BATCH_MAX": "16",
-        "IMGCAP_BATCH_WAIT_MS": str(BATCH_WAIT_MS),
+        "IMGCAP_MICRO_BATCH_MAX": "16",
+        "IMGCAP_MICRO_BATCH_WAIT_MS": str(BATCH_WAIT_MS),
         "IMGCAP_MAX_ATTEMPTS": "3",
         "IMGCAP_STALE_AFTER_S": "600",
         "PYTHONUNBUFFERED": "1",

@@ -13,6 +13,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.e2e  # starts real processes
+
 REPO = Path(__file__).resolve().parents[2]
 
 

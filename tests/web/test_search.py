@@ -10,9 +10,11 @@ import os
 import pytest
 from django.db import connection
 
-from captions import search, selectors, services, synthetic
+from bench.synthetic_captions import SYNTHETIC_VERSION, generate_captions
+from captions import search, selectors
 from captions.api.serializers import ImageUrls, image_urls
 from captions.models import Caption, Image
+from captions.services.images import add_human_caption, delete_image
 
 pytestmark = pytest.mark.django_db
 
@@ -88,7 +90,7 @@ def test_snippets_highlight_the_matches(user, captioned):
 
 def test_snippets_escape_caption_html(user, make_image):
     image = make_image(user)
-    services.add_human_caption(image=image, text="<script>alert(1)</script> a parrot & a dog", author=user)
+    add_human_caption(image=image, text="<script>alert(1)</script> a parrot & a dog", author=user)
     (hit,) = selectors.search(user, "parrot")[0:1]
     # Postgres' ts_headline drops tag-like tokens, SQLite keeps them escaped: never live HTML either way.
     assert "<script>" not in hit.snippet
@@ -99,7 +101,7 @@ def test_snippets_escape_caption_html(user, make_image):
 def test_human_captions_are_searched(user, make_image, model_version, save_captions):
     image = make_image(user)
     save_captions(image, model_version, ["a dog on grass"])
-    services.add_human_caption(image=image, text="Rex fetching a frisbee", author=user)
+    add_human_caption(image=image, text="Rex fetching a frisbee", author=user)
     assert ids(selectors.search(user, "frisbees")) == [image.pk]
     assert ids(selectors.search(user, "dog")) == [image.pk]
 
@@ -117,7 +119,7 @@ def test_search_follows_caption_changes(user, make_image, model_version, save_ca
     save_captions(image, model_version, ["a pony in a field"])  # replaces the captions
     assert ids(selectors.search(user, "horse")) == []
     assert ids(selectors.search(user, "pony")) == [image.pk]
-    services.delete_image(image=image)
+    delete_image(image=image)
     assert ids(selectors.search(user, "pony")) == []
 
 
@@ -247,7 +249,7 @@ def test_a_hit_names_the_best_caption_when_another_one_matched(
     assert hit["matched"]["text"] == "a puppy on a sofa"
     assert hit["image"]["best_caption"] == "a cat on a sofa"  # rank 0 of the model's N-best list
 
-    services.add_human_caption(image=image, text="Rex the puppy asleep", author=user)
+    add_human_caption(image=image, text="Rex the puppy asleep", author=user)
     (hit,) = api.get(SEARCH, {"q": "sofa"}).json()["results"]
     assert hit["image"]["best_caption"] == "Rex the puppy asleep"  # a person's caption comes first
     (hit,) = api.get(SEARCH, {"q": "asleep"}).json()["results"]
@@ -264,8 +266,8 @@ def test_a_hit_names_the_best_caption_when_another_one_matched(
 
 
 def test_search_pages_hold_20_hits_and_at_most_100(api, user):
-    synthetic.generate_captions(owner=user, count=110, per_image=1)
-    Caption.objects.filter(model_version__name=synthetic.SYNTHETIC_VERSION).update(text="a quokka smiles")
+    generate_captions(owner=user, count=110, per_image=1)
+    Caption.objects.filter(model_version__name=SYNTHETIC_VERSION).update(text="a quokka smiles")
     body = api.get(SEARCH, {"q": "quokkas"}).json()
     assert body["count"] == 110 and body["capped"] is False and len(body["results"]) == 20
     body = api.get(SEARCH, {"q": "quokkas", "page_size": 30, "page": 4}).json()

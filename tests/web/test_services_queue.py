@@ -11,10 +11,12 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from captions import selectors, services
+from captions import queue, selectors
 from captions.attention import AttentionFormatError, decode_attention, encode_attention
 from captions.ingest import RejectedInput
 from captions.models import Caption, Image, ModelVersion
+from captions.services.images import add_human_caption, recaption_image, retry_image
+from captions.services.model_versions import ensure_model_version, set_active_model
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +39,7 @@ def test_queueing_on_the_filesystem_broker_logs_no_kombu_warning(
 
 def test_claim_takes_the_requested_ids_first_then_the_oldest(user, make_image):
     a, b, c, d = (make_image(user) for _ in range(4))
-    claimed = services.claim_images(limit=3, first=[c.pk])
+    claimed = queue.claim_images(limit=3, first=[c.pk])
     assert [i.pk for i in claimed] == [c.pk, a.pk, b.pk]
     for image in claimed:
         assert image.status == "processing"
@@ -45,8 +47,8 @@ def test_claim_takes_the_requested_ids_first_then_the_oldest(user, make_image):
         assert image.processing_started_at is not None
     assert Image.objects.get(pk=d.pk).status == "pending"
     # Only pending images are taken: a second claim gets what is left.
-    assert [i.pk for i in services.claim_images(limit=10, first=[a.pk])] == [d.pk]
-    assert services.claim_images(limit=10) == []
+    assert [i.pk for i in queue.claim_images(limit=10, first=[a.pk])] == [d.pk]
+    assert queue.claim_images(limit=10) == []
 
 
 @pytest.mark.django_db(transaction=True)
@@ -68,22 +70,20 @@ def test_claim_skips_rows_another_transaction_has_locked(user, make_image, queue
     thread.start()
     try:
         assert holding.wait(10)
-        claimed = services.claim_images(limit=10, first=[locked.pk])
+        claimed = queue.claim_images(limit=10, first=[locked.pk])
         assert [i.pk for i in claimed] == [free.pk]
     finally:
         release.set()
         thread.join()
     assert Image.objects.get(pk=locked.pk).status == "pending"
-    assert [i.pk for i in services.claim_images(limit=10)] == [locked.pk]
+    assert [i.pk for i in queue.claim_images(limit=10)] == [locked.pk]
 
 
-def test_save_model_captions_replaces_that_versions_captions_only(
-    user, make_image, model_version, save_captions
-):
+def test_store_captions_replaces_that_versions_captions_only(user, make_image, model_version, save_captions):
     image = make_image(user)
-    other_version = services.ensure_model_version(name="imgcap-older", encoder="inception_v3", metrics={})
+    other_version = ensure_model_version(name="imgcap-older", encoder="inception_v3", metrics={})
     save_captions(image, other_version, ["an old caption"])
-    services.add_human_caption(image=image, text="  my  dog Rex  ", author=user)
+    add_human_caption(image=image, text="  my  dog Rex  ", author=user)
 
     save_captions(image, model_version, ["a dog runs", "a dog is running", "a brown dog"])
     save_captions(image, model_version, ["a dog runs on grass", "a dog plays"])  # a retry: replaces
@@ -118,18 +118,18 @@ def test_save_for_a_deleted_image_is_a_no_op(user, make_image, model_version, sa
 
 def test_mark_failed_then_retry(user, make_image, queued_ids, django_capture_on_commit_callbacks):
     image = make_image(user)
-    services.claim_images(limit=1)
-    services.mark_failed(image=image, error="cannot decode")
+    queue.claim_images(limit=1)
+    queue.mark_failed(image=image, error="cannot decode")
     image.refresh_from_db()
     assert (image.status, image.error) == ("failed", "cannot decode")
 
     with django_capture_on_commit_callbacks(execute=True):
-        services.retry_image(image=image)
+        retry_image(image=image)
     image.refresh_from_db()
     assert (image.status, image.error, image.attempts) == ("pending", "", 0)
     assert queued_ids() == [image.pk]
     with pytest.raises(RejectedInput) as caught:
-        services.retry_image(image=image)
+        retry_image(image=image)
     assert caught.value.status == 409
 
 
@@ -138,10 +138,10 @@ def test_recaption_keeps_old_captions_and_refuses_while_queued(
 ):
     image = make_image(user)
     with pytest.raises(RejectedInput) as caught:
-        services.recaption_image(image=image)
+        recaption_image(image=image)
     assert caught.value.status == 409
     save_captions(image, model_version, ["a dog"])
-    services.recaption_image(image=image)
+    recaption_image(image=image)
     image.refresh_from_db()
     assert image.status == "pending"
     assert Caption.objects.filter(image=image).count() == 1
@@ -163,7 +163,7 @@ def test_requeue_stale_requeues_or_gives_up(
     )
 
     with django_capture_on_commit_callbacks(execute=True):
-        requeued = services.requeue_stale(older_than_s=600)
+        requeued = queue.requeue_stale(older_than_s=600)
 
     assert sorted(requeued) == sorted([stuck.pk, lost.pk])
     assert sorted(queued_ids()) == sorted([stuck.pk, lost.pk])
@@ -173,15 +173,15 @@ def test_requeue_stale_requeues_or_gives_up(
     worn_out.refresh_from_db()
     assert worn_out.status == "failed" and worn_out.error == "gave up after 3 attempts"
     # Just requeued, so not stale again right away.
-    assert services.requeue_stale(older_than_s=600) == []
+    assert queue.requeue_stale(older_than_s=600) == []
 
 
 def test_enqueue_sends_chunks_to_the_caption_queue(
     settings, broker_messages, django_capture_on_commit_callbacks
 ):
-    settings.IMGCAP_BATCH_MAX = 2
+    settings.IMGCAP_MICRO_BATCH_MAX = 2
     with django_capture_on_commit_callbacks(execute=True):
-        services.enqueue_captioning([11, 12, 13])
+        queue.enqueue_captioning([11, 12, 13])
     messages = broker_messages()
     assert sorted(m["args"][0] for m in messages) == [[11, 12], [13]]
     assert {(m["task"], m["queue"]) for m in messages} == {("imgcap.caption_images", "caption")}
@@ -189,15 +189,10 @@ def test_enqueue_sends_chunks_to_the_caption_queue(
 
 def test_the_first_model_version_becomes_active(model_version):
     assert model_version.active
-    second = services.ensure_model_version(
-        name="imgcap-newer", encoder="efficientnet_lite2", metrics={"bleu4": 0.3}
-    )
+    second = ensure_model_version(name="imgcap-newer", encoder="efficientnet_lite2", metrics={"bleu4": 0.3})
     assert not second.active
-    assert (
-        services.ensure_model_version(name="imgcap-newer", encoder="efficientnet_lite2", metrics={}).pk
-        == second.pk
-    )
-    services.set_active_model(model_version=second)
+    assert ensure_model_version(name="imgcap-newer", encoder="efficientnet_lite2", metrics={}).pk == second.pk
+    set_active_model(model_version=second)
     assert list(ModelVersion.objects.filter(active=True)) == [second]
 
 
@@ -205,7 +200,7 @@ def test_best_caption_prefers_human_then_active_model_then_newest(
     user, make_image, model_version, save_captions
 ):
     image = make_image(user)
-    newer = services.ensure_model_version(name="imgcap-newer", encoder="efficientnet_lite2", metrics={})
+    newer = ensure_model_version(name="imgcap-newer", encoder="efficientnet_lite2", metrics={})
     save_captions(image, newer, ["newer model says cat", "newer second"])
     save_captions(image, model_version, ["active model says dog", "active second"])
 
@@ -218,15 +213,15 @@ def test_best_caption_prefers_human_then_active_model_then_newest(
     assert choice.best.text == "active model says dog"
     assert [c.text for c in choice.candidates] == ["active model says dog", "active second"]
 
-    services.set_active_model(model_version=newer)
+    set_active_model(model_version=newer)
     assert best().best.text == "newer model says cat"
 
     ModelVersion.objects.update(active=False)
     # No active version: the newest model captions (the ones saved last).
     assert best().best.text == "active model says dog"
 
-    services.add_human_caption(image=image, text="first human", author=user)
-    services.add_human_caption(image=image, text="second human", author=user)
+    add_human_caption(image=image, text="first human", author=user)
+    add_human_caption(image=image, text="second human", author=user)
     choice = best()
     assert choice.best.text == "second human"
     assert [c.text for c in choice.human] == ["second human", "first human"]
@@ -235,7 +230,7 @@ def test_best_caption_prefers_human_then_active_model_then_newest(
 def test_empty_human_caption_is_refused(user, make_image):
     image = make_image(user)
     with pytest.raises(RejectedInput):
-        services.add_human_caption(image=image, text="   ", author=user)
+        add_human_caption(image=image, text="   ", author=user)
 
 
 def test_attention_round_trip_is_compact_and_close():
@@ -252,19 +247,19 @@ def test_attention_round_trip_is_compact_and_close():
         decode_attention(data[:-1])
 
 
-def test_save_batch_captions_stores_many_images_at_once_and_skips_deleted_ones(
+def test_store_captions_stores_many_images_at_once_and_skips_deleted_ones(
     user, make_image, model_version, django_assert_max_num_queries
 ):
     images = [make_image(user) for _ in range(4)]
     gone = images.pop()
     Image.objects.filter(pk=gone.pk).delete()
     results = [
-        (image, [services.CandidateData(text=f"caption {i} {rank}", score=-rank) for rank in range(2)])
+        (image, [queue.CandidateData(text=f"caption {i} {rank}", score=-rank) for rank in range(2)])
         for i, image in enumerate([*images, gone])
     ]
     # The same few statements for any number of images: lock, delete old, insert all, mark done.
     with django_assert_max_num_queries(6):
-        stored = services.save_batch_captions(model_version=model_version, results=results)
+        stored = queue.store_captions(model_version=model_version, results=results)
 
     assert stored == sorted(image.pk for image in images)
     for i, image in enumerate(images):

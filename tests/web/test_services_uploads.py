@@ -10,9 +10,17 @@ from pathlib import Path
 import pytest
 from PIL import Image as PILImage
 
-from captions import services
 from captions.ingest import RejectedInput
 from captions.models import Batch, BatchItem, Image
+from captions.services.files import delete_file_if_unused
+from captions.services.images import delete_image, set_visibility
+from captions.services.intake import (
+    BatchRejected,
+    IncomingFile,
+    create_batch,
+    create_batch_from_paths,
+    upload_image,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -26,7 +34,7 @@ def test_upload_stores_the_file_under_its_hash_and_queues_it_after_commit(
 ):
     data = photo()
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        result = services.upload_image(owner=user, data=data, name="dog.jpg")
+        result = upload_image(owner=user, file=IncomingFile("dog.jpg", data))
         assert queued_ids() == []  # nothing is sent before the transaction commits
     assert len(callbacks) == 1
 
@@ -51,16 +59,16 @@ def test_the_same_bytes_from_the_same_owner_return_the_existing_image_without_qu
     user, other_user, photo, media_root, queued_ids, django_capture_on_commit_callbacks
 ):
     data = photo()
-    first = services.upload_image(owner=user, data=data, name="a.jpg").image
+    first = upload_image(owner=user, file=IncomingFile("a.jpg", data)).image
     with django_capture_on_commit_callbacks(execute=True):
-        again = services.upload_image(owner=user, data=data, name="renamed.jpg")
+        again = upload_image(owner=user, file=IncomingFile("renamed.jpg", data))
     assert not again.created
     assert again.image.pk == first.pk
     assert queued_ids() == []
     assert Image.objects.count() == 1
 
     # Another owner gets an image of their own, sharing the stored file.
-    theirs = services.upload_image(owner=other_user, data=data, name="b.jpg")
+    theirs = upload_image(owner=other_user, file=IncomingFile("b.jpg", data))
     assert theirs.created and theirs.image.pk != first.pk
     assert theirs.image.file.name == first.file.name
     assert len(stored_files(media_root)) == 1
@@ -76,7 +84,7 @@ def test_the_same_bytes_from_the_same_owner_return_the_existing_image_without_qu
 )
 def test_bad_input_is_refused_and_stores_nothing(user, media_root, data, status):
     with pytest.raises(RejectedInput) as caught:
-        services.upload_image(owner=user, data=data, name="bad.jpg")
+        upload_image(owner=user, file=IncomingFile("bad.jpg", data))
     assert caught.value.status == status
     assert caught.value.message
     assert Image.objects.count() == 0
@@ -86,7 +94,7 @@ def test_bad_input_is_refused_and_stores_nothing(user, media_root, data, status)
 def test_a_truncated_jpeg_is_refused(user, photo, media_root):
     data = photo()
     with pytest.raises(RejectedInput):
-        services.upload_image(owner=user, data=data[: len(data) // 2], name="cut.jpg")
+        upload_image(owner=user, file=IncomingFile("cut.jpg", data[: len(data) // 2]))
     assert Image.objects.count() == 0
     assert stored_files(media_root) == []
 
@@ -95,7 +103,7 @@ def test_over_the_size_limit_is_413(user, photo, media_root, settings):
     data = photo()
     settings.IMGCAP_MAX_UPLOAD_BYTES = len(data) - 1
     with pytest.raises(RejectedInput) as caught:
-        services.upload_image(owner=user, data=data, name="big.jpg")
+        upload_image(owner=user, file=IncomingFile("big.jpg", data))
     assert caught.value.status == 413
     assert Image.objects.count() == 0
 
@@ -105,13 +113,13 @@ def test_a_batch_accepts_the_good_items_and_lists_the_rejected_ones(
 ):
     good_a, good_b = photo(), photo()
     files = [
-        services.IncomingFile("a.jpg", good_a),
-        services.IncomingFile("empty.jpg", b""),
-        services.IncomingFile("b.jpg", good_b),
-        services.IncomingFile("notes.txt", b"hello there, no picture here"),
+        IncomingFile("a.jpg", good_a),
+        IncomingFile("empty.jpg", b""),
+        IncomingFile("b.jpg", good_b),
+        IncomingFile("notes.txt", b"hello there, no picture here"),
     ]
     with django_capture_on_commit_callbacks(execute=True):
-        result = services.create_batch(owner=user, files=files, visibility="public")
+        result = create_batch(owner=user, files=files, visibility="public")
     batch = result.batch
     items = list(BatchItem.objects.filter(batch=batch).order_by("position"))
     assert [i.name for i in items] == ["a.jpg", "b.jpg"]
@@ -125,7 +133,7 @@ def test_a_batch_accepts_the_good_items_and_lists_the_rejected_ones(
 def test_a_folder_batch_is_queued_in_messages_of_batch_max_ids(
     user, photo, media_root, tmp_path, settings, broker_messages, django_capture_on_commit_callbacks
 ):
-    settings.IMGCAP_BATCH_MAX = 8
+    settings.IMGCAP_MICRO_BATCH_MAX = 8
     folder = tmp_path / "photos"
     folder.mkdir()
     paths = []
@@ -135,7 +143,7 @@ def test_a_folder_batch_is_queued_in_messages_of_batch_max_ids(
     paths.append(folder / "notes.txt")
     paths[-1].write_text("no picture here")
     with django_capture_on_commit_callbacks(execute=True):
-        result = services.create_batch_from_paths(owner=user, paths=paths, root=folder)
+        result = create_batch_from_paths(owner=user, paths=paths, root=folder)
     ids = list(BatchItem.objects.filter(batch=result.batch).values_list("image_id", flat=True))
     assert len(ids) == 20 and [r["name"] for r in result.batch.rejected] == ["notes.txt"]
     messages = [m["args"][0] for m in broker_messages() if m["task"] == "imgcap.caption_images"]
@@ -144,9 +152,9 @@ def test_a_folder_batch_is_queued_in_messages_of_batch_max_ids(
 
 
 def test_a_batch_with_nothing_acceptable_stores_nothing(user, media_root):
-    files = [services.IncomingFile("empty.jpg", b""), services.IncomingFile("x.txt", b"plain text " * 20)]
-    with pytest.raises(services.BatchRejected) as caught:
-        services.create_batch(owner=user, files=files)
+    files = [IncomingFile("empty.jpg", b""), IncomingFile("x.txt", b"plain text " * 20)]
+    with pytest.raises(BatchRejected) as caught:
+        create_batch(owner=user, files=files)
     assert caught.value.code == "no_acceptable_images"
     assert [r.name for r in caught.value.rejected] == ["empty.jpg", "x.txt"]
     assert Batch.objects.count() == 0 and Image.objects.count() == 0
@@ -156,12 +164,10 @@ def test_a_batch_with_nothing_acceptable_stores_nothing(user, media_root):
 def test_an_idempotency_key_returns_the_first_batch(
     user, photo, media_root, queued_ids, django_capture_on_commit_callbacks
 ):
-    files = [services.IncomingFile("a.jpg", photo())]
-    first = services.create_batch(owner=user, files=files, idempotency_key="key-1")
+    files = [IncomingFile("a.jpg", photo())]
+    first = create_batch(owner=user, files=files, idempotency_key="key-1")
     with django_capture_on_commit_callbacks(execute=True):
-        again = services.create_batch(
-            owner=user, files=[services.IncomingFile("c.jpg", photo())], idempotency_key="key-1"
-        )
+        again = create_batch(owner=user, files=[IncomingFile("c.jpg", photo())], idempotency_key="key-1")
     assert again.replayed and not first.replayed
     assert again.batch.pk == first.batch.pk
     assert Image.objects.count() == 1
@@ -173,9 +179,7 @@ def test_a_batch_from_a_zip_archive(user, photo, media_root):
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("holiday/one.jpg", photo())
         archive.writestr("holiday/two.jpg", photo())
-    result = services.create_batch(
-        owner=user, archives=[services.IncomingFile("photos.zip", buffer.getvalue())]
-    )
+    result = create_batch(owner=user, archives=[IncomingFile("photos.zip", buffer.getvalue())])
     assert sorted(i.name for i in result.batch.items.all()) == ["one.jpg", "two.jpg"]
     assert Image.objects.filter(owner=user).count() == 2
 
@@ -185,7 +189,7 @@ def test_a_bad_archive_refuses_the_whole_batch(user, media_root):
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("../escape.jpg", b"whatever")
     with pytest.raises(RejectedInput) as caught:
-        services.create_batch(owner=user, archives=[services.IncomingFile("evil.zip", buffer.getvalue())])
+        create_batch(owner=user, archives=[IncomingFile("evil.zip", buffer.getvalue())])
     assert 400 <= caught.value.status < 500
     assert Batch.objects.count() == 0
     assert stored_files(media_root) == []
@@ -193,45 +197,45 @@ def test_a_bad_archive_refuses_the_whole_batch(user, media_root):
 
 def test_too_many_files_in_a_batch(user, photo, settings, media_root):
     settings.IMGCAP_MAX_BATCH_FILES = 2
-    files = [services.IncomingFile(f"{i}.jpg", photo()) for i in range(3)]
+    files = [IncomingFile(f"{i}.jpg", photo()) for i in range(3)]
     with pytest.raises(RejectedInput) as caught:
-        services.create_batch(owner=user, files=files)
+        create_batch(owner=user, files=files)
     assert caught.value.code == "too_many_files"
     assert Image.objects.count() == 0
 
 
 def test_delete_removes_the_file_only_when_no_other_image_uses_it(user, other_user, photo, media_root):
     data = photo()
-    mine = services.upload_image(owner=user, data=data, name="a.jpg").image
-    theirs = services.upload_image(owner=other_user, data=data, name="b.jpg").image
+    mine = upload_image(owner=user, file=IncomingFile("a.jpg", data)).image
+    theirs = upload_image(owner=other_user, file=IncomingFile("b.jpg", data)).image
     path = media_root / mine.file.name
 
-    services.delete_image(image=mine)
+    delete_image(image=mine)
     assert path.exists()  # bob's image still uses the bytes
     # on_commit does not run inside the test transaction; call what it runs
-    services._delete_file_if_unused(mine.file.name)
+    delete_file_if_unused(mine.file.name)
     assert path.exists()
-    services.delete_image(image=theirs)
-    services._delete_file_if_unused(theirs.file.name)
+    delete_image(image=theirs)
+    delete_file_if_unused(theirs.file.name)
     assert not path.exists()
     assert Image.objects.count() == 0
 
 
 def test_delete_runs_its_file_cleanup_on_commit(user, photo, media_root, django_capture_on_commit_callbacks):
-    image = services.upload_image(owner=user, data=photo(), name="a.jpg").image
+    image = upload_image(owner=user, file=IncomingFile("a.jpg", photo())).image
     path = media_root / image.file.name
     with django_capture_on_commit_callbacks(execute=True):
-        services.delete_image(image=image)
+        delete_image(image=image)
     assert not path.exists()
 
 
 def test_set_visibility_checks_its_value(user, photo, media_root):
-    image = services.upload_image(owner=user, data=photo(), name="a.jpg").image
-    services.set_visibility(image=image, visibility="public")
+    image = upload_image(owner=user, file=IncomingFile("a.jpg", photo())).image
+    set_visibility(image=image, visibility="public")
     image.refresh_from_db()
     assert image.visibility == "public"
     with pytest.raises(RejectedInput):
-        services.set_visibility(image=image, visibility="secret")
+        set_visibility(image=image, visibility="secret")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -250,7 +254,7 @@ def test_a_batch_racing_another_upload_of_the_same_bytes_keeps_theirs(user, phot
     def other_request() -> None:
         try:
             with transaction.atomic():
-                other["id"] = services.upload_image(owner=user, data=theirs, name="theirs.jpg").image.pk
+                other["id"] = upload_image(owner=user, file=IncomingFile("theirs.jpg", theirs)).image.pk
                 inserted.set()
                 time.sleep(1.0)  # long enough for the batch below to block on our uncommitted row
         finally:
@@ -261,9 +265,7 @@ def test_a_batch_racing_another_upload_of_the_same_bytes_keeps_theirs(user, phot
     thread.start()
     try:
         assert inserted.wait(10)
-        result = services.create_batch(
-            owner=user, files=[services.IncomingFile("a.jpg", theirs), services.IncomingFile("b.jpg", ours)]
-        )
+        result = create_batch(owner=user, files=[IncomingFile("a.jpg", theirs), IncomingFile("b.jpg", ours)])
     finally:
         thread.join()
     assert done.is_set()

@@ -7,7 +7,9 @@ import io
 import pytest
 from PIL import Image as PILImage
 
-from captions import services, thumbnails
+from captions import thumbnails
+from captions.services.images import delete_image
+from captions.services.intake import IncomingFile, upload_image
 
 pytestmark = pytest.mark.django_db
 
@@ -39,7 +41,7 @@ def test_a_thumbnail_is_a_small_webp_made_once_and_kept(client, user, make_image
 
 
 def test_thumbnails_shrink_big_pictures_and_keep_transparency(client, user, media_root):
-    image = services.upload_image(owner=user, data=_rgba_png(1200, 800), name="logo.png").image
+    image = upload_image(owner=user, file=IncomingFile("logo.png", _rgba_png(1200, 800))).image
     client.force_login(user)
     picture = _picture(client.get(f"/thumbs/{image.pk}/"))
     assert picture.size == (320, 213) and picture.mode == "RGBA"
@@ -69,15 +71,15 @@ def test_deleting_the_last_image_of_some_bytes_deletes_their_thumbnails(
     client, user, other_user, photo, media_root, django_capture_on_commit_callbacks
 ):
     data = photo()
-    mine = services.upload_image(owner=user, data=data, name="a.jpg", visibility="public").image
-    theirs = services.upload_image(owner=other_user, data=data, name="b.jpg").image
+    mine = upload_image(owner=user, file=IncomingFile("a.jpg", data), visibility="public").image
+    theirs = upload_image(owner=other_user, file=IncomingFile("b.jpg", data)).image
     assert client.get(f"/thumbs/{mine.pk}/").status_code == 200
     thumb = media_root / thumbnails.thumbnail_name(mine.sha256, 320)
     with django_capture_on_commit_callbacks(execute=True):
-        services.delete_image(image=mine)
+        delete_image(image=mine)
     assert thumb.is_file()  # the other owner's image still uses these bytes
     with django_capture_on_commit_callbacks(execute=True):
-        services.delete_image(image=theirs)
+        delete_image(image=theirs)
     assert not thumb.exists()
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from captions import services
+from captions import queue
 from captions.attention import decode_attention
 from captions.models import Caption
+from captions.services.images import add_human_caption
+from captions.services.intake import IncomingFile, create_batch
 
 pytestmark = pytest.mark.django_db
 
@@ -44,7 +46,7 @@ def test_attention_errors_are_clear(api, other_api, user, make_image, model_vers
 
     image = make_image(user)
     save_captions(image, model_version, ["a cat"])
-    human = services.add_human_caption(image=image, text="Tom the cat")
+    human = add_human_caption(image=image, text="Tom the cat")
     assert api.get(f"/api/v1/images/{image.pk}/attention/", {"caption": "x"}).status_code == 400
     response = api.get(f"/api/v1/images/{image.pk}/attention/", {"caption": human.pk})
     assert response.status_code == 404 and "no model caption" in response.json()["error"]["message"]
@@ -70,7 +72,7 @@ def test_gallery_cards_show_thumbnails_with_the_caption_as_alt_text(
 def test_gallery_filters_mine_public_status_and_batch(alice, user, other_user, make_image, photo):
     mine = make_image(user)
     theirs = make_image(other_user, "public")
-    batch = services.create_batch(owner=user, files=[services.IncomingFile("b.jpg", photo())]).batch
+    batch = create_batch(owner=user, files=[IncomingFile("b.jpg", photo())]).batch
     in_batch = batch.items.get().image
 
     def shown(**params) -> set[int]:
@@ -139,7 +141,7 @@ def test_search_page_states_empty_no_match_and_hits(alice, user, make_image, mod
 
 def test_search_snippets_escape_what_people_wrote(alice, api, user, make_image):
     image = make_image(user)
-    services.add_human_caption(image=image, text='<img src=x onerror="alert(1)"> a horse <b>rides</b>')
+    add_human_caption(image=image, text='<img src=x onerror="alert(1)"> a horse <b>rides</b>')
     page = alice.get("/search/", {"q": "horse"}).content.decode()
     assert "<img src=x" not in page and "<b>rides" not in page
     assert "&lt;img src=x onerror=" in page and "<mark>horse</mark>" in page
@@ -160,11 +162,11 @@ def test_upload_page_has_drop_zone_urls_and_archive_and_refuses_bad_urls(alice):
 
 
 def test_batch_page_shows_progress_reasons_and_exports(alice, user, photo, model_version, save_captions):
-    files = [services.IncomingFile(f"{i}.jpg", photo()) for i in range(3)]
-    batch = services.create_batch(owner=user, files=[*files, services.IncomingFile("notes.txt", b"hi")]).batch
+    files = [IncomingFile(f"{i}.jpg", photo()) for i in range(3)]
+    batch = create_batch(owner=user, files=[*files, IncomingFile("notes.txt", b"hi")]).batch
     first, second, _ = [item.image for item in batch.items.order_by("position")]
     save_captions(first, model_version, ["two children play in the sand"])
-    services.mark_failed(image=second, error="the model could not read this image")
+    queue.mark_failed(image=second, error="the model could not read this image")
     page = alice.get(f"/batches/{batch.pk}/").content.decode()
     assert '<strong id="batch-finished">2</strong> of <strong>3</strong>' in page
     assert 'aria-valuenow="2"' in page and "width: 67%" in page
@@ -177,8 +179,8 @@ def test_batch_page_shows_progress_reasons_and_exports(alice, user, photo, model
 
 
 def test_batch_api_items_say_why_they_failed(api, user, photo):
-    batch = services.create_batch(owner=user, files=[services.IncomingFile("a.jpg", photo())]).batch
-    services.mark_failed(image=batch.items.get().image, error="decoder crashed")
+    batch = create_batch(owner=user, files=[IncomingFile("a.jpg", photo())]).batch
+    queue.mark_failed(image=batch.items.get().image, error="decoder crashed")
     item = api.get(f"/api/v1/batches/{batch.pk}/").json()["items"][0]
     assert item["error"] == "decoder crashed" and item["urls"]["thumb"].endswith(f"/thumbs/{item['id']}/")
 

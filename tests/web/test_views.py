@@ -117,9 +117,9 @@ def test_others_cannot_change_a_public_image(client, user, other_user, make_imag
 
 
 def test_batch_pages_are_private(client, user, other_user, photo, media_root):
-    from captions import services
+    from captions.services.intake import IncomingFile, create_batch
 
-    batch = services.create_batch(owner=user, files=[services.IncomingFile("a.jpg", photo())]).batch
+    batch = create_batch(owner=user, files=[IncomingFile("a.jpg", photo())]).batch
     client.force_login(other_user)
     assert client.get(f"/batches/{batch.pk}/").status_code == 404
     client.force_login(user)

@@ -9,6 +9,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.e2e  # starts real processes
+
 REPO = Path(__file__).resolve().parents[2]
 
 # Runs in a fresh interpreter: this pytest process has TensorFlow loaded by other tests' fixtures.
@@ -26,7 +30,7 @@ PROBE = textwrap.dedent(
     for info in pkgutil.walk_packages(captions.__path__, "captions."):
         importlib.import_module(info.name)
         imported.append(info.name)
-    for name in ("worker", "worker.tasks", "worker.batching", "worker.runtime", "imgcap_site.urls"):
+    for name in ("worker", "worker.tasks", "worker.micro_batches", "worker.runtime", "imgcap_site.urls"):
         importlib.import_module(name)
         imported.append(name)
 
@@ -63,7 +67,13 @@ def test_web_process_imports_every_module_without_tensorflow():
     assert probe["tensorflow"] == []
     assert probe["ml.captioner"] is False
     # The probe really walked the app: views, API, services, the worker's tasks.
-    expected = {"captions.services", "captions.models", "worker.tasks", "worker.batching"}
+    expected = {
+        "captions.services.intake",
+        "captions.queue",
+        "captions.models",
+        "worker.tasks",
+        "worker.micro_batches",
+    }
     assert expected <= set(probe["imported"])
     assert any(name.startswith("captions.api") for name in probe["imported"])
     assert probe["tasks"] == ["imgcap.caption_images", "imgcap.requeue_stale"]

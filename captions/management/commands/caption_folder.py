@@ -7,12 +7,9 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.template.defaultfilters import pluralize
 
-from captions import services
-from captions.ingest import RejectedInput
+from captions.ingest import RejectedInput, is_os_junk
 from captions.management.commands._common import get_user, skipped_line
-
-# OS clutter that is never a photo; anything else is offered to the image checks.
-_SKIP_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+from captions.services.intake import create_batch_from_paths
 
 
 class Command(BaseCommand):
@@ -31,15 +28,14 @@ class Command(BaseCommand):
         if not path.is_dir():
             raise CommandError(f"{path} is not a folder")
         pattern = "*" if no_recursive else "**/*"
+        # OS clutter is skipped; anything else is offered to the image checks.
         files = sorted(
-            p
-            for p in path.glob(pattern)
-            if p.is_file() and p.name not in _SKIP_NAMES and not p.name.startswith("._")
+            p for p in path.glob(pattern) if p.is_file() and not is_os_junk(p.relative_to(path).as_posix())
         )
         if not files:
             raise CommandError(f"no files in {path}")
         try:
-            result = services.create_batch_from_paths(
+            result = create_batch_from_paths(
                 owner=owner, paths=files, visibility="public" if public else "private", root=path
             )
         except RejectedInput as exc:

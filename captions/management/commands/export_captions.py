@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.urls import reverse
 
 from captions import selectors
-from captions.exports import EXPORT_FORMATS, render_rows
+from captions.exports import EXPORT_FORMATS, EXPORT_SOURCES, export_rows, render_rows
 from captions.ingest import RejectedInput
 from captions.management.commands._common import get_user
 
@@ -23,14 +23,14 @@ class Command(BaseCommand):
         parser.add_argument("--user", help="only what this user can see (default: every image)")
         parser.add_argument("--batch", type=int)
         parser.add_argument("--status", choices=selectors.STATUSES)
-        parser.add_argument("--source", choices=selectors.EXPORT_SOURCES)
+        parser.add_argument("--source", choices=EXPORT_SOURCES)
         parser.add_argument("--model", help="only captions of this model version (its name)")
         parser.add_argument("-q", "--query", help="only captions matching this full-text search")
 
     def handle(self, *args, fmt: str, out: Path | None, user: str | None, **options) -> None:
         owner = get_user(user) if user else None
         try:
-            rows = selectors.export_rows(
+            rows = export_rows(
                 owner,
                 batch=options["batch"],
                 status=options["status"],

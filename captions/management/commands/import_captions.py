@@ -8,9 +8,10 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.template.defaultfilters import pluralize
 
-from captions import services
 from captions.ingest import RejectedInput
 from captions.management.commands._common import get_user, skipped_line
+from captions.services.images import add_human_captions
+from captions.services.intake import IncomingFile, upload_image
 
 # ml.data's readers are plain Python (no TensorFlow): safe in the web process.
 FORMATS = {"kaggle": "flickr8k_kaggle", "flickr8k": "flickr8k", "coco": "coco", "csv": "csv"}
@@ -53,7 +54,7 @@ class Command(BaseCommand):
             path = Path(image_path)
             try:
                 data = path.read_bytes()
-                result = services.upload_image(owner=owner, data=data, name=path.name, visibility=visibility)
+                result = upload_image(owner=owner, file=IncomingFile(path.name, data), visibility=visibility)
             except OSError:
                 missing.append(image_path)
                 continue
@@ -62,7 +63,7 @@ class Command(BaseCommand):
                 continue
             uploaded += result.created
             known += not result.created
-            added += services.add_human_captions(
+            added += add_human_captions(
                 rows=[(result.image, text) for text in grouped[image_path]], author=owner
             )
         if missing:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 from django.template.defaultfilters import pluralize
 
-from captions import services
 from captions.management.commands._common import get_user
 from captions.models import Caption, Image, ModelVersion
+from captions.services.images import requeue_images
 
 
 class Command(BaseCommand):
@@ -35,7 +35,7 @@ class Command(BaseCommand):
             if version is not None:
                 done_by_it = Caption.objects.filter(model_version=version, source=Caption.Source.MODEL)
                 images = images.exclude(id__in=done_by_it.values("image_id"))
-        ids = services.requeue_images(images=images)
+        ids = requeue_images(images=images)
         self.stdout.write(self.style.SUCCESS(f"{len(ids)} image{pluralize(len(ids))} queued for captioning"))
 
     def _version(self, name: str | None) -> ModelVersion | None:

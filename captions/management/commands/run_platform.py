@@ -28,7 +28,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.urls import NoReverseMatch, reverse
 
 # Worker log lines worth showing in the terminal too (the full log goes to VAR_DIR/worker.log).
-ECHO_MARKERS = ("imgcap captioner ready", "imgcap batch:", "imgcap reaper:", ": ERROR/", ": CRITICAL/")
+ECHO_MARKERS = ("imgcap captioner ready", "imgcap micro-batch:", "imgcap reaper:", ": ERROR/", ": CRITICAL/")
 STOP_TIMEOUT_S = 30
 
 
@@ -113,7 +113,7 @@ class Command(BaseCommand):
             fp.write(password + "\n")
         return (
             f"Created user {username!r} with password {password} (saved in {saved}).\n"
-            f"Sign in at {login_url}; the REST API takes the same account (see README)."
+            f"Sign in at {login_url}; the REST API takes the same account (see docs/api.md)."
         )
 
     def why_stopped(

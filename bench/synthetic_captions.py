@@ -1,14 +1,27 @@
 """Synthetic captions in bulk, for search benchmarks: realistic English in the style of Flickr8k.
 
+`python -m bench.synthetic_captions N [--user U]` (the database of DJANGO_SETTINGS_MODULE, by
+default the local settings) or `generate_captions(...)` from a benchmark or test.
+
 Images are rows only (no files: their media URLs answer 404); captions belong to a non-active
 "synthetic" model version, so they never replace real captions as an image's best caption.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import os
 import random
+import time
 from collections.abc import Iterator
+
+import django
+from django.apps import apps
+
+if not apps.ready:  # run as a script; benchmarks and tests have set Django up already
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "imgcap_site.settings.local")
+    django.setup()
 
 from django.db import transaction
 from django.utils import timezone
@@ -161,3 +174,29 @@ def _images(owner, run: str, first: int, size: int, per_image: int) -> Iterator[
             visibility=Image.Visibility.PUBLIC,
             captioned_at=now,
         )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from django.contrib.auth import get_user_model
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("count", type=int)
+    parser.add_argument("--user", default="synthetic", help="owner of the rows (created if missing)")
+    parser.add_argument("--per-image", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--chunk", type=int, default=5000, help="rows per INSERT transaction")
+    args = parser.parse_args(argv)
+    if args.count < 1:
+        parser.error("N must be at least 1")
+    User = get_user_model()  # noqa: N806 - Django's idiom
+    owner, _ = User.objects.get_or_create(**{User.USERNAME_FIELD: args.user})
+    started = time.perf_counter()
+    made = generate_captions(
+        owner=owner, count=args.count, per_image=args.per_image, seed=args.seed, chunk=max(100, args.chunk)
+    )
+    print(f"{made} captions created in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

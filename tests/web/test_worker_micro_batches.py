@@ -15,11 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from captions import services
+from captions import queue
 from captions.attention import decode_attention
 from captions.models import Caption, Image, ModelVersion
+from captions.services.images import add_human_caption, recaption_image, retry_image
+from captions.services.intake import IncomingFile, upload_image
 from ml.vocab import detokenize
-from worker import batching, runtime
+from worker import micro_batches, runtime
 
 FLICKR_IMAGES = Path(__file__).resolve().parents[3] / "shared" / "data" / "flickr8k" / "images"
 
@@ -46,8 +48,8 @@ def unique_jpeg(path: Path) -> bytes:
 @pytest.fixture
 def tiny_settings(settings, tiny_run):
     settings.IMGCAP_MODEL_DIR = str(tiny_run)
-    settings.IMGCAP_BATCH_MAX = 16
-    settings.IMGCAP_BATCH_WAIT_MS = 0
+    settings.IMGCAP_MICRO_BATCH_MAX = 16
+    settings.IMGCAP_MICRO_BATCH_WAIT_MS = 0
     settings.IMGCAP_N_BEST = 3
     settings.IMGCAP_BEAM_SIZE = None
     return settings
@@ -61,12 +63,12 @@ def owner(django_user_model):
 
 
 def upload(owner, path: Path, data: bytes | None = None) -> Image:
-    return services.upload_image(owner=owner, data=data or unique_jpeg(path), name=path.name).image
+    return upload_image(owner=owner, file=IncomingFile(path.name, data or unique_jpeg(path))).image
 
 
 def test_batch_stores_n_best_with_ranks_words_and_attention(tiny_settings, tiny_captioner, owner, tiny_run):
     images = [upload(owner, p) for p in photos(3)]
-    report = batching.caption_pending(first=[images[2].pk], captioner=tiny_captioner)
+    report = micro_batches.caption_pending(first=[images[2].pk], captioner=tiny_captioner)
 
     # One model call for the three, the named image first.
     assert report.claimed[0] == images[2].pk
@@ -106,19 +108,19 @@ def test_batch_stores_n_best_with_ranks_words_and_attention(tiny_settings, tiny_
 def test_n_best_setting_limits_candidates(tiny_settings, tiny_captioner, owner):
     tiny_settings.IMGCAP_N_BEST = 1
     image = upload(owner, photos(1)[0])
-    batching.caption_pending(first=[image.pk], captioner=tiny_captioner)
+    micro_batches.caption_pending(first=[image.pk], captioner=tiny_captioner)
     assert list(image.captions.values_list("rank", flat=True)) == [0]
 
 
 def test_claims_respect_batch_max_and_each_image_is_claimed_once(tiny_settings, owner):
     images = [upload(owner, p) for p in photos(5)]
     ids = [im.pk for im in images]
-    first = batching.claim_batch([ids[4], ids[3]], batch_max=2, wait_ms=0)
+    first = micro_batches.claim_micro_batch([ids[4], ids[3]], max_images=2, wait_ms=0)
     assert [im.pk for im in first] == [ids[4], ids[3]]
     # 4 is taken: this claim gets the others, oldest first.
-    second = batching.claim_batch([ids[4]], batch_max=8, wait_ms=0)
+    second = micro_batches.claim_micro_batch([ids[4]], max_images=8, wait_ms=0)
     assert [im.pk for im in second] == ids[:3]
-    assert batching.claim_batch(ids, batch_max=8, wait_ms=0) == []
+    assert micro_batches.claim_micro_batch(ids, max_images=8, wait_ms=0) == []
     for image in Image.objects.filter(pk__in=ids):
         assert image.status == Image.Status.PROCESSING
         assert image.attempts == 1 and image.processing_started_at is not None
@@ -127,23 +129,25 @@ def test_claims_respect_batch_max_and_each_image_is_claimed_once(tiny_settings, 
 def test_partial_batch_waits_for_more_but_empty_claim_returns_at_once(tiny_settings, owner):
     image = upload(owner, photos(1)[0])
     started = time.monotonic()
-    got = batching.claim_batch([image.pk], batch_max=4, wait_ms=300)
+    got = micro_batches.claim_micro_batch([image.pk], max_images=4, wait_ms=300)
     waited = time.monotonic() - started
     assert [im.pk for im in got] == [image.pk]
     assert 0.3 <= waited < 3
 
     started = time.monotonic()
-    assert batching.claim_batch([image.pk], batch_max=4, wait_ms=5000) == []
+    assert micro_batches.claim_micro_batch([image.pk], max_images=4, wait_ms=5000) == []
     assert time.monotonic() - started < 1
 
 
 def test_task_for_images_already_captioned_does_nothing(tiny_settings, tiny_captioner, owner):
     images = [upload(owner, p) for p in photos(2)]
     ids = [im.pk for im in images]
-    batching.caption_pending(first=ids, captioner=tiny_captioner)
+    micro_batches.caption_pending(first=ids, captioner=tiny_captioner)
     before = list(Caption.objects.filter(image_id__in=ids).order_by("id").values_list("id", flat=True))
 
-    again = batching.caption_pending(first=ids, captioner=tiny_captioner)  # a duplicate or re-sent message
+    again = micro_batches.caption_pending(
+        first=ids, captioner=tiny_captioner
+    )  # a duplicate or re-sent message
     assert again.claimed == []
     after = list(Caption.objects.filter(image_id__in=ids).order_by("id").values_list("id", flat=True))
     assert after == before
@@ -151,12 +155,12 @@ def test_task_for_images_already_captioned_does_nothing(tiny_settings, tiny_capt
 
 def test_recaption_replaces_that_models_captions_and_keeps_human_ones(tiny_settings, tiny_captioner, owner):
     image = upload(owner, photos(1)[0])
-    batching.caption_pending(first=[image.pk], captioner=tiny_captioner)
+    micro_batches.caption_pending(first=[image.pk], captioner=tiny_captioner)
     model_count = image.captions.filter(source=Caption.Source.MODEL).count()
-    services.add_human_caption(image=image, text="a person wrote this", author=owner)
+    add_human_caption(image=image, text="a person wrote this", author=owner)
 
-    services.recaption_image(image=image)
-    report = batching.caption_pending(first=[image.pk], captioner=tiny_captioner)
+    recaption_image(image=image)
+    report = micro_batches.caption_pending(first=[image.pk], captioner=tiny_captioner)
     assert report.done == [image.pk]
     image.refresh_from_db()
     assert image.status == Image.Status.DONE and image.attempts == 1
@@ -171,12 +175,12 @@ def test_damaged_and_missing_files_fail_alone_and_retry_works(tiny_settings, tin
     Path(damaged.file.path).write_bytes(damaged_bytes[:600])  # passed validation, broke on disk later
     Path(missing.file.path).unlink()
 
-    report = batching.caption_pending(first=[good.pk, damaged.pk, missing.pk], captioner=tiny_captioner)
+    report = micro_batches.caption_pending(first=[good.pk, damaged.pk, missing.pk], captioner=tiny_captioner)
     assert report.done == [good.pk]
     assert sorted(report.failed) == sorted([damaged.pk, missing.pk])
     # The missing file never reached the model; the damaged one did (and failed there).
     assert report.summary().startswith(
-        "imgcap batch: 3 images claimed, 2 of them in one model call, 1 captioned, 2 failed, "
+        "imgcap micro-batch: 3 images claimed, 2 of them in one model call, 1 captioned, 2 failed, "
     )
 
     for image in (damaged, missing):
@@ -191,8 +195,8 @@ def test_damaged_and_missing_files_fail_alone_and_retry_works(tiny_settings, tin
     Path(damaged.file.path).write_bytes(damaged_bytes)
     Path(missing.file.path).write_bytes(missing_bytes)
     for image in (damaged, missing):
-        services.retry_image(image=image)
-    retried = batching.caption_pending(captioner=tiny_captioner)
+        retry_image(image=image)
+    retried = micro_batches.caption_pending(captioner=tiny_captioner)
     assert sorted(retried.done) == sorted([damaged.pk, missing.pk])
     for image in (damaged, missing):
         image.refresh_from_db()
@@ -200,16 +204,18 @@ def test_damaged_and_missing_files_fail_alone_and_retry_works(tiny_settings, tin
 
 
 def test_the_batch_log_line_says_what_happened(tiny_settings, tiny_captioner, owner, caplog):
-    caplog.set_level(logging.INFO, logger="worker.batching")
+    caplog.set_level(logging.INFO, logger="worker.micro_batches")
     one = upload(owner, photos(1)[0])
-    report = batching.caption_pending(first=[one.pk], captioner=tiny_captioner)
-    assert report.summary().startswith("imgcap batch: 1 image in one model call, 1 captioned, 0 failed, ")
+    report = micro_batches.caption_pending(first=[one.pk], captioner=tiny_captioner)
+    assert report.summary().startswith(
+        "imgcap micro-batch: 1 image in one model call, 1 captioned, 0 failed, "
+    )
 
     lost = upload(owner, photos(2)[1])
     Path(lost.file.path).unlink()
-    report = batching.caption_pending(first=[lost.pk], captioner=tiny_captioner)
+    report = micro_batches.caption_pending(first=[lost.pk], captioner=tiny_captioner)
     assert report.failed == [lost.pk] and report.model_inputs == 0
-    line = "imgcap batch: 1 image claimed, none readable, no model call, 0 captioned, 1 failed, "
+    line = "imgcap micro-batch: 1 image claimed, none readable, no model call, 0 captioned, 1 failed, "
     assert report.summary().startswith(line)
     assert any(r.getMessage() == report.summary() for r in caplog.records)
 
@@ -217,7 +223,7 @@ def test_the_batch_log_line_says_what_happened(tiny_settings, tiny_captioner, ow
 def test_a_model_call_that_raises_fails_the_whole_batch(tiny_settings, tiny_captioner, owner):
     tiny_settings.IMGCAP_BEAM_SIZE = 0  # the captioner refuses it: a real error from inside the model call
     images = [upload(owner, p) for p in photos(2)]
-    report = batching.caption_pending(first=[im.pk for im in images], captioner=tiny_captioner)
+    report = micro_batches.caption_pending(first=[im.pk for im in images], captioner=tiny_captioner)
     assert sorted(report.failed) == sorted(im.pk for im in images) and report.done == []
     for image in images:
         image.refresh_from_db()
@@ -229,6 +235,9 @@ def test_model_version_metrics_come_from_the_model_directory(tiny_settings, tiny
     (tmp_path / "metrics.json").write_text(json.dumps({"dev": {"BLEU-4": 12.5}}))
     version = runtime.register_model_version(tiny_captioner, tmp_path)
     assert version.metrics == {"dev": {"BLEU-4": 12.5}} and version.name == tiny_captioner.version
+    # Read once per process and model directory, not once per micro-batch.
+    (tmp_path / "metrics.json").write_text(json.dumps({"dev": {"BLEU-4": 99.0}}))
+    assert runtime.register_model_version(tiny_captioner, tmp_path).metrics == {"dev": {"BLEU-4": 12.5}}
     assert runtime.read_metrics(tmp_path / "nowhere") == {}
 
 
@@ -236,17 +245,17 @@ def test_a_result_that_cannot_be_stored_fails_alone(tiny_settings, tiny_captione
     from ml.captioner import Candidate, CaptionResult
 
     images = [upload(owner, p) for p in photos(3)]
-    claimed = services.claim_images(limit=3, first=[im.pk for im in images])
+    claimed = queue.claim_images(limit=3, first=[im.pk for im in images])
     results = tiny_captioner.caption([im.file.path for im in claimed], n_best=2)
     broken = results[1].candidates[0]
     # Attention of the wrong rank cannot be encoded: storing the batch at once fails, each is stored alone.
     flat = np.zeros(3)
     results[1].candidates[0] = Candidate(broken.text, broken.score, broken.log_prob, broken.words, flat)
     assert all(isinstance(r, CaptionResult) and r.error is None for r in results)
-    report = batching.BatchReport(claimed=[im.pk for im in claimed])
+    report = micro_batches.MicroBatchReport(claimed=[im.pk for im in claimed])
     version = runtime.register_model_version(tiny_captioner)
 
-    batching._store(report, [(im, im.file.path, r) for im, r in zip(claimed, results, strict=True)], version)
+    micro_batches._store(report, list(zip(claimed, results, strict=True)), version)
 
     assert sorted(report.done) == sorted([claimed[0].pk, claimed[2].pk])
     assert report.failed == [claimed[1].pk]

@@ -1,8 +1,8 @@
 """The micro-batcher: claim pending images for a short while, caption them in one model call.
 
 A task names the images it was sent for, but claims whatever is pending (its own ids first), so
-uploads that arrive within IMGCAP_BATCH_WAIT_MS share one encoder/decoder pass. Claiming is
-`select_for_update(skip_locked)` in `services.claim_images`: a task sent for ids another task has
+uploads that arrive within IMGCAP_MICRO_BATCH_WAIT_MS share one encoder/decoder pass. Claiming is
+`select_for_update(skip_locked)` in `queue.claim_images`: a task sent for ids another task has
 already claimed finds nothing and returns, which makes duplicate sends and reaper re-sends harmless.
 """
 
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.template.defaultfilters import pluralize
 
-from captions import services
+from captions import queue
 from captions.models import Image, ModelVersion
 from worker import runtime
 
@@ -27,12 +27,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# How often a batch that is not full looks for newly pending images while it waits.
+# How often a micro-batch that is not full looks for newly pending images while it waits.
 CLAIM_POLL_S = 0.05
 
 
 @dataclass
-class BatchReport:
+class MicroBatchReport:
     """What one caption_images task did (also its log line)."""
 
     claimed: list[int] = field(default_factory=list)
@@ -53,7 +53,7 @@ class BatchReport:
         else:
             call = f"{claimed} claimed, none readable, no model call"
         return (
-            f"imgcap batch: {call}, {len(self.done)} captioned, {len(self.failed)} failed, "
+            f"imgcap micro-batch: {call}, {len(self.done)} captioned, {len(self.failed)} failed, "
             f"{self.seconds:.2f}s (model {self.model_seconds:.2f}s, store {self.store_seconds:.2f}s), "
             f"model {self.model_version} (ids {self.claimed})"
         )
@@ -63,49 +63,49 @@ def _images(n: int) -> str:
     return f"{n} image{pluralize(n)}"
 
 
-def claim_batch(
-    first: Sequence[int] = (), *, batch_max: int | None = None, wait_ms: int | None = None
+def claim_micro_batch(
+    first: Sequence[int] = (), *, max_images: int | None = None, wait_ms: int | None = None
 ) -> list[Image]:
-    """Claim up to batch_max pending images, `first` before others.
+    """Claim up to max_images pending images, `first` before others.
 
-    When the first claim finds some but fewer than batch_max, keep claiming newly pending ones until
-    wait_ms have passed since it or the batch is full. Finding none at all returns at once.
+    When the first claim finds some but fewer than max_images, keep claiming newly pending ones until
+    wait_ms have passed since it or the micro-batch is full. Finding none at all returns at once.
     """
-    batch_max = settings.IMGCAP_BATCH_MAX if batch_max is None else batch_max
-    wait_ms = settings.IMGCAP_BATCH_WAIT_MS if wait_ms is None else wait_ms
-    images = list(services.claim_images(limit=batch_max, first=list(first)))
+    max_images = settings.IMGCAP_MICRO_BATCH_MAX if max_images is None else max_images
+    wait_ms = settings.IMGCAP_MICRO_BATCH_WAIT_MS if wait_ms is None else wait_ms
+    images = list(queue.claim_images(limit=max_images, first=list(first)))
     if not images:
         return images
     deadline = time.monotonic() + wait_ms / 1000
-    while len(images) < batch_max:
+    while len(images) < max_images:
         left = deadline - time.monotonic()
         if left <= 0:
             break
         time.sleep(min(CLAIM_POLL_S, left))
-        images += services.claim_images(limit=batch_max - len(images))
+        images += queue.claim_images(limit=max_images - len(images))
     return images
 
 
-def caption_pending(first: Sequence[int] = (), *, captioner: Captioner | None = None) -> BatchReport:
-    """The caption_images task: claim a batch (see claim_batch) and caption it in one call.
+def caption_pending(first: Sequence[int] = (), *, captioner: Captioner | None = None) -> MicroBatchReport:
+    """The caption_images task: claim a micro-batch (see claim_micro_batch) and caption it in one call.
 
     The model is loaded before anything is claimed, so a model that cannot load leaves images pending.
     """
     captioner = captioner if captioner is not None else runtime.get_captioner()
-    images = claim_batch(first)
+    images = claim_micro_batch(first)
     if not images:
-        return BatchReport()
-    return caption_batch(images, captioner)
+        return MicroBatchReport()
+    return caption_micro_batch(images, captioner)
 
 
-def caption_batch(images: Sequence[Image], captioner: Captioner) -> BatchReport:
+def caption_micro_batch(images: Sequence[Image], captioner: Captioner) -> MicroBatchReport:
     """Caption claimed images with one `captioner.caption` call and store the results in one transaction.
 
     An image whose result has an error is marked failed with it; if the call itself raises, every
-    image of the batch is marked failed with the exception's text (none is left in processing).
+    image of the micro-batch is marked failed with the exception's text (none is left in processing).
     """
     started = time.monotonic()
-    report = BatchReport(claimed=[im.pk for im in images], model_version=captioner.version)
+    report = MicroBatchReport(claimed=[im.pk for im in images], model_version=captioner.version)
     inputs, readable = [], []
     for image in images:
         try:
@@ -123,15 +123,16 @@ def caption_batch(images: Sequence[Image], captioner: Captioner) -> BatchReport:
                 n_best=settings.IMGCAP_N_BEST,
                 beam_size=settings.IMGCAP_BEAM_SIZE,
                 batch_size=len(inputs),
+                names=[image.original_name or f"image {image.pk}" for image in readable],
             )
             report.model_seconds = time.monotonic() - model_started
         except Exception as exc:
-            logger.exception("imgcap batch %s: captioning failed", [im.pk for im in readable])
+            logger.exception("imgcap micro-batch %s: captioning failed", [im.pk for im in readable])
             for image in readable:
                 _fail(report, image, f"captioning failed: {type(exc).__name__}: {exc}")
         else:
             store_started = time.monotonic()
-            _store(report, list(zip(readable, inputs, results, strict=True)), version)
+            _store(report, list(zip(readable, results, strict=True)), version)
             report.store_seconds = time.monotonic() - store_started
     report.seconds = time.monotonic() - started
     logger.info(report.summary())
@@ -151,38 +152,32 @@ def _model_input(image: Image) -> str | bytes:
 
 
 def _store(
-    report: BatchReport, outcomes: list[tuple[Image, str | bytes, CaptionResult]], version: ModelVersion
+    report: MicroBatchReport, outcomes: list[tuple[Image, CaptionResult]], version: ModelVersion
 ) -> None:
     """Mark the images the model could not caption failed, then store the others' captions together;
-    should that fail, store them one by one so that one bad image does not fail the whole batch."""
-    captioned: list[tuple[Image, list[services.CandidateData]]] = []
-    for image, model_input, result in outcomes:
-        if result.error is not None:
-            # The message starts with the server-side path; users know the file by its original name.
-            error = result.error
-            if isinstance(model_input, str):
-                error = error.replace(model_input, image.original_name)
-            _fail(report, image, error)
+    should that fail, store them one by one so that one bad image does not fail the whole micro-batch."""
+    captioned: list[tuple[Image, list[queue.CandidateData]]] = []
+    for image, result in outcomes:
+        if result.error is not None:  # it names the file as its owner does (`names` above)
+            _fail(report, image, result.error)
             continue
         candidates = [
-            services.CandidateData(
-                text=c.text, score=float(c.score), words=list(c.words), attention=c.attention
-            )
+            queue.CandidateData(text=c.text, score=float(c.score), words=list(c.words), attention=c.attention)
             for c in result.candidates
         ]
         captioned.append((image, candidates))
     if not captioned:
         return
     try:
-        services.save_batch_captions(model_version=version, results=captioned)
+        queue.store_captions(model_version=version, results=captioned)
     except Exception:
-        logger.exception("imgcap batch: storing %d images at once failed; storing each", len(captioned))
+        logger.exception("imgcap micro-batch: storing %d images at once failed; storing each", len(captioned))
     else:
         report.done += [image.pk for image, _ in captioned]
         return
     for image, candidates in captioned:
         try:
-            services.save_batch_captions(model_version=version, results=[(image, candidates)])
+            queue.store_captions(model_version=version, results=[(image, candidates)])
         except Exception as exc:
             logger.exception("imgcap image %s: storing captions failed", image.pk)
             _fail(report, image, f"storing captions failed: {type(exc).__name__}: {exc}")
@@ -190,7 +185,7 @@ def _store(
             report.done.append(image.pk)
 
 
-def _fail(report: BatchReport, image: Image, error: str) -> None:
+def _fail(report: MicroBatchReport, image: Image, error: str) -> None:
     logger.warning("imgcap image %s failed: %s", image.pk, error)
-    services.mark_failed(image=image, error=error)
+    queue.mark_failed(image=image, error=error)
     report.failed.append(image.pk)

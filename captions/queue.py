@@ -1,0 +1,223 @@
+"""The captioning queue: which images need captions, who works on them, and their results.
+
+Postgres is the record of the work (an image's `status`); Celery messages (names in
+imgcap_site/queues.py) only wake workers with ids to start from. A claim takes rows with
+SKIP LOCKED and checks their status, so a message sent twice, or re-sent by the reaper, is
+harmless. captions/ never imports worker/ or TensorFlow: work is sent by task name.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.template.defaultfilters import pluralize
+from django.utils import timezone
+
+from captions.attention import encode_attention
+from captions.models import Caption, Image, ModelVersion
+from imgcap_site.queues import CAPTION_TASK
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CandidateData:
+    """One caption of the model's N-best list, as the worker hands it over (best first)."""
+
+    text: str
+    score: float
+    words: list[str] = field(default_factory=list)
+    attention: np.ndarray | None = None
+
+
+def enqueue_captioning(image_ids: Sequence[int]) -> None:
+    """Ask the workers to caption these images once the current transaction commits.
+
+    A broker outage is logged, not raised: the images stay pending and the reaper
+    (`requeue_stale`) sends them again, so an upload never fails after its data was stored.
+    """
+    ids = [int(i) for i in image_ids]
+    if not ids:
+        return
+
+    def send() -> None:
+        from imgcap_site.celery import app as celery_app
+
+        chunk = max(1, settings.IMGCAP_MICRO_BATCH_MAX)
+        for start in range(0, len(ids), chunk):
+            part = ids[start : start + chunk]
+            try:
+                # Routed to its queue by CELERY_TASK_ROUTES (settings), as every sender of the task is.
+                celery_app.send_task(CAPTION_TASK, args=[part])
+            except Exception:  # noqa: BLE001 - any broker failure; the reaper recovers
+                logger.exception("could not enqueue images %s; the reaper will retry", part)
+
+    transaction.on_commit(send)
+
+
+def claim_images(*, limit: int, first: Sequence[int] = ()) -> list[Image]:
+    """Atomically take up to `limit` pending images for captioning (ids in `first` first, then oldest).
+
+    Rows locked by another worker are skipped (SKIP LOCKED), so concurrent workers never share an image.
+    """
+    if limit <= 0:
+        return []
+    first_ids = [int(i) for i in first]
+    with transaction.atomic():
+        pending = Image.objects.select_for_update(skip_locked=True).filter(status=Image.Status.PENDING)
+        ids: list[int] = []
+        if first_ids:
+            ids = list(
+                pending.filter(id__in=first_ids)
+                .order_by("created_at", "id")
+                .values_list("id", flat=True)[:limit]
+            )
+            # Keep the order the caller asked for.
+            wanted = {image_id: pos for pos, image_id in enumerate(first_ids)}
+            ids.sort(key=wanted.__getitem__)
+        if len(ids) < limit:
+            ids += list(
+                pending.exclude(id__in=ids)
+                .order_by("created_at", "id")
+                .values_list("id", flat=True)[: limit - len(ids)]
+            )
+        if not ids:
+            return []
+        now = timezone.now()
+        Image.objects.filter(id__in=ids).update(
+            status=Image.Status.PROCESSING,
+            attempts=F("attempts") + 1,
+            processing_started_at=now,
+            updated_at=now,
+            error="",
+        )
+        by_id = Image.objects.in_bulk(ids)
+    return [by_id[i] for i in ids if i in by_id]
+
+
+def store_captions(
+    *, model_version: ModelVersion, results: Sequence[tuple[Image, Sequence[CandidateData]]]
+) -> list[int]:
+    """Store each image's N-best captions of `model_version` and mark the images done, in one transaction.
+
+    One commit for a worker's whole micro-batch rather than one per image. Replaces only that model version's
+    captions (a retry never duplicates them); human captions and other versions' captions stay. Images
+    deleted meanwhile are skipped. Returns the ids stored.
+    """
+    keep = max(1, settings.IMGCAP_N_BEST)
+    wanted = {image.pk: (image, list(candidates)[:keep]) for image, candidates in results}
+    if not wanted:
+        return []
+    with transaction.atomic():
+        # In id order, so that two transactions locking overlapping images cannot deadlock.
+        locked = list(
+            Image.objects.select_for_update()
+            .filter(pk__in=wanted)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        if not locked:
+            return []
+        Caption.objects.filter(
+            image_id__in=locked, model_version=model_version, source=Caption.Source.MODEL
+        ).delete()
+        Caption.objects.bulk_create(
+            [
+                Caption(
+                    image_id=image_id,
+                    text=candidate.text,
+                    score=float(candidate.score),
+                    rank=rank,
+                    model_version=model_version,
+                    source=Caption.Source.MODEL,
+                    words=list(candidate.words),
+                    attention=encode_attention(candidate.attention)
+                    if candidate.attention is not None
+                    else None,
+                )
+                for image_id in locked
+                for rank, candidate in enumerate(wanted[image_id][1])
+            ]
+        )
+        now = timezone.now()
+        Image.objects.filter(pk__in=locked).update(
+            status=Image.Status.DONE, error="", captioned_at=now, processing_started_at=None, updated_at=now
+        )
+    for image_id in locked:
+        image = wanted[image_id][0]
+        image.status, image.error, image.captioned_at = Image.Status.DONE, "", now
+    return locked
+
+
+def mark_failed(*, image: Image, error: str) -> None:
+    """Record that captioning `image` failed, with the reason; `retry_image` can queue it again."""
+    Image.objects.filter(pk=image.pk).update(
+        status=Image.Status.FAILED,
+        error=error or "failed",
+        processing_started_at=None,
+        updated_at=timezone.now(),
+    )
+    image.status, image.error = Image.Status.FAILED, error or "failed"
+
+
+def requeue_stale(*, older_than_s: int) -> list[int]:
+    """Re-queue images stuck in processing (a killed worker) or pending (a lost message) for too long.
+
+    Images that already had IMGCAP_MAX_ATTEMPTS tries are marked failed instead. Returns the requeued ids.
+    """
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=older_than_s)
+    max_attempts = settings.IMGCAP_MAX_ATTEMPTS
+    stale = Q(status=Image.Status.PROCESSING, processing_started_at__lt=cutoff) | Q(
+        status=Image.Status.PENDING, updated_at__lt=cutoff
+    )
+    with transaction.atomic():
+        rows = list(
+            Image.objects.select_for_update(skip_locked=True)
+            .filter(stale)
+            .order_by("created_at", "id")
+            .values_list("id", "attempts")
+        )
+        give_up = [image_id for image_id, attempts in rows if attempts >= max_attempts]
+        requeue = [image_id for image_id, attempts in rows if attempts < max_attempts]
+        if give_up:
+            Image.objects.filter(id__in=give_up).update(
+                status=Image.Status.FAILED,
+                error=f"gave up after {max_attempts} attempts",
+                processing_started_at=None,
+                updated_at=now,
+            )
+        if requeue:
+            Image.objects.filter(id__in=requeue).update(
+                status=Image.Status.PENDING, processing_started_at=None, updated_at=now
+            )
+            enqueue_captioning(requeue)
+    if give_up or requeue:
+        logger.info(
+            "reaper: requeued %d stale image%s, gave up on %d",
+            len(requeue),
+            pluralize(len(requeue)),
+            len(give_up),
+        )
+    return requeue
+
+
+def set_pending(ids: Sequence[int]) -> None:
+    """Mark these images pending again (a fresh count of attempts) and queue them."""
+    if not ids:
+        return
+    Image.objects.filter(id__in=ids).update(
+        status=Image.Status.PENDING,
+        error="",
+        attempts=0,
+        processing_started_at=None,
+        updated_at=timezone.now(),
+    )
+    enqueue_captioning(ids)

@@ -1,0 +1,37 @@
+"""DATABASE_URL into DATABASES: django-environ's parsing plus the project's defaults."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from imgcap_site.settings.env import database
+
+
+def test_postgres_gets_persistent_checked_connections_and_no_jit():
+    config = database("postgres://imgcap:p%40ss@db.example:5433/imgcap?sslmode=require")
+    assert config["ENGINE"] == "django.db.backends.postgresql"
+    assert (config["NAME"], config["USER"], config["PASSWORD"], config["HOST"], config["PORT"]) == (
+        "imgcap",
+        "imgcap",
+        "p@ss",
+        "db.example",
+        5433,
+    )
+    assert config["CONN_MAX_AGE"] == 60 and config["CONN_HEALTH_CHECKS"] is True
+    assert config["OPTIONS"] == {"sslmode": "require", "options": "-c jit=off"}
+    tuned = database("postgresql://h/db?conn_max_age=0&options=-c%20statement_timeout%3D5000")
+    assert tuned["CONN_MAX_AGE"] == 0
+    assert tuned["OPTIONS"]["options"] == "-c jit=off -c statement_timeout=5000"
+
+
+def test_sqlite_takes_the_write_lock_up_front():
+    config = database("sqlite:////srv/imgcap/db.sqlite3")
+    assert config["ENGINE"] == "django.db.backends.sqlite3" and config["NAME"] == "/srv/imgcap/db.sqlite3"
+    assert config["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+    assert database("sqlite:///:memory:")["NAME"] == ":memory:"
+
+
+def test_other_databases_are_refused_with_a_message():
+    with pytest.raises(ImproperlyConfigured, match="not supported"):
+        database("mysql://root@localhost/imgcap")
