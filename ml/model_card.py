@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-NOTES_MARK = "<!-- notes: everything below comes from the --notes file of `ml export` -->"
+NOTES_MARK = "<!-- notes: everything below comes from the --notes file of `ml ship` -->"
+_OLD_NOTES_MARK = "<!-- notes: everything below comes from the --notes file of `ml export` -->"
 
 CITATIONS = {
     "flickr8k": (
@@ -124,6 +125,7 @@ def refresh_model_card(directory: str | Path, notes: str | None = None) -> Path:
     card = directory / "README.md"
     old = card.read_text() if card.is_file() else ""
     if notes is None:
+        old = old.replace(_OLD_NOTES_MARK, NOTES_MARK)  # cards shipped before `ml export` was renamed
         notes = old.split(NOTES_MARK, 1)[1].lstrip("\n") if NOTES_MARK in old else ""
     config = json.loads((directory / "config.json").read_text())
     metrics_file, confidence_file = directory / "metrics.json", directory / "confidence.json"

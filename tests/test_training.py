@@ -93,14 +93,14 @@ def test_batches_group_similar_lengths():
     assert padded.shape == (2, 6) and padded[1, 2:].sum() == 0
 
 
-def test_export_ships_the_best_model_with_scores_and_a_card(tmp_path):
+def test_ship_copies_the_best_model_with_scores_and_a_card(tmp_path):
     needs_flickr8k()
     from ml.captioner import load_captioner
-    from ml.export import export_model
+    from ml.ship import ship_model
 
     run = tmp_path / "run"
     train(TrainConfig(**{**TINY, "eval_every": 1, "eval_images": 4, "epochs": 2}), run, progress=False)
-    metrics = export_model(run, tmp_path / "model", TINY["root"], beams=(1, 2), progress=False, limit=10)
+    metrics = ship_model(run, tmp_path / "model", TINY["root"], beams=(1, 2), progress=False, limit=10)
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
         "README.md",
         "config.json",
@@ -116,7 +116,7 @@ def test_export_ships_the_best_model_with_scores_and_a_card(tmp_path):
     assert load_captioner(tmp_path / "model").version == load_captioner(run).version
 
     # Decoding defaults chosen after training (e.g. by `ml sweep`) are what the shipped model uses.
-    tuned = export_model(
+    tuned = ship_model(
         run,
         tmp_path / "tuned",
         TINY["root"],

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError, close_old_connections
 from django.template.defaultfilters import pluralize
 
 from captions import queue
@@ -29,6 +30,11 @@ logger = logging.getLogger(__name__)
 
 # How often a micro-batch that is not full looks for newly pending images while it waits.
 CLAIM_POLL_S = 0.05
+# The database away (down, restarting, out of connections): not the images' fault, so never a
+# reason to mark them failed. The task is retried (worker/tasks.py); captions already computed are
+# stored again after these pauses (about 30 s in all) before the task gives up on them.
+DATABASE_AWAY = (OperationalError, InterfaceError)
+STORE_RETRY_PAUSES_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 
 
 @dataclass
@@ -92,17 +98,22 @@ def caption_pending(first: Sequence[int] = (), *, captioner: Captioner | None = 
     The model is loaded before anything is claimed, so a model that cannot load leaves images pending.
     """
     captioner = captioner if captioner is not None else runtime.get_captioner()
+    # Before claiming: a database that is away here leaves every image pending (the task retries).
+    version = runtime.register_model_version(captioner)
     images = claim_micro_batch(first)
     if not images:
         return MicroBatchReport()
-    return caption_micro_batch(images, captioner)
+    return caption_micro_batch(images, captioner, version)
 
 
-def caption_micro_batch(images: Sequence[Image], captioner: Captioner) -> MicroBatchReport:
+def caption_micro_batch(
+    images: Sequence[Image], captioner: Captioner, version: ModelVersion | None = None
+) -> MicroBatchReport:
     """Caption claimed images with one `captioner.caption` call and store the results in one transaction.
 
     An image whose result has an error is marked failed with it; if the call itself raises, every
     image of the micro-batch is marked failed with the exception's text (none is left in processing).
+    A database that is away is not such a failure: it is raised, the images are not marked.
     """
     started = time.monotonic()
     report = MicroBatchReport(claimed=[im.pk for im in images], model_version=captioner.version)
@@ -116,7 +127,7 @@ def caption_micro_batch(images: Sequence[Image], captioner: Captioner) -> MicroB
     if readable:
         report.model_inputs = len(readable)
         try:
-            version = runtime.register_model_version(captioner)
+            version = version or runtime.register_model_version(captioner)
             model_started = time.monotonic()
             results = captioner.caption(
                 inputs,
@@ -126,6 +137,8 @@ def caption_micro_batch(images: Sequence[Image], captioner: Captioner) -> MicroB
                 names=[image.original_name or f"image {image.pk}" for image in readable],
             )
             report.model_seconds = time.monotonic() - model_started
+        except DATABASE_AWAY:
+            raise
         except Exception as exc:
             logger.exception("imgcap micro-batch %s: captioning failed", [im.pk for im in readable])
             for image in readable:
@@ -169,7 +182,9 @@ def _store(
     if not captioned:
         return
     try:
-        queue.store_captions(model_version=version, results=captioned)
+        _store_with_retries(version, captioned)
+    except DATABASE_AWAY:
+        raise
     except Exception:
         logger.exception("imgcap micro-batch: storing %d images at once failed; storing each", len(captioned))
     else:
@@ -178,11 +193,29 @@ def _store(
     for image, candidates in captioned:
         try:
             queue.store_captions(model_version=version, results=[(image, candidates)])
+        except DATABASE_AWAY:
+            raise
         except Exception as exc:
             logger.exception("imgcap image %s: storing captions failed", image.pk)
             _fail(report, image, f"storing captions failed: {type(exc).__name__}: {exc}")
         else:
             report.done.append(image.pk)
+
+
+def _store_with_retries(
+    version: ModelVersion, captioned: list[tuple[Image, list[queue.CandidateData]]]
+) -> None:
+    """queue.store_captions, again after each pause of STORE_RETRY_PAUSES_S while the database is away."""
+    for pause in (*STORE_RETRY_PAUSES_S, None):
+        try:
+            queue.store_captions(model_version=version, results=captioned)
+            return
+        except DATABASE_AWAY as exc:
+            if pause is None:
+                raise
+            logger.warning("imgcap micro-batch: database away (%s); storing again in %.1fs", exc, pause)
+            time.sleep(pause)
+            close_old_connections()  # a broken connection is dropped, the next query opens a new one
 
 
 def _fail(report: MicroBatchReport, image: Image, error: str) -> None:

@@ -17,18 +17,30 @@ from django.conf import settings
 from django.template.defaultfilters import pluralize
 
 from captions import queue
+from imgcap_site.queues import CAPTION_TASK, REAPER_TASK
 from worker import micro_batches, runtime
+from worker.micro_batches import DATABASE_AWAY
 
 logger = logging.getLogger(__name__)
 
 
-@shared_task(name="imgcap.caption_images")
+# A database that is away is retried with backoff (1, 2, 4 … 30 s) for as long as it takes, instead
+# of acknowledging the message: its images stay pending (or processing: the reaper) and are never
+# marked failed for it. Only this; any other error is the images' (micro_batches marks them).
+@shared_task(
+    name=CAPTION_TASK,
+    autoretry_for=DATABASE_AWAY,
+    retry_backoff=1,
+    retry_backoff_max=30,
+    retry_jitter=False,
+    max_retries=None,
+)
 def caption_images(image_ids: list[int]) -> dict[str, Any]:
     report = micro_batches.caption_pending(first=image_ids)
     return {"claimed": report.claimed, "done": report.done, "failed": report.failed}
 
 
-@shared_task(name="imgcap.requeue_stale")
+@shared_task(name=REAPER_TASK)
 def requeue_stale() -> list[int]:
     ids = queue.requeue_stale(older_than_s=settings.IMGCAP_STALE_AFTER_S)
     if ids:

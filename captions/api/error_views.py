@@ -7,13 +7,25 @@ handler400/403/404/500 are wired in imgcap_site/urls.py (Django uses them when D
 
 from __future__ import annotations
 
+import logging
+import sys
+
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect, JsonResponse
+from django.template.loader import render_to_string
 from django.urls import is_valid_path, reverse
 from django.utils.http import escape_leading_slashes
 from django.views import defaults
 from django.views.decorators.common import no_append_slash
 from django.views.decorators.csrf import csrf_exempt
+
+logger = logging.getLogger(__name__)
+
+# The database cannot be reached, dropped the connection or has no connection left ("too many
+# clients"): psycopg2 and sqlite3 raise these. A bad query (ProgrammingError, DataError) stays a 500.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+RETRY_AFTER_S = 5
 
 
 def is_api_path(request: HttpRequest) -> bool:
@@ -82,7 +94,24 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Http
     return defaults.page_not_found(request, exception)
 
 
+def database_unavailable(request: HttpRequest, exc: BaseException) -> HttpResponse:
+    """503 with Retry-After: not the client's fault and not permanent, and nothing was stored, so a
+    retry is safe. JSON in the API's error shape under /api/, a short page elsewhere."""
+    logger.warning("database unavailable for %s %s: %s", request.method, request.path, exc)
+    retry = {"Retry-After": str(RETRY_AFTER_S)}
+    if is_api_path(request):
+        message = "the database is not answering; nothing was stored, try again in a few seconds"
+        return error_response(503, "database_unavailable", message, **retry)
+    page = render_to_string("503.html", {"retry_after": RETRY_AFTER_S})
+    return HttpResponse(page, status=503, headers=retry)
+
+
 def handler500(request: HttpRequest) -> HttpResponse:
+    # Django calls this while handling the exception: one from a middleware (a session saved while
+    # the database is down) reaches here rather than DatabaseUnavailableMiddleware.
+    exc = sys.exc_info()[1]
+    if isinstance(exc, DATABASE_UNAVAILABLE):
+        return database_unavailable(request, exc)
     if is_api_path(request):
         # The traceback goes to the log (django.request), never to the client.
         return error_response(500, "server_error", "the server failed to answer this request")

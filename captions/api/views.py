@@ -7,6 +7,8 @@ import mimetypes
 from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpResponseRedirect, StreamingHttpResponse
 from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.pagination import PageNumberPagination
@@ -19,8 +21,8 @@ from rest_framework.views import APIView
 
 from captions import health, selectors, thumbnails
 from captions.api import serializers as s
+from captions.api.filters import ExportFilterSerializer, ImageFilterSerializer, read_filters
 from captions.api.pagination import SearchPagination
-from captions.api.schema import ApiSchema
 from captions.exports import CONTENT_TYPES, export_rows, render_rows
 from captions.ingest import RejectedInput
 from captions.services.images import (
@@ -33,6 +35,10 @@ from captions.services.images import (
 from captions.services.intake import create_batch, upload_file
 
 
+def _query(name: str, description: str, required: bool = False) -> OpenApiParameter:
+    return OpenApiParameter(name, str, OpenApiParameter.QUERY, required=required, description=description)
+
+
 def _int_param(request: Request, name: str) -> int | None:
     raw = request.query_params.get(name)
     if raw in (None, ""):
@@ -41,25 +47,6 @@ def _int_param(request: Request, name: str) -> int | None:
         return int(raw)
     except ValueError:
         raise RejectedInput("bad_filter", f"{name} must be a number; got {raw!r}") from None
-
-
-def _ids_param(request: Request, name: str, limit: int = 200) -> list[int] | None:
-    """`?ids=3,1,2`: at most `limit` image ids, so that a page can follow many uploads in one request."""
-    raw = request.query_params.get(name)
-    if raw in (None, ""):
-        return None
-    try:
-        ids = [int(part) for part in raw.split(",") if part.strip()]
-    except ValueError:
-        message = f"{name} must be comma-separated numbers; got {raw[:100]!r}"
-        raise RejectedInput("bad_filter", message) from None
-    if len(ids) > limit:
-        raise RejectedInput("bad_filter", f"{name} takes at most {limit} ids; got {len(ids)}")
-    return ids
-
-
-def _bool_param(request: Request, name: str) -> bool:
-    return request.query_params.get(name, "").lower() in {"1", "true", "yes", "me"}
 
 
 class _FirstRenderer(BaseContentNegotiation):
@@ -78,13 +65,6 @@ class ImageListView(generics.GenericAPIView):
 
     serializer_class = s.ImageSerializer
     parser_classes = [MultiPartParser, FormParser]
-    query_parameters = [
-        ("status", "only images in this state: pending, processing, done or failed", False),
-        ("batch", "only images of this batch (id)", False),
-        ("owner", '"me": only your own images', False),
-        ("visibility", "public or private", False),
-        ("ids", "only these images: comma-separated ids, at most 200 (follow many uploads at once)", False),
-    ]
 
     def get_serializer_class(self):
         if self.request is not None and self.request.method == "POST":
@@ -94,19 +74,15 @@ class ImageListView(generics.GenericAPIView):
     def get_serializer_context(self):
         return {**super().get_serializer_context(), "active": selectors.active_model_version()}
 
+    @extend_schema(parameters=[ImageFilterSerializer], responses=s.ImageSerializer(many=True))
     def get(self, request: Request) -> Response:
-        images = selectors.list_images(
-            request.user,
-            status=request.query_params.get("status") or None,
-            batch=_int_param(request, "batch"),
-            mine=request.query_params.get("owner") == "me" or _bool_param(request, "mine"),
-            visibility=request.query_params.get("visibility") or None,
-            ids=_ids_param(request, "ids"),
-        )
+        filters = read_filters(ImageFilterSerializer, request)
+        images = selectors.list_images(request.user, **filters.selector_kwargs())
         page = self.paginate_queryset(images)
         data = s.ImageSerializer(page, many=True, context=self.get_serializer_context()).data
         return self.get_paginated_response(data)
 
+    @extend_schema(request=s.ImageUploadSerializer, responses={202: s.ImageSerializer})
     def post(self, request: Request) -> Response:
         form = s.ImageUploadSerializer(data=request.data)
         form.is_valid(raise_exception=True)
@@ -147,6 +123,7 @@ class ImageDetailView(generics.GenericAPIView):
     def get(self, request: Request, pk: int) -> Response:
         return self._show(request, pk)
 
+    @extend_schema(request=s.ImagePatchSerializer, responses=s.ImageSerializer)
     def patch(self, request: Request, pk: int) -> Response:
         image = selectors.get_own_image(request.user, pk)
         form = s.ImagePatchSerializer(data=request.data)
@@ -157,6 +134,7 @@ class ImageDetailView(generics.GenericAPIView):
             add_human_caption(image=image, text=form.validated_data["caption"], author=request.user)
         return self._show(request, pk)
 
+    @extend_schema(responses={204: None})
     def delete(self, request: Request, pk: int) -> Response:
         delete_image(image=selectors.get_own_image(request.user, pk))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -168,6 +146,7 @@ class ImageRecaptionView(generics.GenericAPIView):
     serializer_class = s.ImageSerializer
     permission_classes = [IsAuthenticated]
 
+    @extend_schema(request=None, responses={202: s.ImageSerializer})
     def post(self, request: Request, pk: int) -> Response:
         recaption_image(image=selectors.get_own_image(request.user, pk))
         image = selectors.get_image(request.user, pk)
@@ -178,6 +157,7 @@ class ImageRecaptionView(generics.GenericAPIView):
 class ImageRetryView(ImageRecaptionView):
     """Queue a failed image again (202). 409 unless it failed."""
 
+    @extend_schema(request=None, responses={202: s.ImageSerializer})
     def post(self, request: Request, pk: int) -> Response:
         retry_image(image=selectors.get_own_image(request.user, pk))
         image = selectors.get_image(request.user, pk)
@@ -191,8 +171,8 @@ class ImageAttentionView(generics.GenericAPIView):
     no_attention while the image has no model caption."""
 
     serializer_class = s.AttentionSerializer
-    query_parameters = [("caption", "a model caption's id (default: the best model caption)", False)]
 
+    @extend_schema(parameters=[_query("caption", "a model caption's id (default: the best model caption)")])
     def get(self, request: Request, pk: int) -> Response:
         image = selectors.get_image(request.user, pk)
         attention = selectors.caption_attention(image, request.query_params.get("caption"))
@@ -208,19 +188,30 @@ class BatchListView(generics.GenericAPIView):
 
     serializer_class = s.BatchSerializer
     parser_classes = [MultiPartParser, FormParser, JSONParser]
-    schema = ApiSchema(operation_id_base="Batch")
-    post_headers = [("Idempotency-Key", "a retried request with the same key returns the same batch")]
 
     def get_serializer_class(self):
         if self.request is not None and self.request.method == "POST":
             return s.BatchCreateSerializer
         return s.BatchSummarySerializer
 
+    @extend_schema(responses=s.BatchSummarySerializer(many=True))
     def get(self, request: Request) -> Response:
         page = self.paginate_queryset(selectors.list_batches(request.user))
         data = s.BatchSummarySerializer(page, many=True, context={"request": request}).data
         return self.get_paginated_response(data)
 
+    @extend_schema(
+        request=s.BatchCreateSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                description="a retried request with the same key returns the same batch",
+            )
+        ],
+        responses={202: s.BatchSerializer},
+    )
     def post(self, request: Request) -> Response:
         form = s.BatchCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
@@ -260,8 +251,13 @@ class SearchView(generics.GenericAPIView):
 
     serializer_class = s.SearchHitSerializer
     pagination_class = SearchPagination
-    query_parameters = [("q", 'what to look for, e.g. "dogs running"; every word must match', True)]
 
+    @extend_schema(
+        parameters=[
+            _query("q", 'what to look for, e.g. "dogs running"; every word must match', required=True)
+        ],
+        responses=s.SearchHitSerializer(many=True),
+    )
     def get(self, request: Request) -> Response:
         query = request.query_params.get("q", "").strip()
         if not query:
@@ -279,25 +275,14 @@ class ExportView(APIView):
     renderer_classes = [JSONRenderer]
     content_negotiation_class = _FirstRenderer
     fmt = "csv"
-    query_parameters = [
-        ("batch", "only images of this batch (id)", False),
-        ("status", "only images in this state: pending, processing, done or failed", False),
-        ("source", "model or human", False),
-        ("model", "only captions of this model version (its name)", False),
-        ("q", "only captions matching this full-text search", False),
-        ("owner", '"me": only your own images', False),
-    ]
 
+    @extend_schema(
+        parameters=[ExportFilterSerializer],
+        responses={200: OpenApiResponse(OpenApiTypes.STR, description="CSV or JSON Lines, streamed")},
+    )
     def get(self, request: Request) -> StreamingHttpResponse:
-        rows = export_rows(
-            request.user,
-            batch=_int_param(request, "batch"),
-            status=request.query_params.get("status") or None,
-            source=request.query_params.get("source") or None,
-            model=request.query_params.get("model") or None,
-            q=request.query_params.get("q") or None,
-            mine=request.query_params.get("owner") == "me",
-        )
+        filters = read_filters(ExportFilterSerializer, request)
+        rows = export_rows(request.user, **filters.selector_kwargs())
         media_root = request.build_absolute_uri(reverse("media", args=["x"]))[: -len("x")]
 
         def url_for(row) -> str:
@@ -316,6 +301,7 @@ class ModelVersionListView(generics.GenericAPIView):
     serializer_class = s.ModelVersionSerializer
     pagination_class = PageNumberPagination
 
+    @extend_schema(responses=s.ModelVersionSerializer(many=True))
     def get(self, request: Request) -> Response:
         from captions.models import ModelVersion
 
@@ -331,6 +317,14 @@ class HealthView(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []  # a stale token in a monitor's config must not turn this into a 401
 
+    @extend_schema(
+        responses={
+            200: OpenApiResponse(OpenApiTypes.OBJECT, description="the database and the broker answer"),
+            503: OpenApiResponse(
+                OpenApiTypes.OBJECT, description="one of them does not (`checks` says which)"
+            ),
+        }
+    )
     def get(self, request: Request) -> Response:
         found = health.check()
         body = {
@@ -346,6 +340,7 @@ class HealthView(APIView):
         return response
 
 
+@extend_schema(exclude=True)
 class MediaView(APIView):
     """An image file, only for users who may see an image stored under it (404 otherwise).
 
@@ -355,7 +350,6 @@ class MediaView(APIView):
     permission_classes = [AllowAny]
     renderer_classes = [JSONRenderer]
     content_negotiation_class = _FirstRenderer
-    schema = None
 
     def get(self, request: Request, name: str) -> FileResponse:
         image = selectors.get_image_by_file(request.user, name)
@@ -371,6 +365,7 @@ class MediaView(APIView):
         return response
 
 
+@extend_schema(exclude=True)
 class ThumbnailView(APIView):
     """A small WebP of an image (`?size=640` for high-density screens), made on first request and kept;
     the same visibility check as the full image (another user's private image: 404)."""
@@ -378,7 +373,6 @@ class ThumbnailView(APIView):
     permission_classes = [AllowAny]
     renderer_classes = [JSONRenderer]
     content_negotiation_class = _FirstRenderer
-    schema = None
 
     def get(self, request: Request, pk: int) -> FileResponse | HttpResponseRedirect:
         size = _int_param(request, "size") or thumbnails.DEFAULT_SIZE

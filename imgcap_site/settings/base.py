@@ -30,6 +30,8 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files served from here: the docs work offline
     "captions",
 ]
 
@@ -41,6 +43,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so that it sees a view's exception first: a database it cannot reach is a 503.
+    "captions.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "imgcap_site.urls"
@@ -139,7 +143,22 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "captions.api.pagination.PagePagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "captions.api.errors.api_exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "captions.api.schema.ApiSchema",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+# OpenAPI 3 at /api/v1/schema/ and as Swagger UI at /api/v1/docs/ (drf-spectacular).
+SPECTACULAR_SETTINGS = {
+    "TITLE": "imgcap API",
+    "VERSION": "1",
+    "DESCRIPTION": (
+        "Upload images, get captions. Authenticate with a token (`Authorization: Token <key>`, from "
+        "`python manage.py drf_create_token USER` or the site's API token page) or a browser session. "
+        'Errors are `{"error": {"code": ..., "message": ...}}`.'
+    ),
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,  # upload forms and answers are different shapes
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 
 # --- Celery (see imgcap_site/celery.py; worker/ holds the tasks) ------------------------------------

@@ -1,7 +1,7 @@
 """Development on one machine: DEBUG on, SQLite and the filesystem broker unless env says otherwise."""
 
 from imgcap_site.settings.base import *  # noqa: F403
-from imgcap_site.settings.base import MEDIA_ROOT, VAR_DIR
+from imgcap_site.settings.base import DATABASES, MEDIA_ROOT, VAR_DIR
 from imgcap_site.settings.env import env
 
 DEBUG = env.bool("DJANGO_DEBUG", default=True)
@@ -10,3 +10,8 @@ ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["*"])
 
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 MEDIA_ROOT.mkdir(parents=True, exist_ok=True)
+
+# runserver answers each request on a thread of its own, and a persistent connection belongs to its
+# thread: with CONN_MAX_AGE > 0 every request left a connection open ("too many clients" on
+# Postgres). Close each at the end of its request instead.
+DATABASES["default"]["CONN_MAX_AGE"] = 0

@@ -50,3 +50,22 @@ def test_health_is_503_naming_the_broker_that_does_not_answer(anon_api):
     body = response.json()
     assert body["status"] == "unavailable"
     assert body["checks"]["database"] == "ok" and body["checks"]["broker"].startswith("unavailable")
+
+
+def test_oldest_pending_keeps_growing_through_reaper_resends(anon_api, user, make_image):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from captions.models import Image
+
+    image = make_image(user)
+    asked = timezone.now() - timedelta(seconds=300)
+    Image.objects.filter(pk=image.pk).update(queued_at=asked, updated_at=asked)
+    assert queue.requeue_stale(older_than_s=60) == [image.pk]  # no worker: the reaper sends it again
+    body = anon_api.get(HEALTH).json()
+    assert body["queue"]["pending"] == 1 and body["queue"]["oldest_pending_s"] >= 300
+    # Asking again (a retry or re-caption) is a new wait.
+    Image.objects.filter(pk=image.pk).update(status="failed")
+    queue.set_pending([image.pk])
+    assert anon_api.get(HEALTH).json()["queue"]["oldest_pending_s"] < 60

@@ -35,3 +35,25 @@ def test_sqlite_takes_the_write_lock_up_front():
 def test_other_databases_are_refused_with_a_message():
     with pytest.raises(ImproperlyConfigured, match="not supported"):
         database("mysql://root@localhost/imgcap")
+
+
+def test_make_run_closes_its_connections_after_each_request():
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = (
+        "import json, django; django.setup(); from django.conf import settings; "
+        "print(json.dumps([settings.DATABASES['default'][k] for k in ('ENGINE', 'CONN_MAX_AGE')]))"
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "imgcap_site.settings.local",
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/imgcap",
+    }
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", probe], cwd=repo, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["django.db.backends.postgresql", 0]

@@ -31,7 +31,7 @@ def _training_summary(run: Path) -> dict[str, Any]:
     }
 
 
-def export_model(
+def ship_model(
     run: str | Path,
     out: str | Path,
     root: str,

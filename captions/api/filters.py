@@ -1,0 +1,84 @@
+"""The API's query-string filters, checked in one place (the Styleguide's filter serializers): a bad
+value is a 400 `bad_filter` that names the parameter, before any query runs. The same classes
+describe the parameters in the OpenAPI schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+from rest_framework.request import Request
+
+from captions.ingest import RejectedInput
+from captions.models import Caption, Image
+
+MAX_IDS = 200
+
+
+class IdListField(serializers.CharField):
+    """`3,1,2`: at most MAX_IDS image ids, so that a page can follow many uploads in one request."""
+
+    def to_internal_value(self, data: Any) -> list[int]:
+        raw = super().to_internal_value(data)
+        try:
+            ids = [int(part) for part in raw.split(",") if part.strip()]
+        except ValueError:
+            raise serializers.ValidationError(f"must be comma-separated numbers; got {raw[:100]!r}") from None
+        if len(ids) > MAX_IDS:
+            raise serializers.ValidationError(f"takes at most {MAX_IDS} ids; got {len(ids)}")
+        return ids
+
+
+class ImageFilterSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=Image.Status.values, required=False, help_text="only images in this state"
+    )
+    batch = serializers.IntegerField(required=False, help_text="only images of this batch (id)")
+    owner = serializers.ChoiceField(choices=["me"], required=False, help_text='"me": only your own images')
+    mine = serializers.BooleanField(required=False, help_text="true: only your own images (as owner=me)")
+    visibility = serializers.ChoiceField(choices=Image.Visibility.values, required=False)
+    ids = IdListField(required=False, help_text=f"only these images: comma-separated ids, at most {MAX_IDS}")
+
+    def selector_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for selectors.list_images."""
+        data = self.validated_data
+        return {
+            "status": data.get("status"),
+            "batch": data.get("batch"),
+            "mine": data.get("owner") == "me" or data.get("mine", False),
+            "visibility": data.get("visibility"),
+            "ids": data.get("ids"),
+        }
+
+
+class ExportFilterSerializer(serializers.Serializer):
+    batch = serializers.IntegerField(required=False, help_text="only images of this batch (id)")
+    status = serializers.ChoiceField(
+        choices=Image.Status.values, required=False, help_text="only images in this state"
+    )
+    source = serializers.ChoiceField(choices=Caption.Source.values, required=False)
+    model = serializers.CharField(required=False, help_text="only captions of this model version (its name)")
+    q = serializers.CharField(required=False, help_text="only captions matching this full-text search")
+    owner = serializers.ChoiceField(choices=["me"], required=False, help_text='"me": only your own images')
+
+    def selector_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for exports.export_rows."""
+        data = self.validated_data
+        return {
+            "batch": data.get("batch"),
+            "status": data.get("status"),
+            "source": data.get("source"),
+            "model": data.get("model"),
+            "q": data.get("q"),
+            "mine": data.get("owner") == "me",
+        }
+
+
+def read_filters(serializer_class: type[serializers.Serializer], request: Request) -> serializers.Serializer:
+    """The request's filters, checked; empty parameters count as absent. RejectedInput (400) otherwise."""
+    given = {k: v for k, v in request.query_params.items() if v != "" and k in serializer_class().fields}
+    filters = serializer_class(data=given)
+    if not filters.is_valid():
+        name, errors = next(iter(filters.errors.items()))
+        raise RejectedInput("bad_filter", f"{name}: {errors[0]} (got {given.get(name)!r})")
+    return filters
