@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: help install run test test-fast lint screenshots model data-cc bench bench-train bench-encoders \
-	bench-decoder bench-platform bench-pipeline bench-upload bench-search bench-web-memory clean
+	bench-decoder bench-text-embedding bench-platform bench-pipeline bench-upload bench-search bench-web-memory clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /\1\t/' | expand -t 18
@@ -56,13 +56,16 @@ data-cc: ## extract the broad training data (Conceptual Captions) to ~/.cache/im
 		&& (test -d $(CC_DATA)/repo.git || git clone --bare $(CC_REPO) $(CC_DATA)/repo.git) \
 		&& git -C $(CC_DATA)/repo.git archive $(CC_COMMIT) data | tar -x -C $(CC_DATA) )
 
-# Train the default model from scratch on Flickr8k train + the broad data (`make data-cc`), then
-# ship it to models/default: style router, decoding defaults chosen on dev, confidence fitted on
-# the held-out sets (see models/NOTES.md). Resumable: run it again after an interruption.
+# Train the default model from scratch on Flickr8k train + the broad data (`make data-cc`): cross-
+# entropy, then self-critical fine-tuning on CIDEr-D; then ship it to models/default: style router,
+# decoding defaults chosen on dev, confidence fitted on the held-out sets (see models/NOTES.md).
+# Resumable: run it again after an interruption.
 model: install data-cc ## train and ship models/default from the data (hours)
 	$(PY) -m ml train --config configs/broad.toml --out runs/broad $$(test -f runs/broad/checkpoints/state.json && echo --resume)
-	$(PY) -m ml route --model runs/broad
-	$(PY) -m ml ship --run runs/broad --out models/default --notes models/NOTES.md \
+	$(PY) -m ml train --config configs/broad_cider.toml --out runs/broad_cider \
+		$$(test -f runs/broad_cider/checkpoints/state.json && echo --resume)
+	$(PY) -m ml route --model runs/broad_cider
+	$(PY) -m ml ship --run runs/broad_cider --out models/default --notes models/NOTES.md \
 		--beam-size 5 --length-penalty 1.0 --block-repeats --tag-boost 1.5
 	$(PY) -m ml calibrate --model models/default --set flickr8k:flickr8k:../shared/data/flickr8k:dev \
 		cc:img2dataset:$(CC_DATA)/data:dev --out-of-domain 100
@@ -81,6 +84,9 @@ bench-encoders: install
 
 bench-decoder: install
 	$(PY) -m bench.bench_decoder
+
+bench-text-embedding: install ## query latency and captions/s of the sentence embeddings
+	$(PY) -m bench.bench_text_embedding
 
 # The platform's benchmarks need Postgres and Redis (see README); run them one at a time.
 bench-platform: bench-upload bench-search bench-web-memory bench-pipeline ## the platform benchmarks

@@ -16,7 +16,7 @@ from datetime import timedelta
 import numpy as np
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.template.defaultfilters import pluralize
 from django.utils import timezone
 
@@ -167,23 +167,31 @@ def mark_failed(*, image: Image, error: str) -> None:
     image.status, image.error = Image.Status.FAILED, error or "failed"
 
 
-def requeue_stale(*, older_than_s: int) -> list[int]:
-    """Re-queue images stuck in processing (a killed worker) or pending (a lost message) for too long.
+def requeue_stale(
+    *, older_than_s: int, pending_after_s: int | None = None, pending_limit: int | None = None
+) -> list[int]:
+    """Re-queue images stuck in processing longer than `older_than_s` (a killed worker), and send
+    again the oldest `pending_limit` images pending without a send for `pending_after_s` (default:
+    `older_than_s`): their message may be lost (a broker restarted with nothing on disk). Sending
+    twice is harmless (claims skip taken rows and check status), so the second can be short.
 
     Images that already had IMGCAP_MAX_ATTEMPTS tries are marked failed instead. Returns the requeued ids.
     """
     now = timezone.now()
     cutoff = now - timedelta(seconds=older_than_s)
+    pending_cutoff = now - timedelta(seconds=older_than_s if pending_after_s is None else pending_after_s)
     max_attempts = settings.IMGCAP_MAX_ATTEMPTS
-    stale = Q(status=Image.Status.PROCESSING, processing_started_at__lt=cutoff) | Q(
-        status=Image.Status.PENDING, updated_at__lt=cutoff
-    )
     with transaction.atomic():
+        locked = Image.objects.select_for_update(skip_locked=True).order_by("created_at", "id")
         rows = list(
-            Image.objects.select_for_update(skip_locked=True)
-            .filter(stale)
-            .order_by("created_at", "id")
-            .values_list("id", "attempts")
+            locked.filter(status=Image.Status.PROCESSING, processing_started_at__lt=cutoff).values_list(
+                "id", "attempts"
+            )
+        )
+        rows += list(
+            locked.filter(status=Image.Status.PENDING, updated_at__lt=pending_cutoff).values_list(
+                "id", "attempts"
+            )[:pending_limit]
         )
         give_up = [image_id for image_id, attempts in rows if attempts >= max_attempts]
         requeue = [image_id for image_id, attempts in rows if attempts < max_attempts]

@@ -42,7 +42,11 @@ def caption_images(image_ids: list[int]) -> dict[str, Any]:
 
 @shared_task(name=REAPER_TASK)
 def requeue_stale() -> list[int]:
-    ids = queue.requeue_stale(older_than_s=settings.IMGCAP_STALE_AFTER_S)
+    ids = queue.requeue_stale(
+        older_than_s=settings.IMGCAP_STALE_AFTER_S,
+        pending_after_s=settings.IMGCAP_RESEND_PENDING_AFTER_S,
+        pending_limit=settings.IMGCAP_RESEND_PENDING_MAX,
+    )
     if ids:
         logger.info("imgcap reaper: requeued %d stale image%s %s", len(ids), pluralize(len(ids)), ids)
     return ids

@@ -103,8 +103,12 @@ IMGCAP_MICRO_BATCH_MAX = env.int("IMGCAP_MICRO_BATCH_MAX", default=env.int("IMGC
 IMGCAP_MICRO_BATCH_WAIT_MS = env.int(
     "IMGCAP_MICRO_BATCH_WAIT_MS", default=env.int("IMGCAP_BATCH_WAIT_MS", default=200)
 )
-IMGCAP_STALE_AFTER_S = env.int("IMGCAP_STALE_AFTER_S", default=600)
-IMGCAP_REAPER_INTERVAL_S = env.float("IMGCAP_REAPER_INTERVAL_S", default=60.0)
+IMGCAP_STALE_AFTER_S = env.int("IMGCAP_STALE_AFTER_S", default=600)  # processing this long: re-queued
+# Pending this long since its last send: sent again (its message may be lost: Redis keeps nothing on
+# disk), at most IMGCAP_RESEND_PENDING_MAX images a run. Duplicates are harmless, so this is short.
+IMGCAP_RESEND_PENDING_AFTER_S = env.int("IMGCAP_RESEND_PENDING_AFTER_S", default=20)
+IMGCAP_RESEND_PENDING_MAX = env.int("IMGCAP_RESEND_PENDING_MAX", default=256)
+IMGCAP_REAPER_INTERVAL_S = env.float("IMGCAP_REAPER_INTERVAL_S", default=10.0)
 IMGCAP_MAX_ATTEMPTS = env.int("IMGCAP_MAX_ATTEMPTS", default=3)
 IMGCAP_N_BEST = env.int("IMGCAP_N_BEST", default=3)
 IMGCAP_BEAM_SIZE = env.int("IMGCAP_BEAM_SIZE", default=None)

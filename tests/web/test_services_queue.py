@@ -176,6 +176,26 @@ def test_requeue_stale_requeues_or_gives_up(
     assert queue.requeue_stale(older_than_s=600) == []
 
 
+def test_pending_images_are_sent_again_soon_processing_ones_only_when_stale(
+    user, make_image, queued_ids, django_capture_on_commit_callbacks
+):
+    # A broker that restarted lost the messages of pending images: they are sent again after 20 s,
+    # oldest first and at most `pending_limit` a run; a worker's claim has its own, longer timeout.
+    lost = [make_image(user) for _ in range(3)]
+    working = make_image(user)
+    a_minute_ago = timezone.now() - timedelta(seconds=60)
+    Image.objects.filter(pk__in=[im.pk for im in lost]).update(updated_at=a_minute_ago)
+    Image.objects.filter(pk=working.pk).update(status="processing", processing_started_at=a_minute_ago)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        first = queue.requeue_stale(older_than_s=600, pending_after_s=20, pending_limit=2)
+        second = queue.requeue_stale(older_than_s=600, pending_after_s=20, pending_limit=2)
+
+    assert first == [lost[0].pk, lost[1].pk] and second == [lost[2].pk]
+    assert sorted(queued_ids()) == sorted(im.pk for im in lost)
+    assert Image.objects.get(pk=working.pk).status == "processing"
+
+
 def test_enqueue_sends_chunks_to_the_caption_queue(
     settings, broker_messages, django_capture_on_commit_callbacks
 ):
