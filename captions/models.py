@@ -86,6 +86,9 @@ class Image(models.Model):
     # reaper's re-sends do not move it, so the health check's oldest_pending_s keeps growing.
     queued_at = models.DateTimeField(default=timezone.now)
     processing_started_at = models.DateTimeField(null=True, blank=True)
+    # Refreshed every few seconds by the worker captioning the image (worker/micro_batches.py): a
+    # claim whose heartbeat stopped (the worker was killed) is handed back by the reaper.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     captioned_at = models.DateTimeField(null=True, blank=True)

@@ -16,7 +16,7 @@ from datetime import timedelta
 import numpy as np
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.template.defaultfilters import pluralize
 from django.utils import timezone
 
@@ -95,6 +95,7 @@ def claim_images(*, limit: int, first: Sequence[int] = ()) -> list[Image]:
             status=Image.Status.PROCESSING,
             attempts=F("attempts") + 1,
             processing_started_at=now,
+            heartbeat_at=now,
             updated_at=now,
             error="",
         )
@@ -148,7 +149,12 @@ def store_captions(
         )
         now = timezone.now()
         Image.objects.filter(pk__in=locked).update(
-            status=Image.Status.DONE, error="", captioned_at=now, processing_started_at=None, updated_at=now
+            status=Image.Status.DONE,
+            error="",
+            captioned_at=now,
+            processing_started_at=None,
+            heartbeat_at=None,
+            updated_at=now,
         )
     for image_id in locked:
         image = wanted[image_id][0]
@@ -162,6 +168,7 @@ def mark_failed(*, image: Image, error: str) -> None:
         status=Image.Status.FAILED,
         error=error or "failed",
         processing_started_at=None,
+        heartbeat_at=None,
         updated_at=timezone.now(),
     )
     image.status, image.error = Image.Status.FAILED, error or "failed"
@@ -170,7 +177,7 @@ def mark_failed(*, image: Image, error: str) -> None:
 def requeue_stale(
     *, older_than_s: int, pending_after_s: int | None = None, pending_limit: int | None = None
 ) -> list[int]:
-    """Re-queue images stuck in processing longer than `older_than_s` (a killed worker), and send
+    """Re-queue images processing without a heartbeat for `older_than_s` (a killed worker), and send
     again the oldest `pending_limit` images pending without a send for `pending_after_s` (default:
     `older_than_s`): their message may be lost (a broker restarted with nothing on disk). Sending
     twice is harmless (claims skip taken rows and check status), so the second can be short.
@@ -183,11 +190,9 @@ def requeue_stale(
     max_attempts = settings.IMGCAP_MAX_ATTEMPTS
     with transaction.atomic():
         locked = Image.objects.select_for_update(skip_locked=True).order_by("created_at", "id")
-        rows = list(
-            locked.filter(status=Image.Status.PROCESSING, processing_started_at__lt=cutoff).values_list(
-                "id", "attempts"
-            )
-        )
+        # A claim is alive while its worker's heartbeat is (claims from before heartbeats: their start).
+        silent = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, processing_started_at__lt=cutoff)
+        rows = list(locked.filter(silent, status=Image.Status.PROCESSING).values_list("id", "attempts"))
         rows += list(
             locked.filter(status=Image.Status.PENDING, updated_at__lt=pending_cutoff).values_list(
                 "id", "attempts"
@@ -200,11 +205,12 @@ def requeue_stale(
                 status=Image.Status.FAILED,
                 error=f"gave up after {max_attempts} attempts",
                 processing_started_at=None,
+                heartbeat_at=None,
                 updated_at=now,
             )
         if requeue:
             Image.objects.filter(id__in=requeue).update(
-                status=Image.Status.PENDING, processing_started_at=None, updated_at=now
+                status=Image.Status.PENDING, processing_started_at=None, heartbeat_at=None, updated_at=now
             )
             enqueue_captioning(requeue)
     if give_up or requeue:
@@ -217,6 +223,13 @@ def requeue_stale(
     return requeue
 
 
+def beat(ids: Sequence[int]) -> int:
+    """The worker captioning these images is alive: their claims stay theirs. Returns how many."""
+    return Image.objects.filter(pk__in=ids, status=Image.Status.PROCESSING).update(
+        heartbeat_at=timezone.now()
+    )
+
+
 def set_pending(ids: Sequence[int]) -> None:
     """Mark these images pending again (a fresh count of attempts) and queue them."""
     if not ids:
@@ -227,6 +240,7 @@ def set_pending(ids: Sequence[int]) -> None:
         error="",
         attempts=0,
         processing_started_at=None,
+        heartbeat_at=None,
         queued_at=now,
         updated_at=now,
     )

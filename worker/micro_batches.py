@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from django.template.defaultfilters import pluralize
 
 from captions import queue
@@ -117,6 +118,45 @@ def caption_micro_batch(
     """
     started = time.monotonic()
     report = MicroBatchReport(claimed=[im.pk for im in images], model_version=captioner.version)
+    with Heartbeat(report.claimed):
+        _caption_claimed(report, images, captioner, version)
+    report.seconds = time.monotonic() - started
+    logger.info(report.summary())
+    return report
+
+
+class Heartbeat:
+    """While the block runs, the claims of `ids` are refreshed every IMGCAP_HEARTBEAT_S from a thread
+    of their own (model calls hold no lock it needs): the reaper hands back only silent claims."""
+
+    def __init__(self, ids: Sequence[int]) -> None:
+        self.ids = list(ids)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="imgcap-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(settings.IMGCAP_HEARTBEAT_S):
+                try:
+                    queue.beat(self.ids)
+                except Exception as exc:  # the database away: the next beat tries again
+                    logger.warning("imgcap heartbeat for %s failed: %s", self.ids, exc)
+                    close_old_connections()
+        finally:
+            connection.close()  # this thread's own connection
+
+
+def _caption_claimed(
+    report: MicroBatchReport, images: Sequence[Image], captioner: Captioner, version: ModelVersion | None
+) -> None:
     inputs, readable = [], []
     for image in images:
         try:
@@ -147,9 +187,6 @@ def caption_micro_batch(
             store_started = time.monotonic()
             _store(report, list(zip(readable, results, strict=True)), version)
             report.store_seconds = time.monotonic() - store_started
-    report.seconds = time.monotonic() - started
-    logger.info(report.summary())
-    return report
 
 
 def _model_input(image: Image) -> str | bytes:

@@ -103,7 +103,10 @@ IMGCAP_MICRO_BATCH_MAX = env.int("IMGCAP_MICRO_BATCH_MAX", default=env.int("IMGC
 IMGCAP_MICRO_BATCH_WAIT_MS = env.int(
     "IMGCAP_MICRO_BATCH_WAIT_MS", default=env.int("IMGCAP_BATCH_WAIT_MS", default=200)
 )
-IMGCAP_STALE_AFTER_S = env.int("IMGCAP_STALE_AFTER_S", default=600)  # processing this long: re-queued
+# A worker refreshes its claims' heartbeat every IMGCAP_HEARTBEAT_S while it captions them; a claim
+# silent for IMGCAP_STALE_AFTER_S (its worker was killed) is handed back by the reaper.
+IMGCAP_HEARTBEAT_S = env.float("IMGCAP_HEARTBEAT_S", default=5.0)
+IMGCAP_STALE_AFTER_S = env.int("IMGCAP_STALE_AFTER_S", default=30)
 # Pending this long since its last send: sent again (its message may be lost: Redis keeps nothing on
 # disk), at most IMGCAP_RESEND_PENDING_MAX images a run. Duplicates are harmless, so this is short.
 IMGCAP_RESEND_PENDING_AFTER_S = env.int("IMGCAP_RESEND_PENDING_AFTER_S", default=20)

@@ -260,7 +260,7 @@ def test_reaper_requeues_an_image_stuck_in_processing_and_the_worker_captions_it
         status="processing", processing_started_at=an_hour_ago, attempts=3
     )
 
-    celery_app.send_task("imgcap.requeue_stale", queue="default")  # what beat sends every IMGCAP_REAPER_INTERVAL_S
+    celery_app.send_task("imgcap.requeue_stale", queue="default")  # what beat sends every few seconds
     done = wait_until(api, stuck, {"done"}, worker)
     assert done["attempts"] == 2
     assert Image.objects.get(pk=stuck).captioned_at > first_captioned

@@ -327,3 +327,23 @@ def test_a_database_away_never_fails_an_image(tiny_settings, tiny_captioner, own
     assert set(Image.objects.values_list("status", flat=True)) == {"pending"}
     report = micro_batches.caption_pending(first=[im.pk for im in images], captioner=tiny_captioner)
     assert sorted(report.done) == sorted(im.pk for im in images)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_stays_its_workers_while_its_heartbeat_runs(tiny_settings, owner):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    tiny_settings.IMGCAP_HEARTBEAT_S = 0.1
+    image = upload(owner, photos(1)[0])
+    assert [im.pk for im in queue.claim_images(limit=1, first=[image.pk])] == [image.pk]
+    a_minute_ago = timezone.now() - timedelta(seconds=60)
+    Image.objects.filter(pk=image.pk).update(heartbeat_at=a_minute_ago)
+    with micro_batches.Heartbeat([image.pk]):
+        time.sleep(0.5)  # a few beats
+        assert queue.requeue_stale(older_than_s=30) == []  # its worker is alive
+    # The worker killed: its heartbeat stops, and the reaper hands the claim back.
+    Image.objects.filter(pk=image.pk).update(heartbeat_at=a_minute_ago)
+    assert queue.requeue_stale(older_than_s=30) == [image.pk]
+    assert Image.objects.get(pk=image.pk).status == "pending"
