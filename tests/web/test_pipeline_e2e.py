@@ -100,23 +100,20 @@ class Worker:
         return found
 
 
-@pytest.fixture(scope="module")
-def worker(django_db_setup, django_db_blocker, tiny_run, tmp_path_factory) -> Iterator[Worker]:
-    with django_db_blocker.unblock():
-        db_name = connection.settings_dict["NAME"]
-    redis.Redis.from_url(BROKER_URL).flushdb()
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
+def start_worker(db_name: str, tiny_run: Path, log: Path, broker_url: str, **env: str) -> subprocess.Popen:
+    """A real `celery worker` process running the tiny model, once it says its captioner is ready."""
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "imgcap_site.settings.test",
         "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{db_name}",
-        "CELERY_BROKER_URL": BROKER_URL,
+        "CELERY_BROKER_URL": broker_url,
         "IMGCAP_MODEL_DIR": str(tiny_run),
         "IMGCAP_MICRO_BATCH_MAX": "16",
         "IMGCAP_MICRO_BATCH_WAIT_MS": str(BATCH_WAIT_MS),
         "IMGCAP_MAX_ATTEMPTS": "3",
         "IMGCAP_STALE_AFTER_S": "600",
         "PYTHONUNBUFFERED": "1",
+        **env,
     }
     command = [sys.executable, "-m", "celery", "-A", "imgcap_site", "worker", "-Q", "caption,default"]
     command += [
@@ -132,23 +129,37 @@ def worker(django_db_setup, django_db_blocker, tiny_run, tmp_path_factory) -> It
     command += ["--without-mingle", "--without-gossip"]
     with log.open("w") as out:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    wait_for(
+        lambda: process.poll() is not None or "imgcap captioner ready" in log.read_text(),
+        120,
+        "the worker to load the model",
+        log,
+    )
+    assert process.poll() is None, f"worker exited ({process.returncode}):\n{log.read_text()[-4000:]}"
+    return process
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
     try:
-        wait_for(
-            lambda: process.poll() is not None or "imgcap captioner ready" in log.read_text(),
-            120,
-            "the worker to load the model",
-            log,
-        )
-        assert process.poll() is None, f"worker exited ({process.returncode}):\n{log.read_text()[-4000:]}"
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def worker(django_db_setup, django_db_blocker, tiny_run, tmp_path_factory) -> Iterator[Worker]:
+    with django_db_blocker.unblock():
+        db_name = connection.settings_dict["NAME"]
+    redis.Redis.from_url(BROKER_URL).flushdb()
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    process = start_worker(db_name, tiny_run, log, BROKER_URL)
+    try:
         with publishing_to(BROKER_URL):
             yield Worker(process, log)
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 @pytest.fixture
@@ -279,3 +290,37 @@ def test_uploads_arriving_together_are_captioned_in_fewer_model_calls(worker, ap
     assert sorted(i for batch in batches for i in batch if i in ids) == sorted(ids)  # each captioned once
     assert len(batches) < len(ids), batches
     assert max(len(batch) for batch in batches) > 1
+
+
+def test_a_killed_workers_claims_are_handed_back_and_captioned(worker, api, tiny_run, tmp_path):
+    import signal
+    import time
+
+    from captions import queue
+    from captions.services.intake import IncomingFile, upload_image
+    from imgcap_site.queues import CAPTION_TASK
+
+    # A second worker on a broker of its own, so that it (not the module's worker) claims the image;
+    # it waits 20 s for more images before captioning, and is killed -9 while it waits.
+    victim_url = f"redis://127.0.0.1:6379/{REDIS_DB + 1}"
+    redis.Redis.from_url(victim_url).flushdb()
+    log = tmp_path / "victim.log"
+    victim = start_worker(
+        connection.settings_dict["NAME"], tiny_run, log, victim_url, IMGCAP_MICRO_BATCH_WAIT_MS="20000"
+    )
+    try:
+        photo = real_photos(FLICKR_IMAGES, 6)[5]
+        with publishing_to(victim_url):
+            image = upload_image(owner=api.user, file=IncomingFile(photo.name, unique_jpeg(photo))).image
+            celery_app.send_task(CAPTION_TASK, args=[[image.pk]])
+        wait_for(lambda: Image.objects.get(pk=image.pk).status == "processing", 60, "the victim's claim", log)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+    finally:
+        stop(victim)
+    assert Image.objects.get(pk=image.pk).status == "processing"  # claimed by a dead worker
+
+    time.sleep(2.5)  # its claim falls silent (no heartbeat); the reaper hands it to the live worker
+    assert queue.requeue_stale(older_than_s=2) == [image.pk]
+    done = wait_until(api, image.pk, {"done"}, worker)
+    assert done["attempts"] == 2 and done["caption"]
