@@ -9,6 +9,7 @@ from django.urls import include, path, re_path
 
 from captions.api.error_views import api_not_found
 from captions.api.views import MediaView, ThumbnailView
+from captions.monitoring import metrics_view
 
 urlpatterns = [
     path("api/v1/", include("captions.api.urls")),
@@ -18,6 +19,8 @@ urlpatterns = [
     path("media/<path:name>", MediaView.as_view(), name="media"),
     # Small WebP copies for the gallery, made on first request, behind the same check.
     path("thumbs/<int:pk>/", ThumbnailView.as_view(), name="thumbnail"),
+    # Prometheus scrapes this (docs/operations.md); the worker processes serve their own figures.
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -22,7 +22,7 @@ from django.template.defaultfilters import pluralize
 
 from captions import queue
 from captions.models import Image, ModelVersion
-from worker import runtime
+from worker import monitoring, runtime
 
 if TYPE_CHECKING:
     from ml.captioner import Captioner, CaptionResult
@@ -50,6 +50,7 @@ class MicroBatchReport:
     model_seconds: float = 0.0  # in the captioner's call (reading, encoding, decoding)
     store_seconds: float = 0.0  # writing the captions
     model_inputs: int = 0  # images given to the model call; 0: no call (none of the files was readable)
+    failure_reasons: list[str] = field(default_factory=list)  # one per failed image, for monitoring
 
     def summary(self) -> str:
         claimed = _images(len(self.claimed))
@@ -122,6 +123,7 @@ def caption_micro_batch(
         _caption_claimed(report, images, captioner, version)
     report.seconds = time.monotonic() - started
     logger.info(report.summary())
+    monitoring.record(report)
     return report
 
 
@@ -147,6 +149,7 @@ class Heartbeat:
             while not self._stop.wait(settings.IMGCAP_HEARTBEAT_S):
                 try:
                     queue.beat(self.ids)
+                    monitoring.LAST_BEAT.set_to_current_time()
                 except Exception as exc:  # the database away: the next beat tries again
                     logger.warning("imgcap heartbeat for %s failed: %s", self.ids, exc)
                     close_old_connections()
@@ -163,7 +166,12 @@ def _caption_claimed(
             inputs.append(_model_input(image))
             readable.append(image)
         except OSError as exc:
-            _fail(report, image, f"the stored file of {image.original_name} cannot be read ({exc})")
+            _fail(
+                report,
+                image,
+                f"the stored file of {image.original_name} cannot be read ({exc})",
+                "file_missing",
+            )
     if readable:
         report.model_inputs = len(readable)
         try:
@@ -182,7 +190,7 @@ def _caption_claimed(
         except Exception as exc:
             logger.exception("imgcap micro-batch %s: captioning failed", [im.pk for im in readable])
             for image in readable:
-                _fail(report, image, f"captioning failed: {type(exc).__name__}: {exc}")
+                _fail(report, image, f"captioning failed: {type(exc).__name__}: {exc}", "model_error")
         else:
             store_started = time.monotonic()
             _store(report, list(zip(readable, results, strict=True)), version)
@@ -209,7 +217,7 @@ def _store(
     captioned: list[tuple[Image, list[queue.CandidateData]]] = []
     for image, result in outcomes:
         if result.error is not None:  # it names the file as its owner does (`names` above)
-            _fail(report, image, result.error)
+            _fail(report, image, result.error, "unreadable_image")
             continue
         candidates = [
             queue.CandidateData(text=c.text, score=float(c.score), words=list(c.words), attention=c.attention)
@@ -234,7 +242,7 @@ def _store(
             raise
         except Exception as exc:
             logger.exception("imgcap image %s: storing captions failed", image.pk)
-            _fail(report, image, f"storing captions failed: {type(exc).__name__}: {exc}")
+            _fail(report, image, f"storing captions failed: {type(exc).__name__}: {exc}", "store_error")
         else:
             report.done.append(image.pk)
 
@@ -255,7 +263,8 @@ def _store_with_retries(
             close_old_connections()  # a broken connection is dropped, the next query opens a new one
 
 
-def _fail(report: MicroBatchReport, image: Image, error: str) -> None:
+def _fail(report: MicroBatchReport, image: Image, error: str, reason: str) -> None:
     logger.warning("imgcap image %s failed: %s", image.pk, error)
     queue.mark_failed(image=image, error=error)
     report.failed.append(image.pk)
+    report.failure_reasons.append(reason)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 
 from captions.services.model_versions import ensure_model_version
+from worker import monitoring
 
 if TYPE_CHECKING:  # importing ml.captioner imports TensorFlow: only when a caption is needed
     from captions.models import ModelVersion
@@ -43,6 +44,7 @@ def get_captioner() -> Captioner:
 
                 directory = model_dir()
                 captioner = load_captioner(directory)
+                monitoring.MODEL_LOAD_SECONDS.set(time.monotonic() - started)
                 logger.info(
                     "imgcap captioner ready: model %s (encoder %s) from %s, loaded in %.1fs",
                     captioner.version,

@@ -18,7 +18,7 @@ from django.template.defaultfilters import pluralize
 
 from captions import queue
 from imgcap_site.queues import CAPTION_TASK, REAPER_TASK
-from worker import micro_batches, runtime
+from worker import micro_batches, monitoring, runtime
 from worker.micro_batches import DATABASE_AWAY
 
 logger = logging.getLogger(__name__)
@@ -68,3 +68,4 @@ def _load_model_in_worker(sender: Any = None, **kwargs: Any) -> None:
 
     if not isinstance(getattr(sender, "pool", None), PreforkPool):
         runtime.warm_up()
+    monitoring.serve(settings.IMGCAP_WORKER_METRICS_PORT)

@@ -37,6 +37,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Early: it times nearly the whole request (production puts WhiteNoise's static files before it).
+    "captions.monitoring.RequestTimingMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -106,6 +108,10 @@ IMGCAP_MICRO_BATCH_WAIT_MS = env.int(
 # A worker refreshes its claims' heartbeat every IMGCAP_HEARTBEAT_S while it captions them; a claim
 # silent for IMGCAP_STALE_AFTER_S (its worker was killed) is handed back by the reaper.
 IMGCAP_HEARTBEAT_S = env.float("IMGCAP_HEARTBEAT_S", default=5.0)
+# Monitoring (Prometheus): GET /metrics on the web side, needing this bearer token when set; each
+# worker serves its own figures on IMGCAP_WORKER_METRICS_PORT when set (docs/operations.md).
+IMGCAP_METRICS_TOKEN = env.str("IMGCAP_METRICS_TOKEN", default="")
+IMGCAP_WORKER_METRICS_PORT = env.int("IMGCAP_WORKER_METRICS_PORT", default=None)
 IMGCAP_STALE_AFTER_S = env.int("IMGCAP_STALE_AFTER_S", default=30)
 # Pending this long since its last send: sent again (its message may be lost: Redis keeps nothing on
 # disk), at most IMGCAP_RESEND_PENDING_MAX images a run. Duplicates are harmless, so this is short.
