@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-from captions.api.error_views import DATABASE_UNAVAILABLE, database_unavailable
+from captions.api.error_views import DATABASE_UNAVAILABLE, database_unavailable, error_response, is_api_path
+from captions.ingest.errors import human_sizes
+
+# Multipart headers and form fields around an upload's file.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+# The route that takes one image; every other route takes at most IMGCAP_MAX_REQUEST_BYTES.
+ONE_IMAGE_PATHS = ("/api/v1/images/",)
 
 
 class DatabaseUnavailableMiddleware:
@@ -21,3 +28,31 @@ class DatabaseUnavailableMiddleware:
 
     def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
         return database_unavailable(request, exc) if isinstance(exc, DATABASE_UNAVAILABLE) else None
+
+
+class RequestSizeMiddleware:
+    """A request whose Content-Length is over what its route can accept is refused (413) before a
+    byte of its body is read or spooled: one image (IMGCAP_MAX_UPLOAD_BYTES plus the multipart
+    around it) to the upload endpoint, IMGCAP_MAX_REQUEST_BYTES to any other (a batch of files, a
+    zip). The file checks still measure every file itself, since a length can lie."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0  # Django's own parsing answers a malformed length
+        limit = (
+            settings.IMGCAP_MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD_BYTES
+            if request.path_info in ONE_IMAGE_PATHS
+            else settings.IMGCAP_MAX_REQUEST_BYTES
+        )
+        if length <= limit:
+            return self.get_response(request)
+        size, allowed = human_sizes(length, limit)
+        message = f"the request is {size}, over the limit of {allowed} for {request.path_info}"
+        if is_api_path(request):
+            return error_response(413, "request_too_large", message)
+        return HttpResponse(f"{message}\n", status=413, content_type="text/plain; charset=utf-8")

@@ -39,6 +39,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Early: it times nearly the whole request (production puts WhiteNoise's static files before it).
     "captions.monitoring.RequestTimingMiddleware",
+    # Before anything reads the body: a Content-Length over the route's limit is refused unread.
+    "captions.middleware.RequestSizeMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -132,6 +134,9 @@ IMGCAP_MAX_PIXELS = env.int("IMGCAP_MAX_PIXELS", default=40_000_000)
 IMGCAP_MAX_BATCH_FILES = env.int("IMGCAP_MAX_BATCH_FILES", default=500)
 IMGCAP_ARCHIVE_MAX_FILES = env.int("IMGCAP_ARCHIVE_MAX_FILES", default=500)
 IMGCAP_ARCHIVE_MAX_BYTES = env.int("IMGCAP_ARCHIVE_MAX_BYTES", default=512 * 1024 * 1024)
+# A whole request to any route other than the one-image upload (a batch of files, a zip archive):
+# refused on its Content-Length before it is read (captions/middleware.py).
+IMGCAP_MAX_REQUEST_BYTES = env.int("IMGCAP_MAX_REQUEST_BYTES", default=IMGCAP_ARCHIVE_MAX_BYTES + 1024 * 1024)
 IMGCAP_ARCHIVE_MAX_RATIO = env.int("IMGCAP_ARCHIVE_MAX_RATIO", default=100)
 IMGCAP_URL_TIMEOUT_S = env.float("IMGCAP_URL_TIMEOUT_S", default=10.0)
 IMGCAP_URL_MAX_REDIRECTS = env.int("IMGCAP_URL_MAX_REDIRECTS", default=3)

@@ -105,3 +105,23 @@ def test_a_database_that_does_not_answer_is_a_503_with_retry_after(api, client, 
     # The database back: the same requests answer again, and the refused upload stored nothing.
     assert api.get("/api/v1/images/").status_code == 200
     assert not Image.objects.exists()
+
+
+def test_a_request_announcing_too_many_bytes_is_refused_unread(api, client, settings):
+    # The body sent is 10 bytes; only the announced length is large. Reading past those 10 bytes
+    # would fail the test client's payload, so a 413 here means the body was never read.
+    def announce(path: str, length: int, via=api):
+        return via.generic(
+            "POST",
+            path,
+            b"0123456789",
+            content_type="multipart/form-data; boundary=x",
+            CONTENT_LENGTH=str(length),
+        )
+
+    error = assert_json_error(announce("/api/v1/images/", 64 * 1024 * 1024), 413, "request_too_large")
+    assert "over the limit of 20.1 MiB for /api/v1/images/" in error["message"]
+    settings.IMGCAP_MAX_REQUEST_BYTES = 1024 * 1024
+    assert_json_error(announce("/api/v1/batches/", 2 * 1024 * 1024), 413, "request_too_large")
+    page = announce("/upload/", 2 * 1024 * 1024, via=client)
+    assert page.status_code == 413 and "over the limit" in page.content.decode()
