@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,18 +43,29 @@ def check() -> Health:
     return health
 
 
+def images_by_status(statuses: Sequence[str] = tuple(Image.Status.values)) -> dict[str, int]:
+    """How many images are in each of `statuses` (0 when none); the health check asks only for the
+    queue's two, which the status index answers without reading finished images."""
+    counts = dict(
+        Image.objects.filter(status__in=statuses).values_list("status").annotate(n=Count("id")).order_by()
+    )
+    return {status: counts.get(status, 0) for status in statuses}
+
+
+def oldest_pending_s() -> float | None:
+    """How long the image waiting longest has waited since it was asked for (None: none waits)."""
+    oldest = Image.objects.filter(status=Image.Status.PENDING).aggregate(at=Min("queued_at"))["at"]
+    return (timezone.now() - oldest).total_seconds() if oldest else None
+
+
 def queue_summary() -> dict[str, Any]:
     """Images waiting and being captioned, and how long the oldest waiting one has waited (seconds)."""
-    counts = dict(
-        Image.objects.filter(status__in=[Image.Status.PENDING, Image.Status.PROCESSING])
-        .values_list("status")
-        .annotate(n=Count("id"))
-    )
-    oldest = Image.objects.filter(status=Image.Status.PENDING).aggregate(at=Min("queued_at"))["at"]
+    counts = images_by_status((Image.Status.PENDING, Image.Status.PROCESSING))
+    oldest = oldest_pending_s()
     return {
-        "pending": counts.get(Image.Status.PENDING, 0),
-        "processing": counts.get(Image.Status.PROCESSING, 0),
-        "oldest_pending_s": round((timezone.now() - oldest).total_seconds(), 1) if oldest else None,
+        "pending": counts[Image.Status.PENDING],
+        "processing": counts[Image.Status.PROCESSING],
+        "oldest_pending_s": round(oldest, 1) if oldest is not None else None,
     }
 
 

@@ -15,13 +15,14 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, Min
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from captions import health
 from captions.models import Caption, Image
 
 REQUEST_SECONDS = Histogram(
@@ -37,15 +38,13 @@ class QueueCollector:
 
     def collect(self) -> Iterator[Metric]:
         images = GaugeMetricFamily("imgcap_images", "Images by captioning status.", labels=["status"])
-        counts = dict(Image.objects.values_list("status").annotate(n=Count("id")).order_by())
-        for status in Image.Status.values:
-            images.add_metric([status], counts.get(status, 0))
+        for status, count in health.images_by_status().items():
+            images.add_metric([status], count)
         yield images
-        oldest = Image.objects.filter(status=Image.Status.PENDING).aggregate(at=Min("queued_at"))["at"]
         yield GaugeMetricFamily(
             "imgcap_oldest_pending_seconds",
             "How long the image waiting longest has waited since it was asked for (0: none waits).",
-            value=(timezone.now() - oldest).total_seconds() if oldest else 0.0,
+            value=health.oldest_pending_s() or 0.0,
         )
         silent_since = timezone.now() - timedelta(seconds=3 * settings.IMGCAP_HEARTBEAT_S)
         yield GaugeMetricFamily(
