@@ -9,6 +9,7 @@ import base64
 import io
 import json
 import struct
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -203,3 +204,39 @@ def queued_ids(broker_messages) -> Callable[[], list[int]]:
         return found
 
     return ids
+
+
+class DatabaseOutage:
+    """This thread's database connection pointed at a port nothing listens on: every query fails to
+    connect, for real (a database that is down), until `end()`, a timer, or the test's end."""
+
+    def __init__(self) -> None:
+        from django.db import connection
+
+        self.connection = connection
+        self.real = dict(connection.settings_dict)
+        self.timers: list[threading.Timer] = []
+
+    def start(self, seconds: float | None = None) -> None:
+        """Down now; back by itself after `seconds` (from another thread) when given."""
+        self.connection.close()
+        self.connection.settings_dict.update(HOST="127.0.0.1", PORT="9")
+        if seconds is not None:
+            self.timers.append(threading.Timer(seconds, self.back))
+            self.timers[-1].start()
+
+    def back(self) -> None:
+        self.connection.settings_dict.update(self.real)
+
+    def end(self) -> None:
+        for timer in self.timers:
+            timer.join()
+        self.connection.close()
+        self.back()
+
+
+@pytest.fixture
+def database_outage() -> Iterator[DatabaseOutage]:
+    outage = DatabaseOutage()
+    yield outage
+    outage.end()

@@ -81,27 +81,20 @@ def test_error_handlers_answer_json_under_api_and_html_elsewhere(status, code):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_database_that_does_not_answer_is_a_503_with_retry_after(api, client, photo):
+def test_a_database_that_does_not_answer_is_a_503_with_retry_after(api, client, photo, database_outage):
     from django.core.files.uploadedfile import SimpleUploadedFile
-    from django.db import connection
 
     from captions.models import Image
 
-    real = dict(connection.settings_dict)
-    connection.close()
-    # Nothing listens on port 9: every query fails to connect, for real.
-    connection.settings_dict.update(HOST="127.0.0.1", PORT="9")
-    try:
-        upload = {"image": SimpleUploadedFile("a.jpg", photo(), "image/jpeg")}
-        for response in (api.get("/api/v1/images/"), api.post("/api/v1/images/", upload, format="multipart")):
-            error = assert_json_error(response, 503, "database_unavailable")
-            assert response["Retry-After"] == "5" and "nothing was stored" in error["message"]
-        page = client.get("/")
-        assert page.status_code == 503 and page["Retry-After"] == "5"
-        assert "Back in a moment" in page.content.decode()
-    finally:
-        connection.close()
-        connection.settings_dict.update(real)
+    database_outage.start()
+    upload = {"image": SimpleUploadedFile("a.jpg", photo(), "image/jpeg")}
+    for response in (api.get("/api/v1/images/"), api.post("/api/v1/images/", upload, format="multipart")):
+        error = assert_json_error(response, 503, "database_unavailable")
+        assert response["Retry-After"] == "5" and "nothing was stored" in error["message"]
+    page = client.get("/")
+    assert page.status_code == 503 and page["Retry-After"] == "5"
+    assert "Back in a moment" in page.content.decode()
+    database_outage.end()
     # The database back: the same requests answer again, and the refused upload stored nothing.
     assert api.get("/api/v1/images/").status_code == 200
     assert not Image.objects.exists()

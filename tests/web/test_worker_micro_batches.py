@@ -267,34 +267,6 @@ def test_a_result_that_cannot_be_stored_fails_alone(tiny_settings, tiny_captione
         assert Caption.objects.filter(image_id=good.pk, source="model").count() == 2
 
 
-@pytest.fixture
-def database_outage():
-    """outage(seconds): this thread's database connection pointed at a port nothing listens on (every
-    query fails to connect, for real), and pointed back after `seconds` (None: at the test's end)."""
-    import threading
-
-    from django.db import connection
-
-    real = dict(connection.settings_dict)
-    timers = []
-
-    def back() -> None:
-        connection.settings_dict.update(real)
-
-    def outage(seconds: float | None) -> None:
-        connection.close()
-        connection.settings_dict.update(HOST="127.0.0.1", PORT="9")
-        if seconds is not None:
-            timers.append(threading.Timer(seconds, back))
-            timers[-1].start()
-
-    yield outage
-    for timer in timers:
-        timer.join()
-    connection.close()
-    back()
-
-
 @pytest.mark.django_db(transaction=True)
 def test_captions_computed_while_the_database_is_away_are_stored_once_it_is_back(
     tiny_settings, tiny_captioner, owner, database_outage
@@ -305,7 +277,7 @@ def test_captions_computed_while_the_database_is_away_are_stored_once_it_is_back
     version = runtime.register_model_version(tiny_captioner)
     report = micro_batches.MicroBatchReport(claimed=[im.pk for im in claimed])
 
-    database_outage(1.2)  # away for 1.2 s: the first stores fail, a later one succeeds
+    database_outage.start(1.2)  # away for 1.2 s: the first stores fail, a later one succeeds
     micro_batches._store(report, list(zip(claimed, results, strict=True)), version)
 
     assert sorted(report.done) == sorted(im.pk for im in images) and report.failed == []
@@ -315,14 +287,13 @@ def test_captions_computed_while_the_database_is_away_are_stored_once_it_is_back
 
 @pytest.mark.django_db(transaction=True)
 def test_a_database_away_never_fails_an_image(tiny_settings, tiny_captioner, owner, database_outage):
-    from django.db import OperationalError, connection
+    from django.db import OperationalError
 
     images = [upload(owner, p) for p in photos(2)]
-    real = dict(connection.settings_dict)
-    database_outage(None)
+    database_outage.start()
     with pytest.raises(OperationalError):  # the task retries (worker/tasks.py); nothing is marked
         micro_batches.caption_pending(first=[im.pk for im in images], captioner=tiny_captioner)
-    connection.settings_dict.update(real)
+    database_outage.end()
 
     assert set(Image.objects.values_list("status", flat=True)) == {"pending"}
     report = micro_batches.caption_pending(first=[im.pk for im in images], captioner=tiny_captioner)
