@@ -26,8 +26,6 @@ import os
 import re
 import shutil
 import time
-import uuid
-from datetime import datetime
 from pathlib import Path
 
 from bench import platform_env as pe
@@ -62,15 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the database and files afterwards")
     args = parser.parse_args(argv)
     if args.warmup is None:
-        args.warmup = 2 * (args.max_images or int(os.environ.get("IMGCAP_MICRO_BATCH_MAX", "16")))
+        args.warmup = 2 * (args.batch_max or int(os.environ.get("IMGCAP_MICRO_BATCH_MAX", "16")))
 
     paths = pe.dev_images(args.images + args.warmup)
     images, warm_images = paths[: args.images], paths[args.images :]
     blobs = [p.read_bytes() for p in paths]  # also puts the files in the page cache for both contenders
 
     extra = {}
-    if args.max_images:
-        extra["IMGCAP_MICRO_BATCH_MAX"] = str(args.max_images)
+    if args.batch_max:
+        extra["IMGCAP_MICRO_BATCH_MAX"] = str(args.batch_max)
     if args.batch_wait_ms is not None:
         extra["IMGCAP_MICRO_BATCH_WAIT_MS"] = str(args.batch_wait_ms)
     if args.model:
@@ -107,17 +105,17 @@ def main(argv: list[str] | None = None) -> int:
             pe.Gunicorn(env, work / "gunicorn.log", workers=args.web_workers) as web,
         ):
             warm_items = list(zip(warm_images, blobs[args.images :], strict=True))
-            _upload(web.port, warm_token, warm_items, args.warmup)
-            _wait_done(warm_user, len(warm_images), args.timeout, worker)
+            pe.upload_images(web.port, warm_token, warm_items, args.warmup)
+            pe.wait_done(warm_user, len(warm_images), args.timeout, worker)
             log_offset = len(worker.log.read_text(errors="replace"))
 
             started_wall, started = time.time(), time.perf_counter()
-            requests = _upload(
+            requests = pe.upload_images(
                 web.port, token, list(zip(images, blobs[: args.images], strict=True)), args.chunk
             )
             uploaded_s = time.perf_counter() - started
             print(f"uploaded in {uploaded_s:.1f} s ({len(requests)} requests)", flush=True)
-            finished = _wait_done(user, args.images, args.timeout, worker)
+            finished = pe.wait_done(user, args.images, args.timeout, worker)
             worker_memory = pe.memory_mb(worker.pid)
             batches = _logged_batches(worker, log_offset, args.images)
         pipeline_s = finished["last_update"].timestamp() - started_wall
@@ -194,48 +192,6 @@ def _bare(captioner, images: list[Path], warm: list[Path], decode: dict) -> tupl
     if errors:
         raise SystemExit(f"the bare loop could not caption {len(errors)} images: {errors[:3]}")
     return seconds, [r.caption for r in results]
-
-
-def _upload(port: int, token: str, items: list[tuple[Path, bytes]], chunk: int) -> list[float]:
-    """Upload sequentially: `chunk` files per batch POST, or one POST to /api/v1/images/ each."""
-    run = uuid.uuid4().hex[:8]
-    latencies = []
-    step = max(1, chunk)
-    for start in range(0, len(items), step):
-        part = items[start : start + step]
-        if chunk > 1:
-            body, ctype = pe.multipart([("images", p.name, data) for p, data in part])
-            path = "/api/v1/batches/"
-            headers = {"Idempotency-Key": f"bench-{run}-{start}"}
-        else:
-            body, ctype = pe.multipart([("image", part[0][0].name, part[0][1])])
-            path, headers = "/api/v1/images/", {}
-        headers |= {"Authorization": f"Token {token}", "Content-Type": ctype}
-        status, _, answer, elapsed = pe.request(port, "POST", path, body=body, headers=headers)
-        if status != 202:
-            raise SystemExit(f"upload to {path} answered {status}: {answer[:500]!r}")
-        latencies.append(elapsed)
-    return latencies
-
-
-def _wait_done(user, count: int, timeout_s: float, worker: pe.CeleryWorker) -> dict:
-    """Poll the database until `count` images of `user` are done or failed; their counts and last update."""
-    from django.db.models import Count, Max
-
-    from captions.models import Image
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        rows = Image.objects.filter(owner=user).values("status").annotate(n=Count("id"))
-        counts = {row["status"]: row["n"] for row in rows}
-        done, failed = counts.get("done", 0), counts.get("failed", 0)
-        if done + failed >= count:
-            last: datetime = Image.objects.filter(owner=user).aggregate(m=Max("updated_at"))["m"]
-            return {"done": done, "failed": failed, "last_update": last}
-        worker.check_alive()
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout_s}s: {counts}; worker log {worker.log}")
-        time.sleep(0.1)
 
 
 def _logged_batches(worker: pe.CeleryWorker, offset: int, count: int) -> list[tuple[float, ...]]:

@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 def _caption_count(db: str) -> int | None:
     import psycopg2
 
-    conn = psycopg2.connect(host=pe.PG_HOST, port=pe.PG_PORT, user=pe.PG_USER, dbname=db)
+    conn = pe.connect(db)
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM captions_caption")
@@ -197,10 +197,9 @@ def _generate(env: dict[str, str], db: str, count: int) -> dict:
     print(
         f"generated in {generate_s:.1f} s ({count / generate_s:,.0f} captions/s); VACUUM ANALYZE…", flush=True
     )
-    import psycopg2
 
     started = time.perf_counter()
-    conn = psycopg2.connect(host=pe.PG_HOST, port=pe.PG_PORT, user=pe.PG_USER, dbname=db)
+    conn = pe.connect(db)
     conn.autocommit = True  # VACUUM cannot run inside a transaction
     try:
         with conn.cursor() as cur:
@@ -364,8 +363,8 @@ def explain(queries: list[str]) -> list[dict]:
 
 
 def _statement(sql: str) -> str:
-    """Which step of captions.search._Postgres a captured statement is (matched on its SQL text)."""
-    from captions.search import _Postgres
+    """Which step of the lexical search (LexicalSearch) a captured statement is (matched on its SQL text)."""
+    from captions.search.lexical import LexicalSearch as _Postgres
 
     if "ts_headline(" in sql:
         return "snippets"

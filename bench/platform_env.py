@@ -1,6 +1,10 @@
 """Set-up shared by the platform benchmarks: a throwaway Postgres database, a Redis db, a temporary
 media folder, the web server (gunicorn) and a Celery worker as real subprocesses, and a tiny HTTP client.
 
+The databases live on the embedded Postgres (pgvector, imgcap_site/embedded_postgres.py) in
+var/bench/postgres, started on first use, unless IMGCAP_BENCH_PG_HOST names another server (a host or a
+socket folder, with IMGCAP_BENCH_PG_PORT) that has pgvector.
+
 Every platform benchmark runs the platform with the production settings (DEBUG off), configured by
 environment variables as a deployment would (`bench_env`). The benchmark process itself configures
 Django with the same variables (`setup_django`) to migrate, make users and read the database.
@@ -19,6 +23,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +31,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 FLICKR8K = REPO.parent / "shared" / "data" / "flickr8k"
-PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
+PG_USER = "postgres"
+PG_PORT = int(os.environ.get("IMGCAP_BENCH_PG_PORT", "5432"))
+BENCH_PG_DIR = REPO / "var" / "bench" / "postgres"
 REDIS_URL = "redis://127.0.0.1:6379"
 # Tests use Redis db 9; the benchmarks stay out of their way.
 BENCH_REDIS_DB = 12
@@ -106,10 +113,27 @@ def tagged_jpeg(data: bytes, tag: str) -> bytes:
 # --- services: Postgres, Redis ---------------------------------------------------------------------------
 
 
-def _pg_admin():
+def pg_host() -> str:
+    """The benchmarks' Postgres: IMGCAP_BENCH_PG_HOST, else the embedded server's socket folder."""
+    configured = os.environ.get("IMGCAP_BENCH_PG_HOST")
+    if configured:
+        return configured
+    from urllib.parse import parse_qs, urlsplit
+
+    from imgcap_site.embedded_postgres import embedded_database_url
+
+    return parse_qs(urlsplit(embedded_database_url(BENCH_PG_DIR, "postgres")).query)["host"][0]
+
+
+def connect(dbname: str):
+    """A psycopg2 connection to `dbname` on the benchmarks' Postgres."""
     import psycopg2
 
-    conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres")
+    return psycopg2.connect(host=pg_host(), port=PG_PORT, user=PG_USER, dbname=dbname)
+
+
+def _pg_admin():
+    conn = connect("postgres")
     conn.autocommit = True
     return conn
 
@@ -152,7 +176,12 @@ def flush_redis(db: int) -> None:
 
 
 def database_url(name: str) -> str:
-    return f"postgres://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+    from urllib.parse import quote
+
+    host = pg_host()
+    if host.startswith("/"):  # a socket folder goes to libpq as the host parameter
+        return f"postgres://{PG_USER}@/{name}?host={quote(host, safe='/')}&port={PG_PORT}"
+    return f"postgres://{PG_USER}@{host}:{PG_PORT}/{name}"
 
 
 def bench_env(*, db_name: str, redis_db: int, work_dir: Path, **extra: str) -> dict[str, str]:
@@ -418,3 +447,48 @@ def request(
         return response.status, response.msg, data, elapsed
     finally:
         conn.close()
+
+
+# --- uploading and waiting --------------------------------------------------------------------------
+
+
+def upload_images(port: int, token: str, items: list[tuple[Path, bytes]], chunk: int) -> list[float]:
+    """Upload sequentially (token auth): `chunk` files per batch POST, or one POST to /api/v1/images/ each."""
+    run = uuid.uuid4().hex[:8]
+    latencies = []
+    step = max(1, chunk)
+    for start in range(0, len(items), step):
+        part = items[start : start + step]
+        if chunk > 1:
+            body, ctype = multipart([("images", p.name, data) for p, data in part])
+            path = "/api/v1/batches/"
+            headers = {"Idempotency-Key": f"bench-{run}-{start}"}
+        else:
+            body, ctype = multipart([("image", part[0][0].name, part[0][1])])
+            path, headers = "/api/v1/images/", {}
+        headers |= {"Authorization": f"Token {token}", "Content-Type": ctype}
+        status, _, answer, elapsed = request(port, "POST", path, body=body, headers=headers)
+        if status != 202:
+            raise SystemExit(f"upload to {path} answered {status}: {answer[:500]!r}")
+        latencies.append(elapsed)
+    return latencies
+
+
+def wait_done(user, count: int, timeout_s: float, worker: CeleryWorker) -> dict:
+    """Poll the database until `count` images of `user` are done or failed; their counts and last update."""
+    from django.db.models import Count, Max
+
+    from captions.models import Image
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = Image.objects.filter(owner=user).values("status").annotate(n=Count("id"))
+        counts = {row["status"]: row["n"] for row in rows}
+        done, failed = counts.get("done", 0), counts.get("failed", 0)
+        if done + failed >= count:
+            last: datetime = Image.objects.filter(owner=user).aggregate(m=Max("updated_at"))["m"]
+            return {"done": done, "failed": failed, "last_update": last}
+        worker.check_alive()
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {timeout_s}s: {counts}; worker log {worker.log}")
+        time.sleep(0.1)

@@ -1,5 +1,4 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_migrate
 
 
 class CaptionsConfig(AppConfig):
@@ -9,14 +8,3 @@ class CaptionsConfig(AppConfig):
 
     def ready(self) -> None:
         from captions import checks  # noqa: F401 -- registers the system checks
-
-        post_migrate.connect(_repair_sqlite_search, sender=self)
-
-
-def _repair_sqlite_search(sender, using: str = "default", **kwargs) -> None:
-    # SQLite table rebuilds in later migrations drop the caption search triggers; put them back.
-    from django.db import connections
-
-    from captions.search import ensure_sqlite_fts
-
-    ensure_sqlite_fts(connections[using])

@@ -8,9 +8,10 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from django.db.models import QuerySet
+from django.contrib.postgres.aggregates import StringAgg
+from django.db.models import OuterRef, QuerySet, Subquery
 
-from captions.models import Caption
+from captions.models import Caption, ImageTag
 from captions.search import filter_captions
 from captions.selectors import filter_all_images, list_images
 
@@ -25,6 +26,7 @@ COLUMNS = (
     "image_id",
     "original_name",
     "created_at",
+    "tags",
 )
 CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson; charset=utf-8"}
 
@@ -40,6 +42,7 @@ class ExportRow:
     model_version: str
     source: str
     created_at: str
+    tags: str = ""  # the image's concept tags, most probable first, ";"-separated
 
 
 EXPORT_SOURCES = tuple(Caption.Source.values)
@@ -72,6 +75,7 @@ def export_rows(
         "model_version__name",
         "source",
         "created_at",
+        "image_tags",
     ).iterator(chunk_size=chunk_size)
     return (
         ExportRow(
@@ -84,8 +88,9 @@ def export_rows(
             model_version=version or "",
             source=source_,
             created_at=created.isoformat(),
+            tags=tags or "",
         )
-        for image_id, file, name, text, score, rank, version, source_, created in rows
+        for image_id, file, name, text, score, rank, version, source_, created, tags in rows
     )
 
 
@@ -111,6 +116,14 @@ def _export_queryset(
         captions = captions.filter(model_version__name=model)
     if q:
         captions = filter_captions(captions, q)
+    tags = (
+        ImageTag.objects.filter(image_id=OuterRef("image_id"))
+        .order_by()
+        .values("image_id")
+        .annotate(joined=StringAgg("label", ";", order_by="rank"))
+        .values("joined")
+    )
+    captions = captions.annotate(image_tags=Subquery(tags))
     return captions.order_by("image_id", "source", "model_version_id", "rank", "id")
 
 
@@ -132,6 +145,7 @@ def row_dict(row: ExportRow, url_for: Callable[[ExportRow], str]) -> dict:
         "image_id": row.image_id,
         "original_name": row.original_name,
         "created_at": row.created_at,
+        "tags": row.tags,
     }
 
 

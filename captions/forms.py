@@ -76,6 +76,10 @@ class GalleryFilterForm(forms.Form):
     status = forms.ChoiceField(label="Status", required=False)
     # Any batch id filters (as the API's `batch` does); the menu offers the user's newest batches.
     batch = forms.IntegerField(label="Batch", required=False, min_value=1, widget=forms.Select)
+    # A concept tag the model saw ("cat", "banana"): the tag links of the image page lead here.
+    tag = forms.CharField(
+        label="Tag", required=False, max_length=100, widget=forms.TextInput(attrs={"placeholder": "e.g. cat"})
+    )
 
     def __init__(self, *args, statuses: tuple[str, ...], batches: list, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -98,4 +102,5 @@ class GalleryFilterForm(forms.Form):
             "batch": data.get("batch"),
             "mine": show == "mine",
             "visibility": Image.Visibility.PUBLIC if show == "public" else None,
+            "tag": (data.get("tag") or "").strip().lower() or None,
         }

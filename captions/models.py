@@ -9,6 +9,13 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from pgvector.django import BitField, HalfVectorField, HnswIndex, VectorField
+
+# all-MiniLM-L6-v2 (ml/text_embedding.py): captions, queries and the image projection share its space.
+TEXT_EMBEDDING_DIM = 384
+# EfficientNet-Lite's pooled feature grid (the default encoders); other encoders store no features.
+IMAGE_FEATURE_DIM = 1280
+PERCEPTUAL_HASH_BITS = 64
 
 
 class ModelVersion(models.Model):
@@ -54,6 +61,15 @@ class Batch(models.Model):
         return f"batch {self.pk}"
 
 
+# Several kilobytes an image that only search and "similar images" read: not loaded unless asked for.
+VECTOR_FIELDS = ("caption_embedding", "features", "visual_embedding")
+
+
+class ImageManager(models.Manager):
+    def get_queryset(self) -> models.QuerySet:
+        return super().get_queryset().defer(*VECTOR_FIELDS)
+
+
 class Image(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -93,6 +109,29 @@ class Image(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     captioned_at = models.DateTimeField(null=True, blank=True)
 
+    # --- search by meaning (captions/vectors.py) ---
+    # The shown caption (the newest human one, else the active model's best) as a sentence embedding,
+    # and which caption that was: when the shown caption changes, the vector follows it.
+    caption_embedding = VectorField(dimensions=TEXT_EMBEDDING_DIM, null=True, blank=True)
+    embedded_caption = models.ForeignKey(
+        "Caption", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # From the worker's forward pass: the encoder's pooled features (similar images) and their
+    # projection into the sentence-embedding space (queries meet the photo, not only its caption).
+    features = HalfVectorField(dimensions=IMAGE_FEATURE_DIM, null=True, blank=True)
+    visual_embedding = VectorField(dimensions=TEXT_EMBEDDING_DIM, null=True, blank=True)
+    features_model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # A perceptual hash of the picture (captions/duplicates.py), made at intake, and the owner's image
+    # it was found to be a near copy of (resized, re-encoded, rotated) when it came in.
+    perceptual_hash = BitField(length=PERCEPTUAL_HASH_BITS, null=True, blank=True)
+    near_duplicate_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="near_duplicates"
+    )
+
+    objects = ImageManager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [models.UniqueConstraint(fields=["owner", "sha256"], name="image_sha256_per_owner")]
@@ -101,6 +140,34 @@ class Image(models.Model):
             models.Index(fields=["owner", "-created_at"], name="image_owner_created"),
             models.Index(fields=["visibility", "-created_at"], name="image_visibility_created"),
             models.Index(fields=["sha256"], name="image_sha256"),
+            HnswIndex(
+                name="image_caption_embedding_hnsw",
+                fields=["caption_embedding"],
+                opclasses=["vector_cosine_ops"],
+                m=16,
+                ef_construction=64,
+            ),
+            HnswIndex(
+                name="image_visual_embedding_hnsw",
+                fields=["visual_embedding"],
+                opclasses=["vector_cosine_ops"],
+                m=16,
+                ef_construction=64,
+            ),
+            HnswIndex(
+                name="image_features_hnsw",
+                fields=["features"],
+                opclasses=["halfvec_cosine_ops"],
+                m=16,
+                ef_construction=64,
+            ),
+            HnswIndex(
+                name="image_perceptual_hash_hnsw",
+                fields=["perceptual_hash"],
+                opclasses=["bit_hamming_ops"],
+                m=16,
+                ef_construction=64,
+            ),
         ]
 
     def __str__(self) -> str:
@@ -136,6 +203,26 @@ class Caption(models.Model):
 
     def __str__(self) -> str:
         return self.text
+
+
+class ImageTag(models.Model):
+    """One of the ImageNet concepts the encoder saw in an image, as a model version labelled it."""
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="tags")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
+    label = models.CharField(max_length=100)  # the short human label ("cat", not "tabby, tabby cat")
+    score = models.FloatField()  # the encoder's probability
+    rank = models.PositiveSmallIntegerField(default=0)  # 0 = most probable
+
+    class Meta:
+        ordering = ["image_id", "rank"]
+        constraints = [
+            models.UniqueConstraint(fields=["image", "model_version", "label"], name="image_tag_unique")
+        ]
+        indexes = [models.Index(fields=["label", "image"], name="image_tag_label")]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.score:.2f})"
 
 
 class BatchItem(models.Model):

@@ -9,7 +9,7 @@ harmless. captions/ never imports worker/ or TensorFlow: work is sent by task na
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -21,7 +21,7 @@ from django.template.defaultfilters import pluralize
 from django.utils import timezone
 
 from captions.attention import encode_attention
-from captions.models import Caption, Image, ModelVersion
+from captions.models import IMAGE_FEATURE_DIM, Caption, Image, ImageTag, ModelVersion
 from imgcap_site.queues import CAPTION_TASK
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,16 @@ class CandidateData:
     score: float
     words: list[str] = field(default_factory=list)
     attention: np.ndarray | None = None
+
+
+@dataclass
+class ImageAnalysis:
+    """What the worker saw in an image besides its captions, from the same forward pass."""
+
+    tags: list[tuple[str, float]] = field(default_factory=list)  # (label, probability), most probable first
+    features: np.ndarray | None = None  # the encoder's pooled features [C] (similar images)
+    image_embedding: np.ndarray | None = None  # the photo in the sentence-embedding space [384]
+    caption_embedding: np.ndarray | None = None  # the best candidate's sentence embedding [384]
 
 
 def enqueue_captioning(image_ids: Sequence[int]) -> None:
@@ -104,13 +114,20 @@ def claim_images(*, limit: int, first: Sequence[int] = ()) -> list[Image]:
 
 
 def store_captions(
-    *, model_version: ModelVersion, results: Sequence[tuple[Image, Sequence[CandidateData]]]
+    *,
+    model_version: ModelVersion,
+    results: Sequence[tuple[Image, Sequence[CandidateData]]],
+    analyses: Mapping[int, ImageAnalysis] | None = None,
 ) -> list[int]:
     """Store each image's N-best captions of `model_version` and mark the images done, in one transaction.
 
     One commit for a worker's whole micro-batch rather than one per image. Replaces only that model version's
     captions (a retry never duplicates them); human captions and other versions' captions stay. Images
     deleted meanwhile are skipped. Returns the ids stored.
+
+    `analyses` (by image id): the images' tags replace their earlier tags; their features and photo
+    embedding are stored; the best candidate's embedding becomes the image's search vector unless a
+    human caption is what the image shows.
     """
     keep = max(1, settings.IMGCAP_N_BEST)
     wanted = {image.pk: (image, list(candidates)[:keep]) for image, candidates in results}
@@ -129,7 +146,7 @@ def store_captions(
         Caption.objects.filter(
             image_id__in=locked, model_version=model_version, source=Caption.Source.MODEL
         ).delete()
-        Caption.objects.bulk_create(
+        created = Caption.objects.bulk_create(
             [
                 Caption(
                     image_id=image_id,
@@ -147,6 +164,9 @@ def store_captions(
                 for rank, candidate in enumerate(wanted[image_id][1])
             ]
         )
+        if analyses:
+            best = {c.image_id: c.pk for c in created if c.rank == 0}
+            _store_analyses(model_version, {pk: analyses[pk] for pk in locked if pk in analyses}, best)
         now = timezone.now()
         Image.objects.filter(pk__in=locked).update(
             status=Image.Status.DONE,
@@ -160,6 +180,36 @@ def store_captions(
         image = wanted[image_id][0]
         image.status, image.error, image.captioned_at = Image.Status.DONE, "", now
     return locked
+
+
+def _store_analyses(version: ModelVersion, analyses: dict[int, ImageAnalysis], best: dict[int, int]) -> None:
+    """Tags, features and embeddings of images locked by store_captions (its transaction)."""
+    ImageTag.objects.filter(image_id__in=analyses).delete()
+    ImageTag.objects.bulk_create(
+        ImageTag(image_id=pk, model_version=version, label=label[:100], score=float(score), rank=rank)
+        for pk, analysis in analyses.items()
+        for rank, (label, score) in enumerate(analysis.tags)
+    )
+    shown_by_people = set(
+        Caption.objects.filter(image_id__in=analyses, source=Caption.Source.HUMAN).values_list(
+            "image_id", flat=True
+        )
+    )
+    updated = []
+    for pk, analysis in analyses.items():
+        image = Image(pk=pk, features_model_version=version)
+        features = analysis.features
+        # Other encoders' features have another size: those images get no "similar images".
+        image.features = features if features is not None and len(features) == IMAGE_FEATURE_DIM else None
+        image.visual_embedding = analysis.image_embedding
+        image.caption_embedding, image.embedded_caption_id = None, None
+        fields = ["features", "visual_embedding", "features_model_version"]
+        if pk not in shown_by_people and analysis.caption_embedding is not None and pk in best:
+            image.caption_embedding, image.embedded_caption_id = analysis.caption_embedding, best[pk]
+            fields += ["caption_embedding", "embedded_caption"]
+        updated.append((image, tuple(fields)))
+    for fields in {f for _, f in updated}:  # images with the same fields to write: one statement
+        Image.objects.bulk_update([image for image, f in updated if f == fields], list(fields))
 
 
 def mark_failed(*, image: Image, error: str) -> None:

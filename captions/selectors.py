@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Prefetch, Q, QuerySet, prefetch_related_objects
 from django.http import Http404
@@ -17,8 +18,8 @@ from rest_framework.authtoken.models import Token
 
 from captions.attention import AttentionFormatError, decode_attention
 from captions.ingest import RejectedInput
-from captions.models import Batch, BatchItem, Caption, Image, ModelVersion
-from captions.search import SearchResults, search_images
+from captions.models import Batch, BatchItem, Caption, Image, ImageTag, ModelVersion
+from captions.search import SearchResults, search_images, similar
 
 STATUSES = tuple(Image.Status.values)
 
@@ -52,21 +53,24 @@ def active_model_version() -> ModelVersion | None:
     return ModelVersion.objects.filter(active=True).first()
 
 
-def _captions_prefetch() -> Prefetch:
-    return Prefetch(
-        "captions", queryset=Caption.objects.select_related("model_version").order_by("rank", "-id")
-    )
+def _captions_prefetch() -> list[Prefetch]:
+    return [
+        Prefetch(
+            "captions", queryset=Caption.objects.select_related("model_version").order_by("rank", "-id")
+        ),
+        Prefetch("tags", queryset=ImageTag.objects.order_by("rank")),
+    ]
 
 
 def with_captions(images: QuerySet[Image]) -> QuerySet[Image]:
-    """Prefetch what `choose_captions` needs, in one extra query for a whole page."""
-    return images.select_related("owner").prefetch_related(_captions_prefetch())
+    """Prefetch what `choose_captions` needs, and the tags, in two extra queries for a whole page."""
+    return images.select_related("owner").prefetch_related(*_captions_prefetch())
 
 
 def load_captions(image: Image) -> Image:
     """`image` (e.g. one intake just stored or found) with what `choose_captions` needs, without
     reading the image row again."""
-    prefetch_related_objects([image], _captions_prefetch())
+    prefetch_related_objects([image], *_captions_prefetch())
     return image
 
 
@@ -78,6 +82,7 @@ def list_images(
     mine: bool = False,
     visibility: str | None = None,
     ids: Sequence[int] | None = None,
+    tag: str | None = None,
 ) -> QuerySet[Image]:
     """Visible images, newest first, filtered (the filters are checked by their callers' forms and
     filter serializers)."""
@@ -92,6 +97,8 @@ def list_images(
         images = images.filter(batch_items__batch_id=batch)
     if mine:
         images = images.filter(owner=user) if user is not None and user.is_authenticated else images.none()
+    if tag:
+        images = images.filter(pk__in=ImageTag.objects.filter(label=tag).values("image_id"))
     return with_captions(images).order_by("-created_at", "-id")
 
 
@@ -207,6 +214,49 @@ def search(user, query: str) -> SearchResults:
         return choose_captions(image, active[0]).best
 
     return search_images(query, user, images=images, best_caption=best_caption)
+
+
+@dataclass(frozen=True)
+class SimilarImage:
+    """One of an image's nearest images, shaped like a search hit (the search page's card, the API's
+    SearchImageSerializer): `image`, `other_best_text`, plus how similar it is."""
+
+    image: Image
+    similarity: float
+    near_duplicate: bool
+    best: Caption | None
+
+    @property
+    def other_best_text(self) -> str | None:
+        return self.best.text if self.best is not None else None
+
+
+def similar_images(user, image: Image, limit: int = 12) -> list[SimilarImage]:
+    """The visible images that look most like `image`, most similar first; near copies are flagged."""
+    user_id = user.pk if user is not None and user.is_authenticated else None
+    near = similar.similar_images(image, user_id, limit)
+    if not near:
+        return []
+    captions = Caption.objects.only(*SEARCH_CAPTION_FIELDS).order_by("rank", "-id")
+    found = (
+        Image.objects.only(*SEARCH_IMAGE_FIELDS, "near_duplicate_of")
+        .prefetch_related(Prefetch("captions", queryset=captions))
+        .in_bulk([n.image_id for n in near])
+    )
+    active = active_model_version()
+    copies = {image.near_duplicate_of_id} | {
+        pk for pk, im in found.items() if im.near_duplicate_of_id == image.pk
+    }
+    return [
+        SimilarImage(
+            image=found[n.image_id],
+            similarity=n.similarity,
+            near_duplicate=n.image_id in copies or n.similarity >= settings.IMGCAP_NEAR_DUPLICATE_SIMILARITY,
+            best=choose_captions(found[n.image_id], active).best,
+        )
+        for n in near
+        if n.image_id in found
+    ]
 
 
 # --- the web UI's reads ----------------------------------------------------------------------------

@@ -92,6 +92,8 @@ def image_page(request: HttpRequest, pk: int) -> HttpResponse:
         "has_attention": bool(model_best is not None and model_best.attention),
         "is_owner": image.owner_id == request.user.pk,
         "caption_form": CaptionForm(initial={"caption": choice.best.text if choice.best else ""}),
+        "tags": list(image.tags.all()),
+        "similar": selectors.similar_images(request.user, image, limit=8),
     }
     return render(request, "captions/image.html", context)
 

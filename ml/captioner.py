@@ -15,6 +15,7 @@ from ml.concepts import Tag, top_tags
 from ml.confidence import ConfidenceModel, confidence_features
 from ml.decode import Decoder, Hypothesis
 from ml.encoders import Encoder, get_encoder
+from ml.image_text import ImageTextProjection
 from ml.images import ImageInput
 from ml.paths import default_model_dir
 from ml.style_router import StyleRouter
@@ -38,6 +39,10 @@ class CaptionResult:
     error: str | None = None  # set, with no candidates, when the image could not be read
     tags: list[Tag] = field(default_factory=list)  # the encoder's concepts, most probable first
     confidence: float | None = None  # P(the caption is right), None if the model is not calibrated
+    # The encoder's pooled features, float32 [C] (similar images), and their projection into the
+    # sentence-embedding space, float32 [384] (None without image_text.npz): same forward pass.
+    features: np.ndarray | None = field(default=None, repr=False)
+    image_embedding: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def caption(self) -> str:
@@ -82,10 +87,12 @@ class Captioner:
         version: str = "",
         confidence: ConfidenceModel | None = None,
         router: StyleRouter | None = None,
+        image_text: ImageTextProjection | None = None,
     ) -> None:
         self.encoder, self.decoder, self.config = encoder, decoder, config
         self.version = version
         self.confidence = confidence
+        self.image_text = image_text  # photos into the sentence-embedding space (search by meaning)
         self.router = router  # picks each image's caption style; None: the decoder's one style
         decoding = config.get("decoding", {})
         self.beam_size = int(decoding.get("beam_size", 3))
@@ -127,9 +134,14 @@ class Captioner:
                 hyps = self.caption_features(feats, beam_size, n_best, max_len, length_penalty, concepts)
                 tags = top_tags(concepts) if concepts is not None else [[] for _ in readable]
                 sure = self.confidences(hyps, concepts, feats)
+                pooled = np.asarray(feats, np.float32).mean(axis=1)  # [N, C]
+                embedded = self.image_text.embed(pooled) if self.image_text is not None else None
                 for j, i in enumerate(readable):
-                    results[start + i].candidates, results[start + i].tags = hyps[j], tags[j]
-                    results[start + i].confidence = None if sure is None else float(sure[j])
+                    result = results[start + i]
+                    result.candidates, result.tags = hyps[j], tags[j]
+                    result.confidence = None if sure is None else float(sure[j])
+                    result.features = pooled[j]
+                    result.image_embedding = None if embedded is None else embedded[j]
         return results
 
     def caption_features(
@@ -210,4 +222,8 @@ def load_captioner(path: str | os.PathLike | None = None, style: str | None = No
     except (ValueError, KeyError) as exc:
         raise ModelError(f"{directory}: unusable {exc}") from exc
     router = None if style else StyleRouter.load(directory)  # a style asked for is used for all
-    return Captioner(encoder, inference, config, model_version(directory), confidence, router)
+    try:
+        image_text = ImageTextProjection.load(directory)
+    except (ValueError, KeyError, OSError) as exc:
+        raise ModelError(f"{directory}: unusable image_text.npz ({exc})") from exc
+    return Captioner(encoder, inference, config, model_version(directory), confidence, router, image_text)

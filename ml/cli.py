@@ -1,4 +1,4 @@
-"""`python -m ml {train,evaluate,sweep,average,caption,attention,ship,features,calibrate,route}`:
+"""`python -m ml {train,evaluate,sweep,average,caption,attention,ship,features,calibrate,route,align}`:
 ml/ without Django.
 
 TensorFlow is imported inside each command, so `--help` is instant.
@@ -197,11 +197,28 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pooled_source(cache, src: dict, limit: int | None, progress: bool) -> tuple[list[str], dict, object]:
+    """(readable images, image -> captions, pooled features float32 [N, C]) of one training source."""
+    import numpy as np
+
+    from ml.data import load_dataset
+
+    dataset = load_dataset(src["dataset"], Path(src["root"]).expanduser(), split=src["split"])
+    captions = dataset.captions_by_image()
+    images = list(captions)
+    limit = limit or src.get("limit_images")
+    if limit:
+        images = images[:limit]
+    features, failed = cache.get(images, progress=progress)
+    bad = set(failed)
+    keep = [i for i, p in enumerate(images) if p not in bad]
+    return [images[i] for i in keep], captions, features[keep].astype(np.float32).mean(axis=1)
+
+
 def _route(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ml.captioner import load_captioner
-    from ml.data import load_dataset
     from ml.features import FeatureCache
     from ml.paths import default_model_dir
     from ml.style_router import fit_style_router
@@ -214,18 +231,60 @@ def _route(args: argparse.Namespace) -> int:
     cache = FeatureCache(captioner.encoder)
     pooled: dict[str, list] = {}
     for src in sources:
-        images = list(
-            load_dataset(src["dataset"], Path(src["root"]).expanduser(), split=src["split"]).images()
-        )
-        limit = args.limit or src.get("limit_images")
-        if limit:
-            images = images[:limit]
-        features, failed = cache.get(images, progress=not args.quiet)
-        keep = [i for i, p in enumerate(images) if p not in set(failed)]
-        pooled.setdefault(src["style"], []).append(features[keep].astype(np.float32).mean(axis=1))
+        _, _, features = _pooled_source(cache, src, args.limit, not args.quiet)
+        pooled.setdefault(src["style"], []).append(features)
     router = fit_style_router({style: np.concatenate(parts) for style, parts in pooled.items()})
     router.save(directory)
     print(json.dumps(router.info))
+    return 0
+
+
+def _align(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ml.captioner import load_captioner
+    from ml.features import FeatureCache
+    from ml.image_text import embed_texts_cached, fit_image_text_projection
+    from ml.model_card import refresh_model_card
+    from ml.paths import default_model_dir
+
+    directory = Path(args.model) if args.model else default_model_dir()
+    captioner = load_captioner(directory)
+    data = captioner.config.get("data", {})
+    sources = data.get("sources") or []
+    if not sources:
+        raise ValueError(f"{directory} does not say what it was trained on (config.json: data.sources)")
+    cache = FeatureCache(captioner.encoder)
+
+    def read(srcs: list[dict], per_image: int | None, limit: int | None):
+        pooled, texts, owner = [], [], []
+        offset = 0  # images read so far: caption t describes image owner[t] of all sources together
+        for src in srcs:
+            images, captions, features = _pooled_source(cache, src, limit, not args.quiet)
+            for j, image in enumerate(images):
+                chosen = captions[image][:per_image] if per_image else captions[image]
+                texts += chosen
+                owner += [offset + j] * len(chosen)
+            pooled.append(features)
+            offset += len(images)
+        return np.concatenate(pooled), embed_texts_cached(texts, not args.quiet), np.asarray(owner)
+
+    train = read(sources, args.captions_per_image, args.limit)
+    dev = None
+    if data.get("dev_split"):
+        main = {**sources[0], "split": data["dev_split"], "limit_images": None}
+        dev = read([main], None, args.dev_limit)
+    projection = fit_image_text_projection(
+        *train,
+        dev,
+        epochs=args.epochs,
+        hidden=args.hidden,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
+    projection.save(directory)
+    refresh_model_card(directory)
+    print(json.dumps({k: v for k, v in projection.info.items() if k != "history"}))
     return 0
 
 
@@ -349,6 +408,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="the first N training images of each source only")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_route)
+
+    p = sub.add_parser(
+        "align",
+        help="train the projection of photos into the sentence-embedding space (search by meaning)",
+    )
+    p.add_argument("--model", help="model directory (default: the shipped default model)")
+    p.add_argument("--limit", type=int, help="the first N training images of each source only")
+    p.add_argument("--captions-per-image", type=int, default=3, help="training captions of each image")
+    # The shipped projection's dev recall peaked at epoch 4 of 40 (models/NOTES.md): more only overfits.
+    p.add_argument("--epochs", type=int, default=10, help="the best epoch on dev is kept")
+    p.add_argument("--hidden", type=int, default=1024, help="width of the projection's hidden layer")
+    p.add_argument("--batch-size", type=int, default=512, help="images per contrastive step")
+    p.add_argument("--dev-limit", type=int, help="score on the first N dev images only")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_align)
 
     p = sub.add_parser("features", help="pre-compute and cache encoder features for dataset splits")
     p.add_argument("--dataset", choices=DATASET_FORMATS, default="flickr8k")

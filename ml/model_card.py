@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ml.image_text import ImageTextProjection
+
 NOTES_MARK = "<!-- notes: everything below comes from the --notes file of `ml ship` -->"
 _OLD_NOTES_MARK = "<!-- notes: everything below comes from the --notes file of `ml export` -->"
 
@@ -66,8 +68,26 @@ def _metrics_table(rows: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _image_text(info: dict[str, Any] | None) -> str:
+    if not info:
+        return "No photo projection: search finds photos by their captions only (`python -m ml align`)."
+    dev = info.get("dev", {})
+    recall = ", ".join(f"{k} {dev[k]}" for k in ("R@1", "R@5", "R@10") if k in dev)
+    return (
+        f"`image_text.npz`: the pooled encoder features projected into all-MiniLM-L6-v2's sentence space "
+        f"(an MLP, hidden width {info.get('hidden')}, trained contrastively on {info.get('images')} training "
+        f"images and {info.get('captions')} captions, best of {info.get('epochs')} epochs: epoch "
+        f"{info.get('epoch')}). Text-to-photo retrieval with it alone on the dev images (each human caption "
+        f"a query): {recall or 'not scored'}."
+    )
+
+
 def render_model_card(
-    config: dict[str, Any], metrics: dict[str, Any], notes: str = "", confidence: dict[str, Any] | None = None
+    config: dict[str, Any],
+    metrics: dict[str, Any],
+    notes: str = "",
+    confidence: dict[str, Any] | None = None,
+    image_text: dict[str, Any] | None = None,
 ) -> str:
     """Markdown: encoder and weights, data and licence, decoding, dev metrics, training set-up."""
     enc, train = config["encoder"], config.get("training", {})
@@ -110,6 +130,9 @@ Show, Attend and Tell captioner (additive attention + {rnn}) trained with imgcap
 ## Confidence
 {_confidence(confidence)}
 
+## Search by meaning
+{_image_text(image_text)}
+
 ## Training
 - {took}.
 ```
@@ -131,7 +154,9 @@ def refresh_model_card(directory: str | Path, notes: str | None = None) -> Path:
     metrics_file, confidence_file = directory / "metrics.json", directory / "confidence.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     confidence = json.loads(confidence_file.read_text()) if confidence_file.is_file() else None
-    card.write_text(render_model_card(config, metrics, notes, confidence))
+    projection = ImageTextProjection.load(directory)
+    info = projection.info if projection is not None else None
+    card.write_text(render_model_card(config, metrics, notes, confidence, info))
     return card
 
 

@@ -103,9 +103,10 @@ class TextEmbedder:
         encodings = self.tokenizer.encode_batch(list(texts))
         # Similar lengths together: less padding in each product.
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
-        # A query's products are tiny: BLAS threads cost more than they save (5x slower measured on a
-        # busy 2-core machine), so small batches run on one thread.
-        with _blas.limit(limits=1 if len(texts) <= 8 else None):
+        # One BLAS thread: a query's products are tiny (threads cost 5x on a busy 2-core machine), and
+        # batches run beside TensorFlow in a worker or other web processes, where more threads than cores
+        # made embedding 35,000 captions 10x slower (9 against 100 captions/s measured here).
+        with _blas.limit(limits=1):
             for start in range(0, len(order), batch_size):
                 rows = order[start : start + batch_size]
                 out[rows] = self._forward([encodings[i].ids for i in rows])

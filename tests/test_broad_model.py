@@ -199,3 +199,36 @@ def test_a_run_can_start_from_a_model(tiny_broad_run, tmp_path):
     assert vocab.itos == start_vocab.itos  # the starting model's words and styles, not rebuilt
     for a, b in zip(start.weights, tuned.weights, strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=2e-3)  # float16 on disk
+
+
+def test_align_puts_photos_near_their_captions_in_the_sentence_space(tiny_broad_run, tmp_path):
+    from ml.image_text import IMAGE_TEXT_FILE, embed_texts_cached
+    from ml.text_embedding import DIMENSIONS
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_broad_run, model, ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
+    assert (
+        load_captioner(model)
+        .caption([next(iter(load_dataset("img2dataset", IMG2DATASET_FIXTURE).images()))])[0]
+        .image_embedding
+        is None
+    )  # no projection yet
+    args = ["--batch-size", "6", "--epochs", "60", "--hidden", "64", "--dev-limit", "6", "--quiet"]
+    proc = run_ml("align", "--model", str(model), *args)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert info["images"] == 12 and info["epoch"] >= 1  # the tiny run has no dev split to score on
+    assert (model / IMAGE_TEXT_FILE).is_file() and "Search by meaning" in (model / "README.md").read_text()
+
+    # The captioner now gives each photo a unit vector in the sentence space, from the same forward
+    # pass, near its own caption: the training photos find their captions among the others'.
+    flickr = load_dataset("flickr8k", FLICKR8K, split="train").captions_by_image()
+    cc = load_dataset("img2dataset", IMG2DATASET_FIXTURE, split="train").captions_by_image()
+    images = list(flickr)[:8] + list(cc)
+    captions = [(flickr | cc)[image][0] for image in images]
+    results = load_captioner(model).caption(images)
+    photos = np.stack([r.image_embedding for r in results])
+    assert photos.shape == (12, DIMENSIONS) and np.allclose(np.linalg.norm(photos, axis=1), 1, atol=1e-4)
+    assert all(r.features is not None and r.features.shape == (r.features.size,) for r in results)
+    nearest = (photos @ embed_texts_cached(captions, progress=False).T).argmax(axis=1)
+    assert (nearest == np.arange(12)).mean() >= 0.75

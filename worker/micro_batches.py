@@ -215,6 +215,8 @@ def _store(
     """Mark the images the model could not caption failed, then store the others' captions together;
     should that fail, store them one by one so that one bad image does not fail the whole micro-batch."""
     captioned: list[tuple[Image, list[queue.CandidateData]]] = []
+    analyses: dict[int, queue.ImageAnalysis] = {}
+    readable = []
     for image, result in outcomes:
         if result.error is not None:  # it names the file as its owner does (`names` above)
             _fail(report, image, result.error, "unreadable_image")
@@ -224,10 +226,19 @@ def _store(
             for c in result.candidates
         ]
         captioned.append((image, candidates))
+        readable.append((image, result))
     if not captioned:
         return
+    embedded = runtime.embed_captions([result.caption for _, result in readable])
+    for j, (image, result) in enumerate(readable):
+        analyses[image.pk] = queue.ImageAnalysis(
+            tags=[(t.label, float(t.score)) for t in result.tags],
+            features=result.features,
+            image_embedding=result.image_embedding,
+            caption_embedding=None if embedded is None else embedded[j],
+        )
     try:
-        _store_with_retries(version, captioned)
+        _store_with_retries(version, captioned, analyses)
     except DATABASE_AWAY:
         raise
     except Exception:
@@ -237,7 +248,9 @@ def _store(
         return
     for image, candidates in captioned:
         try:
-            queue.store_captions(model_version=version, results=[(image, candidates)])
+            queue.store_captions(
+                model_version=version, results=[(image, candidates)], analyses={image.pk: analyses[image.pk]}
+            )
         except DATABASE_AWAY:
             raise
         except Exception as exc:
@@ -248,12 +261,14 @@ def _store(
 
 
 def _store_with_retries(
-    version: ModelVersion, captioned: list[tuple[Image, list[queue.CandidateData]]]
+    version: ModelVersion,
+    captioned: list[tuple[Image, list[queue.CandidateData]]],
+    analyses: dict[int, queue.ImageAnalysis],
 ) -> None:
     """queue.store_captions, again after each pause of STORE_RETRY_PAUSES_S while the database is away."""
     for pause in (*STORE_RETRY_PAUSES_S, None):
         try:
-            queue.store_captions(model_version=version, results=captioned)
+            queue.store_captions(model_version=version, results=captioned, analyses=analyses)
             return
         except DATABASE_AWAY as exc:
             if pause is None:

@@ -56,6 +56,21 @@ def get_captioner() -> Captioner:
     return _captioner
 
 
+def embed_captions(texts: list[str]) -> Any:
+    """Sentence embeddings of captions, float32 [N, 384] (search by meaning), or None when the
+    text-embedding model cannot be used here: captions are stored without, and `embed_captions`
+    (the management command) fills them in later."""
+    if not texts:
+        return None
+    try:
+        from ml.text_embedding import shared_embedder
+
+        return shared_embedder().embed(texts)
+    except Exception:
+        logger.exception("imgcap: embedding %d captions failed; stored without embeddings", len(texts))
+        return None
+
+
 def warm_up() -> None:
     """Load the model at worker start so the first batch doesn't wait; a failure is logged, not fatal.
 
@@ -66,6 +81,7 @@ def warm_up() -> None:
         get_captioner()
     except Exception:
         logger.exception("imgcap captioner could not be loaded from %s", model_dir())
+    embed_captions(["a warm-up sentence"])  # loads the text-embedding model too
 
 
 @functools.cache

@@ -23,7 +23,7 @@ from django.views.decorators.csrf import csrf_exempt
 logger = logging.getLogger(__name__)
 
 # The database cannot be reached, dropped the connection or has no connection left ("too many
-# clients"): psycopg2 and sqlite3 raise these. A bad query (ProgrammingError, DataError) stays a 500.
+# clients"): psycopg2 raises these. A bad query (ProgrammingError, DataError) stays a 500.
 DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
 RETRY_AFTER_S = 5
 

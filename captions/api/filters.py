@@ -38,6 +38,9 @@ class ImageFilterSerializer(serializers.Serializer):
     mine = serializers.BooleanField(required=False, help_text="true: only your own images (as owner=me)")
     visibility = serializers.ChoiceField(choices=Image.Visibility.values, required=False)
     ids = IdListField(required=False, help_text=f"only these images: comma-separated ids, at most {MAX_IDS}")
+    tag = serializers.CharField(
+        required=False, max_length=100, help_text='only images with this concept tag, e.g. "cat"'
+    )
 
     def selector_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for selectors.list_images."""
@@ -48,6 +51,7 @@ class ImageFilterSerializer(serializers.Serializer):
             "mine": data.get("owner") == "me" or data.get("mine", False),
             "visibility": data.get("visibility"),
             "ids": data.get("ids"),
+            "tag": (data.get("tag") or "").strip().lower() or None,
         }
 
 

@@ -67,6 +67,7 @@ def image_urls(request, image: Image) -> dict[str, str]:
         "file": absolute(request, reverse("media", args=[image.file.name])),
         "page": absolute(request, reverse("captions:image", args=[image.pk])),
         "thumb": absolute(request, reverse("thumbnail", args=[image.pk])),
+        "similar": absolute(request, reverse("api:image-similar", args=[image.pk])),
     }
 
 
@@ -86,6 +87,7 @@ class ImageUrls:
         self._page = parts("captions:image", self._ID)
         self._file = parts("media", self._NAME)
         self._thumb = parts("thumbnail", self._ID)
+        self._similar = parts("api:image-similar", self._ID)
 
     def __call__(self, image: Image) -> dict[str, str]:
         pk = str(image.pk)
@@ -96,6 +98,7 @@ class ImageUrls:
             "file": name.join(self._file),
             "page": pk.join(self._page),
             "thumb": pk.join(self._thumb),
+            "similar": pk.join(self._similar),
         }
 
 
@@ -114,6 +117,13 @@ class ImageSerializer(serializers.ModelSerializer):
     owner = serializers.CharField(source="owner.get_username", read_only=True)
     caption = serializers.SerializerMethodField()
     candidates = serializers.SerializerMethodField()
+    tags = serializers.SerializerMethodField(
+        help_text="The ImageNet concepts the encoder saw, most probable first: [{label, score}]."
+    )
+    near_duplicate_of = serializers.SerializerMethodField(
+        help_text="Your image this one is a near copy of (resized, re-encoded or rotated), found when it "
+        "came in; shown to the owner only."
+    )
     urls = serializers.SerializerMethodField()
 
     class Meta:
@@ -137,6 +147,8 @@ class ImageSerializer(serializers.ModelSerializer):
             "captioned_at",
             "caption",
             "candidates",
+            "tags",
+            "near_duplicate_of",
             "urls",
         ]
         read_only_fields = fields
@@ -161,6 +173,14 @@ class ImageSerializer(serializers.ModelSerializer):
     def get_candidates(self, image: Image) -> list[dict[str, Any]]:
         captions = self._caption_serializer()
         return [captions.to_representation(c) for c in self._choice(image).candidates]
+
+    def get_tags(self, image: Image) -> list[dict[str, Any]]:
+        return [{"label": t.label, "score": round(t.score, 4)} for t in image.tags.all()]
+
+    def get_near_duplicate_of(self, image: Image) -> int | None:
+        request = self.context.get("request")
+        mine = request is not None and request.user.is_authenticated and request.user.pk == image.owner_id
+        return image.near_duplicate_of_id if mine else None
 
     def get_urls(self, image: Image) -> dict[str, str]:
         return image_urls(self.context.get("request"), image)
@@ -250,9 +270,25 @@ class SearchHitSerializer(serializers.Serializer):
     image = SearchImageSerializer(source="*")
     matched = MatchedCaptionSerializer(source="caption")
     snippet = serializers.CharField(
-        help_text="The matching caption, HTML-escaped, matches in <mark>…</mark>."
+        help_text="The matched caption, HTML-escaped, the words that matched in <mark>…</mark>."
     )
-    score = serializers.FloatField(help_text="Relevance; higher is better.")
+    score = serializers.FloatField(help_text="Relevance; higher is better (comparable within one search).")
+    matched_by = serializers.ListField(
+        child=serializers.ChoiceField(choices=["words", "meaning", "picture", "tag"]),
+        help_text="How the image was found: the words of a caption, a caption similar in meaning, the "
+        "photo itself resembling the query, a concept tag the query names.",
+    )
+    tags = serializers.ListField(child=serializers.CharField(), help_text="The image's tags the query named.")
+
+
+class SimilarImageSerializer(serializers.Serializer):
+    """One of an image's nearest images (a selectors.SimilarImage)."""
+
+    image = SearchImageSerializer(source="*")
+    similarity = serializers.FloatField(help_text="Cosine similarity of the photos' features (1 = the same).")
+    near_duplicate = serializers.BooleanField(
+        help_text="Close enough to be a copy: resized, re-encoded, rotated or lightly edited."
+    )
 
 
 class ModelVersionSerializer(serializers.Serializer):

@@ -181,6 +181,27 @@ class ImageAttentionView(generics.GenericAPIView):
         return response
 
 
+class ImageSimilarView(generics.GenericAPIView):
+    """The images you can see that look most like this one (the encoder's features, nearest first), at
+    most `limit` (default 12, up to 50); near copies (resized, re-encoded, rotated) say so. Empty until
+    the image is captioned."""
+
+    serializer_class = s.SimilarImageSerializer
+
+    @extend_schema(
+        parameters=[_query("limit", "how many (1-50, default 12)")],
+        responses=s.SimilarImageSerializer(many=True),
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        limit = _int_param(request, "limit")
+        limit = 12 if limit is None else limit
+        if not 1 <= limit <= 50:
+            raise RejectedInput("bad_filter", f"limit must be between 1 and 50; got {limit}")
+        image = selectors.get_image(request.user, pk)
+        found = selectors.similar_images(request.user, image, limit)
+        return Response(s.SimilarImageSerializer(found, many=True, context={"request": request}).data)
+
+
 class BatchListView(generics.GenericAPIView):
     """Your batches (GET), or submit one (POST, 202): multipart `images` (many files) and/or a zip in
     `archive`, or JSON {"urls": [...]}. Bad items are listed in `rejected` while the good ones are
@@ -242,19 +263,22 @@ class BatchDetailView(generics.GenericAPIView):
 
 
 class SearchView(generics.GenericAPIView):
-    """Full-text search over model and human captions: `q` (stemmed: "dogs running" finds "a dog runs"),
-    ranked best first, each with a highlighted snippet; only images you can see. Paginated: 20 hits a page,
-    `page_size` up to 100. A hit is slim (image id, URLs and best caption; the matched caption, snippet and
-    score): GET the image's `urls.self` for its N-best list. The newest 1,000 matching captions
-    (IMGCAP_SEARCH_CANDIDATES) are ranked: `capped` true means that more match, and `count` counts the
-    images of those 1,000."""
+    """Search images by the words of their captions and by meaning: `q` (stemmed: "dogs running" finds
+    "a dog runs"; "puppy" also finds "a brown dog on the grass"; typos are corrected against the captions'
+    words and `corrected` says so), ranked best first; only images you can see. Each hit says how it
+    matched (`matched_by`: words, meaning, picture, tag) with a snippet, matched words highlighted. Words
+    match what an image shows (its human captions, else the model's best caption; the model's other
+    candidates rank lower); a model caption the owner replaced no longer matches. Paginated: 20 hits a
+    page, `page_size` up to 100. A hit is slim (image id, URLs and best caption; the matched caption,
+    snippet and score): GET the image's `urls.self` for its N-best list. The newest 1,000 captions that
+    match by words (IMGCAP_SEARCH_CANDIDATES) are ranked: `capped` true means that more match."""
 
     serializer_class = s.SearchHitSerializer
     pagination_class = SearchPagination
 
     @extend_schema(
         parameters=[
-            _query("q", 'what to look for, e.g. "dogs running"; every word must match', required=True)
+            _query("q", 'what to look for, e.g. "dogs running" or "kids at the beach"', required=True)
         ],
         responses=s.SearchHitSerializer(many=True),
     )

@@ -9,7 +9,9 @@ import io
 import warnings
 from dataclasses import dataclass
 
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from captions.duplicates import perceptual_hashes
 
 from .errors import RejectedInput, human_sizes, label
 
@@ -45,6 +47,8 @@ class ImageInfo:
     size: int
     extension: str
     animated: bool = False
+    # The upright picture's perceptual hash and its quarter turns' (captions/duplicates.py).
+    perceptual_hashes: tuple[str, ...] = ()
 
 
 def allowed_formats_text() -> str:
@@ -91,6 +95,7 @@ def inspect_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "
             _decode_first_frame(image, who, max_pixels)
             orientation = _orientation(image)
             animated = bool(getattr(image, "is_animated", False))
+            hashes = perceptual_hashes(ImageOps.exif_transpose(image))
         finally:
             image.close()
 
@@ -105,6 +110,7 @@ def inspect_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "
         size=size,
         extension=extension,
         animated=animated,
+        perceptual_hashes=hashes,
     )
 
 

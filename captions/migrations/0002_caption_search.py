@@ -1,5 +1,4 @@
-"""Caption full-text search: on Postgres a generated tsvector column with a GIN index; on SQLite an FTS5
-table with triggers. Each database gets only its own; see captions/search.py for both."""
+"""Caption full-text search: a generated tsvector column with a GIN index (captions/search.py)."""
 
 from django.db import migrations
 

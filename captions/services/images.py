@@ -10,6 +10,7 @@ from django.utils import timezone
 from captions import queue
 from captions.ingest import RejectedInput
 from captions.models import Caption, Image
+from captions.services.embeddings import follow_shown_captions
 from captions.services.files import delete_file_if_unused
 
 MAX_CAPTION_CHARS = 1000
@@ -47,6 +48,7 @@ def add_human_caption(*, image: Image, text: str, author=None) -> Caption:
         author=author,
     )
     Image.objects.filter(pk=image.pk).update(updated_at=timezone.now())
+    follow_shown_captions([image.pk])
     return caption
 
 
@@ -69,6 +71,7 @@ def add_human_captions(*, rows: Iterable[tuple[Image, str]], author=None) -> int
         have[image.pk].add(clean)
         new.append(Caption(image=image, text=clean, rank=0, source=Caption.Source.HUMAN, author=author))
     Caption.objects.bulk_create(new, batch_size=1000)
+    follow_shown_captions(have)
     return len(new)
 
 

@@ -23,6 +23,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 
+from captions.duplicates import near_duplicates
 from captions.ingest import ImageInfo, RejectedInput, extract_archive, fetch_url, inspect_image
 from captions.ingest.errors import human_sizes
 from captions.models import Batch, BatchItem, Image
@@ -282,6 +283,9 @@ def _consume(
                     created[sha] = image
                 except IntegrityError:
                     known[sha] = Image.objects.get(owner=owner, sha256=sha)
+        _mark_near_duplicates(
+            owner, created, {sha: info for (_, info), sha in zip(checked, hashes, strict=True)}
+        )
         results: dict[str, UploadResult] = {}
         items: list[BatchItem] = []
         for offset, ((item, _), sha) in enumerate(zip(checked, hashes, strict=True)):
@@ -302,6 +306,17 @@ def _consume(
             # An image already in the batch (the same file sent again, file by file) keeps its item.
             BatchItem.objects.bulk_create(items, ignore_conflicts=True)
     return list(results.values())
+
+
+def _mark_near_duplicates(owner, created: dict[str, Image], infos: dict[str, ImageInfo]) -> None:
+    """Record which of the owner's images each new one is a near copy of (stored anyway)."""
+    marked = []
+    for sha, image in created.items():
+        found = near_duplicates(owner.pk, infos[sha].perceptual_hashes, exclude=[image.pk], limit=1)
+        if found:
+            image.near_duplicate_of_id = found[0]
+            marked.append(image)
+    Image.objects.bulk_update(marked, ["near_duplicate_of"])
 
 
 def _new_ids(results: Sequence[UploadResult]) -> list[int]:
@@ -413,4 +428,5 @@ def _new_image(
         size=len(item.data),
         visibility=visibility,
         batch=batch,
+        perceptual_hash=info.perceptual_hashes[0] if info.perceptual_hashes else None,
     )

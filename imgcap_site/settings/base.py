@@ -69,8 +69,10 @@ TEMPLATES = [
     },
 ]
 
-DATABASE_URL = env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
-DATABASES = {"default": database(DATABASE_URL)}
+# Postgres with pgvector. local.py and test.py start the embedded server (imgcap_site/
+# embedded_postgres.py) when this is not set; production requires it.
+DATABASE_URL = env.str("DATABASE_URL", default="")
+DATABASES = {"default": database(DATABASE_URL)} if DATABASE_URL else {}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -125,8 +127,26 @@ IMGCAP_N_BEST = env.int("IMGCAP_N_BEST", default=3)
 IMGCAP_BEAM_SIZE = env.int("IMGCAP_BEAM_SIZE", default=None)
 
 # --- search ---------------------------------------------------------------------------------------
-# A search ranks this many of the newest matching captions, not all of them (captions/search.py).
+# A search ranks this many of the newest matching captions, not all of them (captions/search/lexical.py).
 IMGCAP_SEARCH_CANDIDATES = env.int("IMGCAP_SEARCH_CANDIDATES", default=1000)
+# Search by meaning (captions/search/semantic.py): the nearest images to the query's sentence
+# embedding, by shown caption and by the photo itself, at most this many of each, and only those at
+# least this similar (cosine) and this share of the best match's similarity; concept tags count from
+# this probability. Chosen on the retrieval benchmark (bench/bench_retrieval.py) and by hand on
+# everyday queries ("puppy", "kids", "food").
+IMGCAP_SEMANTIC_SEARCH = env.bool("IMGCAP_SEMANTIC_SEARCH", default=True)
+IMGCAP_SEARCH_SEMANTIC_CANDIDATES = env.int("IMGCAP_SEARCH_SEMANTIC_CANDIDATES", default=200)
+IMGCAP_SEARCH_CAPTION_FLOOR = env.float("IMGCAP_SEARCH_CAPTION_FLOOR", default=0.2)
+IMGCAP_SEARCH_PICTURE_FLOOR = env.float("IMGCAP_SEARCH_PICTURE_FLOOR", default=0.15)
+IMGCAP_SEARCH_RELATIVE_FLOOR = env.float("IMGCAP_SEARCH_RELATIVE_FLOOR", default=0.6)
+IMGCAP_SEARCH_TAG_FLOOR = env.float("IMGCAP_SEARCH_TAG_FLOOR", default=0.2)
+# Near-duplicates (captions/duplicates.py): perceptual hashes at most this many bits apart (of 64).
+IMGCAP_NEAR_DUPLICATE_BITS = env.int("IMGCAP_NEAR_DUPLICATE_BITS", default=10)
+# Similar images this close (cosine of the encoder's features) are shown as near copies too.
+IMGCAP_NEAR_DUPLICATE_SIMILARITY = env.float("IMGCAP_NEAR_DUPLICATE_SIMILARITY", default=0.95)
+# Typo tolerance: the vocabulary is the words of the newest this-many captions, re-read this often.
+IMGCAP_SPELLING_SAMPLE = env.int("IMGCAP_SPELLING_SAMPLE", default=20000)
+IMGCAP_SPELLING_CACHE_S = env.int("IMGCAP_SPELLING_CACHE_S", default=300)
 
 # --- input limits (checked by captions.ingest; every breach is a 4xx that stores nothing) -----------
 IMGCAP_MAX_UPLOAD_BYTES = env.int("IMGCAP_MAX_UPLOAD_BYTES", default=20 * 1024 * 1024)

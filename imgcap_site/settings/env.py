@@ -11,29 +11,27 @@ env = environ.Env()
 
 
 def database(url: str) -> dict[str, Any]:
-    """The DATABASES entry of `postgres://user:pass@host:port/name?opt=v` (or `postgresql://`) or
-    `sqlite:////abs/path` (`sqlite:///:memory:`), parsed by django-environ (query parameters become
-    OPTIONS, `conn_max_age` sets CONN_MAX_AGE), with this project's defaults added."""
+    """The DATABASES entry of `postgres://user:pass@host:port/name?opt=v` (or `postgresql://`; a Unix
+    socket: `postgres://user@/name?host=/socket/dir`), parsed by django-environ (query parameters become
+    OPTIONS, `conn_max_age` sets CONN_MAX_AGE), with this project's defaults added.
+
+    Postgres only, with the pgvector extension (search by meaning lives in the database): unset,
+    DATABASE_URL means the embedded server (imgcap_site/embedded_postgres.py)."""
     config = environ.Env.db_url_config(url)
     options = config.setdefault("OPTIONS", {})
-    if config["ENGINE"] == "django.db.backends.sqlite3":
-        # IMMEDIATE: a transaction takes the write lock when it starts, so two processes claiming
-        # images (web + worker) serialise instead of failing with "database is locked" mid-way.
-        config["OPTIONS"] = {
-            "transaction_mode": "IMMEDIATE",
-            "timeout": 30,
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-            **options,
-        }
-    elif config["ENGINE"] == "django.db.backends.postgresql":
+    if config["ENGINE"] == "django.db.backends.postgresql":
         # Persistent connections: a new one per request (connect, then a fresh backend loading its
         # catalog caches) cost ~15 ms, more than a whole search. Checked before reuse.
         config.setdefault("CONN_MAX_AGE", 60)
         config["CONN_HEALTH_CHECKS"] = True
-        # JIT compiling costs more (~100+ ms) than the short queries of a web app ever save.
-        options["options"] = f"-c jit=off {options.get('options', '')}".strip()
+        # JIT compiling costs more (~100+ ms) than the short queries of a web app ever save. pgvector's
+        # HNSW scans filtered by visibility go on until they have enough rows (iterative scans), over
+        # up to ef_search candidates: set per connection, so no search pays a statement for it.
+        tuning = "-c jit=off -c hnsw.iterative_scan=relaxed_order -c hnsw.ef_search=200"
+        options["options"] = f"{tuning} {options.get('options', '')}".strip()
     else:
         raise environ.ImproperlyConfigured(
-            f"DATABASE_URL engine {config['ENGINE']!r} is not supported (postgres://, sqlite:///)"
+            f"DATABASE_URL engine {config['ENGINE']!r} is not supported: imgcap needs Postgres with "
+            "pgvector (postgres://…), or no DATABASE_URL at all for the embedded server"
         )
     return config

@@ -1,8 +1,10 @@
-"""Development on one machine: DEBUG on, SQLite and the filesystem broker unless env says otherwise."""
+"""Development on one machine: DEBUG on, the embedded Postgres and the filesystem broker unless env
+says otherwise."""
 
+from imgcap_site.embedded_postgres import embedded_database_url
 from imgcap_site.settings.base import *  # noqa: F403
 from imgcap_site.settings.base import DATABASES, MEDIA_ROOT, VAR_DIR
-from imgcap_site.settings.env import env
+from imgcap_site.settings.env import database, env
 
 DEBUG = env.bool("DJANGO_DEBUG", default=True)
 # A developer's machine or a compose network (containers reach the web service by its name): any host.
@@ -10,6 +12,12 @@ ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["*"])
 
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 MEDIA_ROOT.mkdir(parents=True, exist_ok=True)
+
+if not DATABASES:
+    # Started here (about a second the first time, then joined), so manage.py, the web server and
+    # every worker find the same server without a step of their own.
+    DATABASE_URL = embedded_database_url(VAR_DIR / "postgres")
+    DATABASES = {"default": database(DATABASE_URL)}
 
 # runserver answers each request on a thread of its own, and a persistent connection belongs to its
 # thread: with CONN_MAX_AGE > 0 every request left a connection open ("too many clients" on

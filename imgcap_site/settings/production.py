@@ -17,7 +17,7 @@ visibility-checking media view.
 from django.core.exceptions import ImproperlyConfigured
 
 from imgcap_site.settings.base import *  # noqa: F403
-from imgcap_site.settings.base import MIDDLEWARE
+from imgcap_site.settings.base import DATABASES, MIDDLEWARE
 from imgcap_site.settings.env import env
 
 DEBUG = False
@@ -25,6 +25,8 @@ DEBUG = False
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default=None)
 if not SECRET_KEY:
     raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set in production")
+if not DATABASES:
+    raise ImproperlyConfigured("DATABASE_URL must name the Postgres (with pgvector) to use in production")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=[])
 if not ALLOWED_HOSTS:
     raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS must list the host names this site answers to")

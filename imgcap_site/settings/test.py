@@ -1,5 +1,7 @@
-"""pytest's settings (pyproject: DJANGO_SETTINGS_MODULE): real Postgres by default, files under var/test."""
+"""pytest's settings (pyproject: DJANGO_SETTINGS_MODULE): the embedded Postgres (pgvector) unless
+DATABASE_URL names another, files under var/test."""
 
+from imgcap_site.embedded_postgres import embedded_database_url
 from imgcap_site.settings.base import *  # noqa: F403
 from imgcap_site.settings.base import VAR_DIR
 from imgcap_site.settings.broker import FILESYSTEM_BROKER_URL, filesystem_broker
@@ -10,10 +12,11 @@ SECRET_KEY = "test-only-secret-key"
 # Django's test client sends Host: testserver (also from subprocesses that do not set up a test environment).
 ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost", "[::1]"]
 
-DATABASE_URL = env.str("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/test")
-DATABASES = {"default": database(DATABASE_URL)}
-
 TEST_DIR = VAR_DIR / "test"
+
+# pytest-django makes its test database (test_test) on this server, beside `test`.
+DATABASE_URL = env.str("DATABASE_URL", default="") or embedded_database_url(TEST_DIR / "postgres", "test")
+DATABASES = {"default": database(DATABASE_URL)}
 MEDIA_ROOT = TEST_DIR / "media"
 STATIC_ROOT = TEST_DIR / "static"
 

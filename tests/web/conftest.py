@@ -130,8 +130,18 @@ def make_image(media_root, photo):
     return make
 
 
-def _save_captions(image, version, texts: list[str], scores: list[float] | None = None) -> None:
+def _save_captions(
+    image,
+    version,
+    texts: list[str],
+    scores: list[float] | None = None,
+    *,
+    tags: list[tuple[str, float]] | None = None,
+    features: np.ndarray | None = None,
+    image_embedding: np.ndarray | None = None,
+) -> None:
     from captions import queue
+    from ml.text_embedding import shared_embedder
 
     scores = scores or [-0.5 - 0.1 * i for i in range(len(texts))]
     candidates = [
@@ -143,13 +153,20 @@ def _save_captions(image, version, texts: list[str], scores: list[float] | None 
         )
         for i, (text, score) in enumerate(zip(texts, scores, strict=True))
     ]
-    queue.store_captions(model_version=version, results=[(image, candidates)])
+    analysis = queue.ImageAnalysis(
+        tags=tags or [],
+        features=features,
+        image_embedding=image_embedding,
+        caption_embedding=shared_embedder().embed(texts[:1])[0] if texts else None,
+    )
+    queue.store_captions(model_version=version, results=[(image, candidates)], analyses={image.pk: analysis})
 
 
 @pytest.fixture
 def save_captions() -> Callable[..., None]:
-    """save_captions(image, version, texts, scores=None): model captions stored the way the worker does it,
-    through queue.store_captions."""
+    """save_captions(image, version, texts, scores=None, tags=, features=, image_embedding=): model
+    captions stored the way the worker does it, through queue.store_captions, the best one embedded
+    with the real sentence-embedding model."""
     return _save_captions
 
 

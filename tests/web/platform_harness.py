@@ -1,5 +1,5 @@
-"""A live imgcap for tests: `manage.py run_platform` (web + a real Celery worker, SQLite and the
-filesystem broker in a temporary folder) and a urllib client that signs in like a browser.
+"""A live imgcap for tests: `manage.py run_platform` (web + a real Celery worker, the embedded Postgres
+and the filesystem broker in a temporary folder) and a urllib client that signs in like a browser.
 
 Used by the embedded-mode tests and the browser tests, which drive the same platform with Chromium.
 """
@@ -37,6 +37,15 @@ SERVICE_VARS = (
     "IMGCAP_STATIC_ROOT",
     "DJANGO_SETTINGS_MODULE",
 )
+
+
+def database_url(name: str) -> str:
+    """DATABASE_URL of database `name` on the server the tests use (the embedded one by default), for
+    processes the tests start."""
+    from django.conf import settings
+
+    parts = urllib.parse.urlsplit(settings.DATABASE_URL)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + name))
 
 
 def free_port() -> int:

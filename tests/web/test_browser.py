@@ -247,7 +247,7 @@ def test_sign_in_drop_photos_see_captions_search_attention_and_edit(page, platfo
     assert page.locator("#search-empty").is_visible()
     page.evaluate("window.sameDocument = true")
     page.locator("#q").press_sequentially("zzqxv", delay=20)
-    page.get_by_text("No caption matches “zzqxv”").wait_for()
+    page.get_by_text("No photo matches “zzqxv”").wait_for()
     page.fill("#q", "")
     page.locator("#q").press_sequentially(word, delay=40)
     page.locator("#results mark").first.wait_for()

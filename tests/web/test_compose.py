@@ -104,7 +104,7 @@ def test_depends_on_names_real_services_with_valid_conditions(services):
 
 
 def test_postgres_and_redis(services):
-    assert services["postgres"]["image"].startswith("postgres:16")
+    assert services["postgres"]["image"].startswith("pgvector/pgvector:pg16")  # Postgres with pgvector
     assert services["redis"]["image"].startswith("redis:7")
     assert any(v.endswith(":/var/lib/postgresql/data") for v in services["postgres"]["volumes"])
 

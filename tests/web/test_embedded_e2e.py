@@ -1,6 +1,7 @@
 """`manage.py run_platform` (what `make run` runs) on a machine with no services.
 
-SQLite, media, the filesystem broker and beat's schedule all live in a temporary IMGCAP_VAR_DIR.
+The embedded Postgres, media, the filesystem broker and beat's schedule all live in a temporary
+IMGCAP_VAR_DIR.
 A person's path over HTTP: sign in, upload a photo, wait for its caption, search for it.
 """
 
@@ -35,7 +36,7 @@ def test_run_platform_serves_uploads_captions_and_search_with_no_services(var_di
         password = (var_dir / "admin-password.txt").read_text().strip()
         assert len(password) >= 12 and f"with password {password}" in platform.text()
         assert oct((var_dir / "admin-password.txt").stat().st_mode & 0o777) == "0o600"
-        assert (var_dir / "db.sqlite3").is_file()
+        assert (var_dir / "postgres" / "pgdata" / "PG_VERSION").is_file()
 
         browser = Browser(platform.url)
         assert browser.request("/api/v1/images/", b"x", {"Content-Type": "image/jpeg"})[0] in (401, 403)
@@ -80,12 +81,14 @@ def test_run_platform_serves_uploads_captions_and_search_with_no_services(var_di
         assert "imgcap stopped." in platform.text()
         for pid in children:
             assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        # The embedded database stopped with the platform.
+        assert not (var_dir / "postgres" / "pgdata" / "postmaster.pid").exists()
     finally:
         platform.cleanup()
 
 
 def test_restart_keeps_data_and_a_dying_worker_stops_the_platform_with_a_message(var_dir, tiny_run):
-    if not (var_dir / "db.sqlite3").is_file():
+    if not (var_dir / "postgres" / "pgdata" / "PG_VERSION").is_file():
         pytest.skip("needs the first run's database")
     platform = Platform(var_dir, tiny_run, "second")
     try:

@@ -63,7 +63,17 @@ def test_real_flickr_jpeg():
     data = real_photo(FLICKR_IMAGES)
     info = inspect_image(data, **LIMITS, name="a.jpg")
     assert info == ImageInfo(
-        width=224, height=224, format="JPEG", mime="image/jpeg", size=len(data), extension="jpg"
+        width=224,
+        height=224,
+        format="JPEG",
+        mime="image/jpeg",
+        size=len(data),
+        extension="jpg",
+        perceptual_hashes=info.perceptual_hashes,
+    )
+    # 64 bits upright, then its three quarter turns (near-duplicates, captions/duplicates.py).
+    assert len(info.perceptual_hashes) == 4 and all(
+        len(h) == 64 and set(h) <= {"0", "1"} for h in info.perceptual_hashes
     )
 
 

@@ -1,7 +1,8 @@
 """Upload → queue → worker → captions, end to end with real services.
 
-Real Postgres (the test database, committed rows: transaction=True), real Redis (db 9) and one real
-`celery worker` process per module running the tiny TF model. Uploads go through the REST API.
+Real Postgres (the embedded server's test database, committed rows: transaction=True), real Redis
+(db 9) and one real `celery worker` process per module running the tiny TF model.
+Uploads go through the REST API.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from rest_framework.test import APIClient
 
 from captions.models import Image, ModelVersion
 from imgcap_site.celery import app as celery_app
-from tests.web.platform_harness import wait_for
+from tests.web.platform_harness import database_url, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
@@ -105,7 +106,7 @@ def start_worker(db_name: str, tiny_run: Path, log: Path, broker_url: str, **env
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "imgcap_site.settings.test",
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{db_name}",
+        "DATABASE_URL": database_url(db_name),
         "CELERY_BROKER_URL": broker_url,
         "IMGCAP_MODEL_DIR": str(tiny_run),
         "IMGCAP_MICRO_BATCH_MAX": "16",

@@ -20,6 +20,15 @@ pytestmark = pytest.mark.e2e  # starts real processes
 REPO = Path(__file__).resolve().parents[2]
 
 
+def fresh_database(name: str) -> str:
+    from django.conf import settings
+
+    from imgcap_site.embedded_postgres import embedded_database_url
+
+    name = "".join(c if c.isalnum() else "_" for c in name.lower())
+    return embedded_database_url(Path(settings.TEST_DIR) / "postgres", name)
+
+
 def run_production(script: str, tmp_path: Path, **env: str) -> dict:
     """Run `script` with production settings and django.setup() done; it prints one JSON object."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "IMGCAP_", "DJANGO_"))}
@@ -29,6 +38,8 @@ def run_production(script: str, tmp_path: Path, **env: str) -> dict:
         DJANGO_SETTINGS_MODULE="imgcap_site.settings.production",
         DJANGO_SECRET_KEY="production-settings-test-key",
         DJANGO_ALLOWED_HOSTS="testserver",
+        # A database of its own on the tests' embedded server, made afresh for each test.
+        DATABASE_URL=fresh_database(f"production_{tmp_path.name}"[:60]),
         IMGCAP_VAR_DIR=str(tmp_path / "var"),
         # boto3 must not read this machine's AWS files or ask an instance-metadata service.
         AWS_CONFIG_FILE=str(tmp_path / "no-aws-config"),

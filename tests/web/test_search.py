@@ -1,22 +1,28 @@
-"""Caption search: stemming, ranking, highlighted snippets, visibility.
+"""Caption search by words: stemming, ranking, highlighted snippets, visibility.
 
-Runs on the configured database (Postgres); test_search_sqlite.py runs this same file on SQLite (FTS5).
+Search by meaning is switched off here so that each test sees the words path alone;
+test_search_meaning.py covers meaning, photos, tags, typos and the fused ranking.
 """
 
 from __future__ import annotations
-
-import os
 
 import pytest
 from django.db import connection
 
 from bench.synthetic_captions import SYNTHETIC_VERSION, generate_captions
-from captions import search, selectors
+from captions import selectors
 from captions.api.serializers import ImageUrls, image_urls
 from captions.models import Caption, Image
+from captions.search import lexical
 from captions.services.images import add_human_caption, delete_image
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def words_only(settings):
+    settings.IMGCAP_SEMANTIC_SEARCH = False
+
 
 SEARCH = "/api/v1/search/"
 
@@ -41,15 +47,6 @@ def captioned(user, other_user, make_image, model_version, save_captions):
 
 def ids(results) -> list[int]:
     return [hit.image.pk for hit in results[: len(results)]]
-
-
-def test_which_database():
-    # test_search_sqlite.py sets IMGCAP_EXPECT_DB_VENDOR=sqlite: proof that the FTS5 path really ran.
-    url = os.environ.get("DATABASE_URL", "postgres://")
-    expected = os.environ.get("IMGCAP_EXPECT_DB_VENDOR") or (
-        "sqlite" if url.startswith("sqlite") else "postgresql"
-    )
-    assert connection.vendor == expected
 
 
 def test_stemming_finds_other_word_forms(user, captioned):
@@ -92,7 +89,7 @@ def test_snippets_escape_caption_html(user, make_image):
     image = make_image(user)
     add_human_caption(image=image, text="<script>alert(1)</script> a parrot & a dog", author=user)
     (hit,) = selectors.search(user, "parrot")[0:1]
-    # Postgres' ts_headline drops tag-like tokens, SQLite keeps them escaped: never live HTML either way.
+    # ts_headline drops tag-like tokens; whatever it keeps is escaped: never live HTML.
     assert "<script>" not in hit.snippet
     assert "alert(1)" in hit.snippet and "&amp; a dog" in hit.snippet
     assert "<mark>parrot</mark>" in hit.snippet
@@ -103,7 +100,8 @@ def test_human_captions_are_searched(user, make_image, model_version, save_capti
     save_captions(image, model_version, ["a dog on grass"])
     add_human_caption(image=image, text="Rex fetching a frisbee", author=user)
     assert ids(selectors.search(user, "frisbees")) == [image.pk]
-    assert ids(selectors.search(user, "dog")) == [image.pk]
+    # The owner replaced the model's caption: its words alone no longer find the image.
+    assert all("words" not in hit.matched_by for hit in selectors.search(user, "dog")[:10])
 
 
 def test_only_visible_images_are_found(user, other_user, captioned):
@@ -176,8 +174,8 @@ def zebras(user, other_user, make_image, model_version, save_captions):
     ids=["default", "scan", "gin"],
 )
 def test_only_the_newest_visible_matches_are_ranked(user, other_user, zebras, settings, monkeypatch, walk):
-    for name, value in walk.items():  # no effect on SQLite, where FTS5 walks the matches newest first
-        monkeypatch.setattr(search._Postgres, name, value)
+    for name, value in walk.items():
+        monkeypatch.setattr(lexical.LexicalSearch, name, value)
     visible_to_alice = [im.pk for im in zebras if im.visibility == "public" or im.owner_id == user.pk]
     assert len(visible_to_alice) == 8
 
@@ -219,12 +217,15 @@ def test_a_hit_is_slim(api, user, captioned):
                 "file": f"http://testserver/media/{image.file.name}",
                 "page": f"http://testserver/images/{image.pk}/",
                 "thumb": f"http://testserver/thumbs/{image.pk}/",
+                "similar": f"http://testserver/api/v1/images/{image.pk}/similar/",
             },
             "best_caption": None,  # the matched caption is the image's best
         },
         "matched": {"id": caption.pk, "text": "a cat sleeps on a red sofa", "source": "model"},
         "snippet": hit["snippet"],
         "score": hit["score"],
+        "matched_by": ["words"],
+        "tags": [],
     }
     assert "<mark>cat</mark>" in hit["snippet"] and "<mark>sleeps</mark>" in hit["snippet"]
     assert isinstance(hit["score"], float) and hit["score"] > 0
@@ -249,20 +250,20 @@ def test_a_hit_names_the_best_caption_when_another_one_matched(
     assert hit["matched"]["text"] == "a puppy on a sofa"
     assert hit["image"]["best_caption"] == "a cat on a sofa"  # rank 0 of the model's N-best list
 
+    client.force_login(user)
+    page = client.get("/search/", {"q": "puppy"}).content.decode()
+    assert "Best caption: a cat on a sofa" in page
+
+    # Once the owner captions it, the model's captions are replaced: their words no longer find it.
     add_human_caption(image=image, text="Rex the puppy asleep", author=user)
-    (hit,) = api.get(SEARCH, {"q": "sofa"}).json()["results"]
-    assert hit["image"]["best_caption"] == "Rex the puppy asleep"  # a person's caption comes first
-    (hit,) = api.get(SEARCH, {"q": "asleep"}).json()["results"]
+    assert all("words" not in r["matched_by"] for r in api.get(SEARCH, {"q": "sofa"}).json()["results"])
+    (hit,) = [r for r in api.get(SEARCH, {"q": "puppy"}).json()["results"] if "words" in r["matched_by"]]
     assert hit["matched"] == {
         "id": image.captions.get(source="human").pk,
         "text": "Rex the puppy asleep",
         "source": "human",
     }
     assert hit["image"]["best_caption"] is None
-
-    client.force_login(user)
-    page = client.get("/search/", {"q": "sofa"}).content.decode()
-    assert "Best caption: Rex the puppy asleep" in page
 
 
 def test_search_pages_hold_20_hits_and_at_most_100(api, user):
@@ -306,7 +307,7 @@ def test_the_schema_describes_slim_hits(client):
     page = schema["paths"]["/api/v1/search/"]["get"]["responses"]["200"]["content"]["application/json"]
     assert set(resolved(page["schema"])["properties"]) >= {"count", "next", "previous", "results", "capped"}
     hit = schema["components"]["schemas"]["SearchHit"]["properties"]
-    assert set(hit) == {"image", "matched", "snippet", "score"}
+    assert set(hit) == {"image", "matched", "snippet", "score", "matched_by", "tags"}
     image = resolved(hit["image"])["properties"]
     assert set(image) == {"id", "urls", "best_caption"}
     assert image["best_caption"]["nullable"] is True
@@ -315,18 +316,13 @@ def test_the_schema_describes_slim_hits(client):
 
 def test_the_search_structures_exist():
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'captions_caption_search_gin'")
-            (definition,) = cursor.fetchone()
-            assert "USING gin (search_vector)" in definition
-            cursor.execute("SET LOCAL enable_seqscan = off")
-            cursor.execute(
-                "EXPLAIN SELECT id FROM captions_caption "
-                "WHERE search_vector @@ websearch_to_tsquery('english', 'dogs')"
-            )
-            plan = "\n".join(row[0] for row in cursor.fetchall())
-            assert "captions_caption_search_gin" in plan
-        else:
-            cursor.execute("SELECT name FROM sqlite_master WHERE name LIKE 'captions_caption_fts%'")
-            names = {row[0] for row in cursor.fetchall()}
-            assert {"captions_caption_fts", "captions_caption_fts_ai", "captions_caption_fts_ad"} <= names
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'captions_caption_search_gin'")
+        (definition,) = cursor.fetchone()
+        assert "USING gin (search_vector)" in definition
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(
+            "EXPLAIN SELECT id FROM captions_caption "
+            "WHERE search_vector @@ websearch_to_tsquery('english', 'dogs')"
+        )
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        assert "captions_caption_search_gin" in plan

@@ -19,22 +19,23 @@ def test_postgres_gets_persistent_checked_connections_and_no_jit():
         5433,
     )
     assert config["CONN_MAX_AGE"] == 60 and config["CONN_HEALTH_CHECKS"] is True
-    assert config["OPTIONS"] == {"sslmode": "require", "options": "-c jit=off"}
+    tuning = "-c jit=off -c hnsw.iterative_scan=relaxed_order -c hnsw.ef_search=200"
+    assert config["OPTIONS"] == {"sslmode": "require", "options": tuning}
     tuned = database("postgresql://h/db?conn_max_age=0&options=-c%20statement_timeout%3D5000")
     assert tuned["CONN_MAX_AGE"] == 0
-    assert tuned["OPTIONS"]["options"] == "-c jit=off -c statement_timeout=5000"
+    assert tuned["OPTIONS"]["options"] == f"{tuning} -c statement_timeout=5000"
 
 
-def test_sqlite_takes_the_write_lock_up_front():
-    config = database("sqlite:////srv/imgcap/db.sqlite3")
-    assert config["ENGINE"] == "django.db.backends.sqlite3" and config["NAME"] == "/srv/imgcap/db.sqlite3"
-    assert config["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
-    assert database("sqlite:///:memory:")["NAME"] == ":memory:"
+def test_a_socket_folder_goes_to_libpq_as_the_host():
+    config = database("postgres://postgres@/imgcap?host=/srv/imgcap/var/postgres/pgdata")
+    assert config["HOST"] == "" and config["OPTIONS"]["host"] == "/srv/imgcap/var/postgres/pgdata"
 
 
-def test_other_databases_are_refused_with_a_message():
-    with pytest.raises(ImproperlyConfigured, match="not supported"):
-        database("mysql://root@localhost/imgcap")
+@pytest.mark.parametrize("url", ["mysql://root@localhost/imgcap", "sqlite:////srv/imgcap/db.sqlite3"])
+def test_other_databases_are_refused_with_a_message(url):
+    # Search by meaning needs Postgres with pgvector; SQLite was the embedded database before.
+    with pytest.raises(ImproperlyConfigured, match="needs Postgres with pgvector"):
+        database(url)
 
 
 def test_make_run_closes_its_connections_after_each_request():
@@ -51,7 +52,7 @@ def test_make_run_closes_its_connections_after_each_request():
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "imgcap_site.settings.local",
-        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/imgcap",
+        "DATABASE_URL": "postgres://postgres@db.invalid/imgcap",  # settings only: never connected to
     }
     repo = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", probe], cwd=repo, env=env, capture_output=True, text=True)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from imgcap_site.embedded_postgres import stop_embedded_postgres
+
 pytestmark = pytest.mark.e2e  # starts real processes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,8 +83,12 @@ def test_web_process_imports_every_module_without_tensorflow():
 
 
 def test_local_settings_web_process_has_no_tensorflow(tmp_path):
-    # local.py is what `make run` serves (SQLite, filesystem broker); its var/ goes to a temporary folder.
-    probe = run_probe("imgcap_site.settings.local", IMGCAP_VAR_DIR=str(tmp_path / "var"))
+    # local.py is what `make run` serves (the embedded Postgres, filesystem broker); its var/ goes to a
+    # temporary folder.
+    try:
+        probe = run_probe("imgcap_site.settings.local", IMGCAP_VAR_DIR=str(tmp_path / "var"))
+    finally:
+        stop_embedded_postgres(tmp_path / "var" / "postgres")
     assert probe["tensorflow"] == []
     assert probe["ml.captioner"] is False
     assert probe["login"][1] == 200

@@ -2,8 +2,9 @@
 
 Migrates the database, makes sure there is a user to sign in with, then runs a Celery worker (with
 the reaper's beat schedule embedded) and the web server as child processes until Ctrl-C/SIGTERM.
-The database and broker are whatever settings say: SQLite and the filesystem broker under var/ by
-default, Postgres and Redis when DATABASE_URL and CELERY_BROKER_URL are set.
+The database and broker are whatever settings say: the embedded Postgres (imgcap_site/
+embedded_postgres.py) and the filesystem broker under var/ by default, another Postgres and Redis when
+DATABASE_URL and CELERY_BROKER_URL are set. The embedded server stops with the platform.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ from collections import deque
 from pathlib import Path
 from typing import Any, TextIO
 
+from django import db
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.urls import NoReverseMatch, reverse
+
+from imgcap_site.embedded_postgres import stop_embedded_postgres
 
 # Worker log lines worth showing in the terminal too (the full log goes to VAR_DIR/worker.log).
 ECHO_MARKERS = ("imgcap captioner ready", "imgcap micro-batch:", "imgcap reaper:", ": ERROR/", ": CRITICAL/")
@@ -89,6 +93,9 @@ class Command(BaseCommand):
                 stop_child(child)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            if not os.environ.get("DATABASE_URL"):
+                db.connections.close_all()
+                stop_embedded_postgres(var_dir / "postgres")
         self.stdout.write("imgcap stopped.")
 
     def ensure_user(self, var_dir: Path, url: str) -> str:

@@ -26,13 +26,24 @@
       image.best_caption ? ic.el("p", { class: "muted small", style: "margin:0", text: "Best caption: " + image.best_caption }) : null,
       ic.el("div", { class: "meta" }, [
         ic.el("span", { class: "source source-" + hit.matched.source, text: hit.matched.source }),
-        ic.el("span", { title: "how well the caption matches the words searched", text: "relevance " + hit.score.toFixed(3) }),
-      ]),
+      ].concat(reasons(hit).map(function (reason) { return ic.el("span", { class: "why", text: reason }); }))),
     ]);
     return ic.el("article", { class: "card" }, [thumb, body]);
   }
 
+  var SAID = { words: "matching words", meaning: "similar meaning", picture: "looks like it" };  // as SearchHit.reasons
+
+  function reasons(hit) {
+    return hit.matched_by.filter(function (way) { return SAID[way]; }).map(function (way) { return SAID[way]; })
+      .concat(hit.tags.map(function (tag) { return "tag: " + tag; }));
+  }
+
   function describe(data, query) {
+    var corrected = data.corrected ? "Showing results for “" + data.corrected + "” (you typed “" + query + "”). " : "";
+    return corrected + count(data, query);
+  }
+
+  function count(data, query) {
     if (data.capped) {
       return "At least " + data.count + " images match “" + query + "”; the best of the newest matches are shown. " +
         "Add words to narrow the search.";
@@ -42,8 +53,8 @@
 
   function noMatch(query) {
     return ic.el("div", { class: "empty" }, [
-      ic.el("p", {}, [ic.el("strong", { text: "No caption matches “" + query + "”." })]),
-      ic.el("p", { text: "Every word has to match: try fewer words, or a more common one (“dog” rather than “terrier”)." }),
+      ic.el("p", {}, [ic.el("strong", { text: "No photo matches “" + query + "”." })]),
+      ic.el("p", { text: "Try other words for what is in the photo, or fewer of them (“dog on a beach” rather than a whole story)." }),
     ]);
   }
 

@@ -1,0 +1,106 @@
+"""Search by meaning: the query as a sentence embedding, and the images nearest to it in pgvector.
+
+Three lists, each of images the user may see, best first (`nearest` gives the first two):
+* by caption: the image's shown caption (Image.caption_embedding) is close in meaning to the query
+  ("puppy" finds "a brown dog runs on the grass");
+* by picture: the photo itself, projected into the same space (Image.visual_embedding), is close
+  to the query: it reaches photos whose caption missed what the query names;
+* `by_tag`: a concept tag of the image (ImageTag) is one of the query's words ("banana").
+
+The vector lists walk the HNSW indexes with pgvector's iterative scan, so that filtering by
+visibility still yields `limit` rows; a similarity floor keeps unrelated images out (every image is
+somewhat similar to any query).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+from django.conf import settings
+from django.db import connection
+
+
+@dataclass(frozen=True)
+class Near:
+    image_id: int
+    similarity: float  # cosine similarity (tags: the tag's probability)
+    label: str = ""  # by_tag: the tag that matched
+
+
+@functools.lru_cache(maxsize=512)
+def embed_query(query: str) -> tuple[float, ...]:
+    """The query's sentence embedding (cached: paging through results embeds it once)."""
+    from ml.text_embedding import shared_embedder  # numpy + tokenizers: no TensorFlow in the web process
+
+    return tuple(float(x) for x in shared_embedder().embed([query])[0])
+
+
+def _vector_literal(vector: tuple[float, ...] | np.ndarray) -> str:
+    return "[" + ",".join(f"{x:.6g}" for x in vector) + "]"
+
+
+def visible_sql(user_id: int | None) -> tuple[str, list]:
+    """The SQL condition (on captions_image `i`) and parameters of the images `user_id` may see."""
+    if user_id is None:
+        return "i.visibility = 'public'", []
+    return "(i.visibility = 'public' OR i.owner_id = %s)", [user_id]
+
+
+def nearest(query: str, user_id: int | None, limit: int) -> tuple[list[Near], list[Near]]:
+    """(by caption, by picture): the visible images nearest to the query's embedding, each list best
+    first, at most `limit` long and above its similarity floor. One statement for both (HNSW scans;
+    the connection's hnsw.* settings let them go past the images the user cannot see)."""
+    visible, params = visible_sql(user_id)
+    literal = _vector_literal(embed_query(query))
+    parts = []
+    for column in ("caption_embedding", "visual_embedding"):
+        parts.append(f"""
+            (SELECT '{column}', i.id, 1 - (i.{column} <=> %s::vector)
+             FROM captions_image i
+             WHERE i.{column} IS NOT NULL AND {visible}
+             ORDER BY i.{column} <=> %s::vector
+             LIMIT %s)
+        """)
+    with connection.cursor() as cursor:
+        cursor.execute(" UNION ALL ".join(parts), [literal, *params, literal, limit] * 2)
+        rows = cursor.fetchall()
+    floors = {
+        "caption_embedding": settings.IMGCAP_SEARCH_CAPTION_FLOOR,
+        "visual_embedding": settings.IMGCAP_SEARCH_PICTURE_FLOOR,
+    }
+    lists: dict[str, list[Near]] = {column: [] for column in floors}
+    for column, image_id, similarity in rows:
+        lists[column].append(Near(int(image_id), float(similarity)))
+    for column, found in lists.items():
+        found.sort(key=lambda n: (-n.similarity, -n.image_id))  # relaxed_order: nearly sorted only
+        if found:
+            # A short query is only so similar to any sentence ("puppy" and "a brown dog runs on the
+            # grass": 0.25): what counts is being near the best match, above a floor for no match at all.
+            floor = max(floors[column], settings.IMGCAP_SEARCH_RELATIVE_FLOOR * found[0].similarity)
+            lists[column] = [n for n in found if n.similarity >= floor]
+    return lists["caption_embedding"], lists["visual_embedding"]
+
+
+def by_tag(query: str, user_id: int | None, limit: int) -> list[Near]:
+    """Images with a tag that any word of the query names (stemmed: "bananas" finds "banana"); of each
+    image its most probable such tag (an image keeps the tags of its latest captioning only)."""
+    visible, params = visible_sql(user_id)
+    sql = f"""
+        WITH q AS (
+            SELECT replace(plainto_tsquery('english', %s)::text, ' & ', ' | ')::tsquery AS words
+        )
+        SELECT DISTINCT ON (t.image_id) t.image_id, t.score, t.label
+        FROM captions_imagetag t JOIN captions_image i ON i.id = t.image_id, q
+        WHERE q.words::text <> '' AND to_tsvector('english', t.label) @@ q.words
+          AND t.score >= %s AND {visible}
+          ORDER BY t.image_id, t.score DESC
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [query, settings.IMGCAP_SEARCH_TAG_FLOOR, *params])
+        rows = cursor.fetchall()
+    found = sorted(
+        (Near(int(i), float(s), label) for i, s, label in rows), key=lambda n: (-n.similarity, -n.image_id)
+    )
+    return found[:limit]

@@ -1,0 +1,162 @@
+"""Search by meaning, fused with search by words: the real sentence-embedding model, pgvector's HNSW
+indexes in the embedded Postgres, concept tags, typo correction, and how each hit says why it matched."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+
+from captions import selectors
+from captions.models import Image
+from captions.search import spelling
+from captions.services.images import add_human_caption, set_visibility
+from ml.text_embedding import shared_embedder
+
+pytestmark = pytest.mark.django_db
+
+SEARCH = "/api/v1/search/"
+
+
+@pytest.fixture(autouse=True)
+def fresh_vocabulary():
+    spelling.forget_vocabulary()  # each test has its own captions
+    yield
+    spelling.forget_vocabulary()
+
+
+@pytest.fixture
+def library(user, make_image, model_version, save_captions):
+    """Five dog photos, three of boys, one bowl of noodles, as the worker would store them."""
+
+    def make(text: str, visibility: str = "private", **analysis) -> Image:
+        image = make_image(user, visibility)
+        save_captions(image, model_version, [text], **analysis)
+        return image
+
+    return {
+        "dogs": [
+            make("a brown dog runs across the grass"),
+            make("a black and white dog jumps over a fence"),
+            make("two dogs play in the snow"),
+            make("a dog swims in a lake with a stick"),
+            make("a small white dog sits on a couch"),
+        ],
+        "boys": [
+            make("a boy in a red shirt kicks a soccer ball"),
+            make("two young boys jump into a swimming pool"),
+            make("a little boy climbs on a playground"),
+        ],
+        "noodles": make("a bowl of noodles with vegetables on a wooden table"),
+    }
+
+
+def found(user, query: str, n: int = 20) -> list:
+    return selectors.search(user, query)[:n]
+
+
+def test_words_the_captions_never_use_find_photos_by_meaning(user, library):
+    dogs = {im.pk for im in library["dogs"]}
+    boys = {im.pk for im in library["boys"]}
+    puppy = found(user, "puppy")
+    assert {hit.image.pk for hit in puppy} == dogs  # none of the captions says "puppy"
+    assert all(hit.matched_by == ("meaning",) for hit in puppy)
+    assert {hit.image.pk for hit in found(user, "kids playing")} >= boys
+    assert not {hit.image.pk for hit in found(user, "children")} - boys
+    assert [hit.image.pk for hit in found(user, "food")] == [library["noodles"].pk]
+    assert found(user, "zzqxv") == [] and found(user, "spaceship") == []  # near nothing: no hits
+
+
+def test_exact_words_rank_first_and_say_so(user, library, make_image, model_version, save_captions):
+    hits = found(user, "dog")
+    assert {hit.image.pk for hit in hits} >= {im.pk for im in library["dogs"]}
+    # Every caption with the word itself ranks above the photos found by meaning alone.
+    by_words = [i for i, hit in enumerate(hits) if "words" in hit.matched_by]
+    assert by_words == list(range(len(by_words))) and len(by_words) >= 4
+    assert "<mark>dog</mark>" in str(hits[0].snippet)
+    assert "meaning" in hits[0].matched_by  # found both ways
+    assert library["noodles"].pk not in {hit.image.pk for hit in hits}
+
+
+def test_a_whole_sentence_finds_the_photo_it_describes(user, library):
+    # No caption has all these words: by words alone this found nothing.
+    hits = found(user, "a puppy leaping over a wooden barrier", 3)
+    assert hits[0].image.pk == library["dogs"][1].pk
+    assert hits[0].matched_by == ("meaning",)
+    assert "<mark>" not in str(hits[0].snippet)  # nothing is highlighted: no word matched
+
+
+def test_typos_are_corrected_to_words_the_captions_use(api, user, library):
+    body = api.get(SEARCH, {"q": "dgo"}).json()
+    assert body["corrected"] == "dog"
+    assert {r["image"]["id"] for r in body["results"]} >= {im.pk for im in library["dogs"]}
+    assert api.get(SEARCH, {"q": "noodels"}).json()["corrected"] == "noodles"
+    # Words that some caption uses are left alone, in any form; so are numbers and short words.
+    for query in ("dogs", "swimming", "grass 42", "ox"):
+        assert api.get(SEARCH, {"q": query}).json()["corrected"] is None
+
+
+def test_an_owners_caption_replaces_what_the_photo_is_found_by(user, library):
+    noodles = library["noodles"]
+    add_human_caption(image=noodles, text="grandma's ramen on Sunday", author=user)
+    noodles.refresh_from_db()
+    assert noodles.embedded_caption.source == "human"
+    hits = found(user, "soup")
+    assert hits and hits[0].image.pk == noodles.pk
+    # The model's caption, replaced by the owner's, no longer matches by its words.
+    assert all("words" not in hit.matched_by for hit in found(user, "vegetables"))
+
+
+def test_concept_tags_find_what_the_caption_missed(api, user, make_image, model_version, save_captions):
+    market = make_image(user)
+    save_captions(market, model_version, ["a man stands in front of a building"], tags=[("banana", 0.8)])
+    other = make_image(user)
+    save_captions(other, model_version, ["a man stands in front of a shop"], tags=[("banana", 0.05)])
+    (hit,) = [r for r in api.get(SEARCH, {"q": "bananas"}).json()["results"] if "tag" in r["matched_by"]]
+    assert hit["image"]["id"] == market.pk and hit["tags"] == ["banana"]  # a tag below 0.2 does not count
+
+
+def test_the_photo_itself_is_found_when_its_caption_is_wrong(user, make_image, model_version, save_captions):
+    # What the projection of a bus photo into the sentence space looks like: near "a red bus".
+    bus_vector = shared_embedder().embed(["a red double-decker bus on a city street"])[0]
+    bus = make_image(user)
+    save_captions(bus, model_version, ["a man in a red shirt stands on a street"], image_embedding=bus_vector)
+    hits = found(user, "bus")
+    assert hits[0].image.pk == bus.pk and "picture" in hits[0].matched_by
+
+
+def test_meaning_respects_who_may_see_what(user, other_user, library):
+    dog = library["dogs"][0]
+    assert dog.pk not in {hit.image.pk for hit in found(other_user, "puppy")}  # alice's private photos
+    set_visibility(image=dog, visibility="public")
+    assert [hit.image.pk for hit in found(other_user, "puppy")] == [dog.pk]
+    assert [hit.image.pk for hit in found(None, "puppy")] == [dog.pk]
+
+
+def test_the_vector_indexes_serve_the_nearest_neighbour_queries():
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'captions_image'")
+        indexes = dict(cursor.fetchall())
+        assert "USING hnsw (caption_embedding vector_cosine_ops)" in indexes["image_caption_embedding_hnsw"]
+        assert "USING hnsw (visual_embedding vector_cosine_ops)" in indexes["image_visual_embedding_hnsw"]
+        vector = "[" + ",".join(["0.05"] * 384) + "]"
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(
+            "EXPLAIN SELECT id FROM captions_image ORDER BY caption_embedding <=> %s::vector LIMIT 10",
+            [vector],
+        )
+        assert "image_caption_embedding_hnsw" in "\n".join(row[0] for row in cursor.fetchall())
+
+
+def test_embed_captions_fills_in_missing_and_stale_vectors(user, library):
+    stored = {im.pk: Image.objects.get(pk=im.pk).caption_embedding for im in library["dogs"]}
+    Image.objects.filter(pk__in=stored).update(caption_embedding=None, embedded_caption=None)
+    assert not set(stored) & {hit.image.pk for hit in found(user, "puppy")}
+    call_command("embed_captions", verbosity=0)
+    for pk, vector in stored.items():
+        image = Image.objects.get(pk=pk)
+        assert image.embedded_caption.text in {c.text for c in image.captions.all()}
+        assert np.abs(np.asarray(image.caption_embedding) - np.asarray(vector)).max() < 1e-5
+    assert {hit.image.pk for hit in found(user, "puppy")} >= set(stored)
