@@ -244,7 +244,7 @@ def _align(args: argparse.Namespace) -> int:
 
     from ml.captioner import load_captioner
     from ml.features import FeatureCache
-    from ml.image_text import embed_texts_cached, fit_image_text_projection
+    from ml.image_text import embed_texts_cached, fit_image_text_projection, short_queries
     from ml.model_card import refresh_model_card
     from ml.paths import default_model_dir
 
@@ -256,20 +256,27 @@ def _align(args: argparse.Namespace) -> int:
         raise ValueError(f"{directory} does not say what it was trained on (config.json: data.sources)")
     cache = FeatureCache(captioner.encoder)
 
-    def read(srcs: list[dict], per_image: int | None, limit: int | None):
-        pooled, texts, owner = [], [], []
-        offset = 0  # images read so far: caption t describes image owner[t] of all sources together
+    rng = np.random.default_rng(0)
+
+    def read(srcs: list[dict], per_image: int | None, limit: int | None, short: int = 0):
+        pooled, texts, owner, extra, extra_owner = [], [], [], [], []
+        offset = 0  # images read so far: text t describes image owner[t] of all sources together
         for src in srcs:
             images, captions, features = _pooled_source(cache, src, limit, not args.quiet)
             for j, image in enumerate(images):
                 chosen = captions[image][:per_image] if per_image else captions[image]
                 texts += chosen
                 owner += [offset + j] * len(chosen)
+                queries = short_queries(chosen[0], short, rng) if short and chosen else []
+                extra += queries
+                extra_owner += [offset + j] * len(queries)
             pooled.append(features)
             offset += len(images)
-        return np.concatenate(pooled), embed_texts_cached(texts, not args.quiet), np.asarray(owner)
+        # Short queries after the captions: the captions' cached embeddings stay valid.
+        vectors = embed_texts_cached(texts + extra, not args.quiet)
+        return np.concatenate(pooled), vectors, np.asarray(owner + extra_owner)
 
-    train = read(sources, args.captions_per_image, args.limit)
+    train = read(sources, args.captions_per_image, args.limit, args.short_queries)
     dev = None
     if data.get("dev_split"):
         main = {**sources[0], "split": data["dev_split"], "limit_images": None}
@@ -420,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=10, help="the best epoch on dev is kept")
     p.add_argument("--hidden", type=int, default=1024, help="width of the projection's hidden layer")
     p.add_argument("--batch-size", type=int, default=512, help="images per contrastive step")
+    p.add_argument(
+        "--short-queries", type=int, default=1, help="keyword queries (1-3 words of a caption) per image, too"
+    )
     p.add_argument("--dev-limit", type=int, help="score on the first N dev images only")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_align)

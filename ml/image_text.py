@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -93,6 +94,28 @@ def embed_texts_cached(texts: Sequence[str], progress: bool = True) -> np.ndarra
         out[start : start + len(chunk)] = vectors
         bar.update(len(chunk))
     bar.close()
+    return out
+
+
+# Words a search query leaves out; the rest of a caption is what short queries are drawn from.
+_STOP_WORDS = frozenset(
+    "a an and are as at be but by for from has have he her his in into is it its of on or she that the "  # noqa: SIM905
+    "their them there they this to was were will with while who which".split()
+)
+
+
+def short_queries(caption: str, count: int, rng: np.random.Generator) -> list[str]:
+    """`count` queries as people type them, from one caption: 1-3 of its content words, in order
+    ("a brown dog runs on the beach" -> "dog beach"). Training on them too keeps the projection
+    good at keywords, not only at whole sentences."""
+    words = [w for w in re.findall(r"[a-z]+", caption.lower()) if w not in _STOP_WORDS and len(w) > 1]
+    if not words:
+        return []
+    out = []
+    for _ in range(count):
+        k = int(rng.integers(1, min(3, len(words)) + 1))
+        chosen = sorted(rng.choice(len(words), size=k, replace=False))
+        out.append(" ".join(words[i] for i in chosen))
     return out
 
 

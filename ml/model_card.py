@@ -76,7 +76,8 @@ def _image_text(info: dict[str, Any] | None) -> str:
     return (
         f"`image_text.npz`: the pooled encoder features projected into all-MiniLM-L6-v2's sentence space "
         f"(an MLP, hidden width {info.get('hidden')}, trained contrastively on {info.get('images')} training "
-        f"images and {info.get('captions')} captions, best of {info.get('epochs')} epochs: epoch "
+        f"images and {info.get('captions')} texts (captions, and 1-3-word queries drawn from them), best of "
+        f"{info.get('epochs')} epochs: epoch "
         f"{info.get('epoch')}). Text-to-photo retrieval with it alone on the dev images (each human caption "
         f"a query): {recall or 'not scored'}."
     )

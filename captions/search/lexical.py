@@ -161,18 +161,22 @@ class LexicalSearch:
         return Candidates(rows=found, capped=True)  # gave up looking further (mostly invisible matches)
 
     def snippets(self, query: str, caption_ids: list[int]) -> dict[int, str]:
-        options = (
-            f"StartSel={_OPEN}, StopSel={_CLOSE}, MaxWords={SNIPPET_WORDS}, MinWords=8, HighlightAll=false"
-        )
+        marks = f"StartSel={_OPEN}, StopSel={_CLOSE}"
+        # A caption of up to SNIPPET_WORDS words is shown whole (ts_headline would otherwise pick a window
+        # and may drop its first words); a longer one as a window around the match.
+        whole = f"{marks}, HighlightAll=true"
+        window = f"{marks}, MaxWords={SNIPPET_WORDS}, MinWords=8, HighlightAll=false"
         # ts_headline's parser takes "<b>" for markup and drops it: angle brackets travel as stand-ins and
         # come back in highlight(); highlight markers a person typed are neutralised.
         sql = f"""
             SELECT id, ts_headline('english', translate(text, '<>{_OPEN}{_CLOSE}', '{_LT}{_GT}{_BAD}{_BAD}'),
-                                   websearch_to_tsquery('english', %s), %s)
+                                   websearch_to_tsquery('english', %s),
+                                   CASE WHEN array_length(regexp_split_to_array(trim(text), '\\s+'), 1) <= %s
+                                        THEN %s ELSE %s END)
             FROM captions_caption WHERE id = ANY(%s)
         """
         with connection.cursor() as cursor:
-            cursor.execute(sql, [query, options, caption_ids])
+            cursor.execute(sql, [query, SNIPPET_WORDS, whole, window, caption_ids])
             return {int(i): s for i, s in cursor.fetchall()}
 
     def filter(self, queryset: QuerySet[Caption], query: str) -> QuerySet[Caption]:
