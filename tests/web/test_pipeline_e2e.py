@@ -211,6 +211,16 @@ def test_uploads_are_captioned_then_found_by_search_and_export(worker, api):
         assert body["candidates"][0]["text"] == body["caption"]["text"]
     assert version.encoder == "efficientnet_lite0"
     assert api.get("/api/v1/models/").json()["results"][0]["name"] == version.name
+    # From the same forward pass: concept tags, the pooled features, and the best caption's embedding
+    # as the image's search vector (the tiny model has no photo projection: no visual vector).
+    for body in done:
+        image = Image.objects.get(pk=body["id"])
+        assert body["tags"] and all(0 < t["score"] <= 1 for t in body["tags"])
+        assert image.features is not None and len(image.features) == 1280
+        assert image.features_model_version == version and image.visual_embedding is None
+        assert image.embedded_caption.text == body["caption"]["text"] and len(image.caption_embedding) == 384
+    similar = api.get(done[0]["urls"]["similar"]).json()
+    assert {hit["image"]["id"] for hit in similar} == {done[1]["id"], done[2]["id"]}
 
     # Search by the longest word of the first image's caption (stop words like "a" are not indexed).
     first = done[0]
