@@ -93,7 +93,10 @@
 
     function show(image, note) {
       setStatus(image.status);
-      var prefix = note ? note + " · " : "";
+      // A near copy (resized, re-encoded, turned) of one the owner has is stored anyway, and said so.
+      var near = image.near_duplicate_of ? "looks like image " + image.near_duplicate_of : "";
+      var notes = [note, near].filter(Boolean).join(" · ");
+      var prefix = notes ? notes + " · " : "";
       if (image.status === "done" && image.caption) {
         var link = ic.el("a", { href: image.urls.page, text: image.caption.text });
         var score = typeof image.caption.score === "number" ? " · score " + image.caption.score.toFixed(3) : "";
