@@ -149,6 +149,19 @@ def row_dict(row: ExportRow, url_for: Callable[[ExportRow], str]) -> dict:
     }
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP's CSV injection): a caption
+# or file name someone typed must stay text, so it gets a leading apostrophe, which spreadsheets hide.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: object) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def render_rows(rows: Iterable[ExportRow], fmt: str, url_for: Callable[[ExportRow], str]) -> Iterator[str]:
     """Lines of the export: a CSV header then one line per caption, or one JSON object per line."""
     if fmt == "csv":
@@ -156,7 +169,7 @@ def render_rows(rows: Iterable[ExportRow], fmt: str, url_for: Callable[[ExportRo
         yield writer.writerow(COLUMNS)
         for row in rows:
             data = row_dict(row, url_for)
-            yield writer.writerow(["" if data[c] is None else data[c] for c in COLUMNS])
+            yield writer.writerow([_cell(data[c]) for c in COLUMNS])
     elif fmt == "jsonl":
         for row in rows:
             yield json.dumps(row_dict(row, url_for), ensure_ascii=False) + "\n"

@@ -94,7 +94,13 @@ def list_images(
     if visibility:
         images = images.filter(visibility=visibility)
     if batch is not None:
-        images = images.filter(batch_items__batch_id=batch)
+        # Batches are never public: another user's batch id lists nothing, not their public images in it.
+        own = user is not None and user.is_authenticated
+        images = (
+            images.filter(batch_items__batch_id=batch, batch_items__batch__owner=user)
+            if own
+            else images.none()
+        )
     if mine:
         images = images.filter(owner=user) if user is not None and user.is_authenticated else images.none()
     if tag:
@@ -129,6 +135,8 @@ def get_own_image(user, image_id: int | str) -> Image:
 
 def get_image_by_file(user, name: str) -> Image:
     """The visible image stored as media file `name` (Http404 otherwise): what the media view serves."""
+    if "\x00" in name:  # no stored name has one, and Postgres refuses it in a query
+        raise Http404("no such file")
     image = visible_images(user).filter(file=name).order_by("id").first()
     if image is None:
         raise Http404("no such file")

@@ -151,7 +151,7 @@ def image_delete(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def search(request: HttpRequest) -> HttpResponse:
-    query = request.GET.get("q", "").strip()
+    query = request.GET.get("q", "").replace("\x00", "").strip()  # Postgres refuses NUL in a query
     page = _page(request, selectors.search(request.user, query), per_page=20) if query else None
     context = {
         "query": query,

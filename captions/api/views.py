@@ -286,6 +286,8 @@ class SearchView(generics.GenericAPIView):
         query = request.query_params.get("q", "").strip()
         if not query:
             raise RejectedInput("missing_query", "give a search query in the q parameter")
+        if "\x00" in query:
+            raise RejectedInput("bad_query", "the search query contains a NUL character")
         page = self.paginate_queryset(selectors.search(request.user, query))
         data = s.SearchHitSerializer(page, many=True, context={"request": request}).data
         return self.get_paginated_response(data)

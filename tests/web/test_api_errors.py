@@ -118,3 +118,37 @@ def test_a_request_announcing_too_many_bytes_is_refused_unread(api, client, sett
     assert_json_error(announce("/api/v1/batches/", 2 * 1024 * 1024), 413, "request_too_large")
     page = announce("/upload/", 2 * 1024 * 1024, via=client)
     assert page.status_code == 413 and "over the limit" in page.content.decode()
+
+
+# Malformed parameters found by fuzzing: never a 500 (a huge number overflows Postgres' bigint; Postgres
+# refuses a NUL character in any string). A number no row can have finds nothing; the rest are a 4xx
+# with a message.
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/images/?ids=99999999999999999999",
+        "/api/v1/images/?batch=99999999999999999999",
+        "/api/v1/images/?tag=%00",
+        "/api/v1/export.csv?batch=99999999999999999999",
+        "/api/v1/export.csv?model=%00",
+        "/api/v1/export.csv?q=%00",
+        "/api/v1/search/?q=%00",
+        "/api/v1/search/?q=dog%00s",
+        "/api/v1/images/1/similar/?limit=%00",
+        "/api/v1/images/99999999999999999999/similar/",
+    ],
+)
+def test_malformed_api_parameters_are_never_a_500(api, path):
+    answer = api.get(path)
+    assert answer.status_code in (200, 400, 404), path
+    if answer.status_code != 200:
+        assert answer.json()["error"]["message"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "path", ["/?batch=99999999999999999999", "/?tag=%00", "/search/?q=%00", "/media/%00"]
+)
+def test_malformed_page_parameters_are_never_a_500(alice, path):
+    assert alice.get(path).status_code in (200, 404)

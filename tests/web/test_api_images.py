@@ -306,3 +306,12 @@ def test_files_sent_one_by_one_join_a_batch_with_their_rejections(
     assert_error(upload(other_api, photo(), "c.jpg", batch=batch_id), 400, "unknown_batch")
     assert_error(upload(api, photo(), "c.jpg", batch="x"), 400)
     assert Image.objects.count() == before
+
+
+def test_another_users_batch_id_lists_nothing(api, other_user, photo):
+    from captions.services.intake import IncomingFile, create_batch
+
+    theirs = create_batch(owner=other_user, files=[IncomingFile("a.jpg", photo())], visibility="public").batch
+    assert api.get(IMAGES, {"batch": theirs.pk}).json()["count"] == 0  # their public image is not listed
+    export = b"".join(api.get("/api/v1/export.csv", {"batch": theirs.pk}).streaming_content).decode()
+    assert export.count("\n") == 1  # the header only

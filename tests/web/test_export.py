@@ -123,3 +123,16 @@ def test_export_is_streamed_from_a_database_iterator(user, library):
     first = next(rows)
     assert first.caption
     assert len([first, *rows]) == 6
+
+
+def test_csv_cells_that_would_run_as_formulas_stay_text(api, user, make_image, model_version, save_captions):
+    # OWASP's CSV injection: what people typed (a caption, a file name) must not run in a spreadsheet.
+    image = make_image(user, name="=HYPERLINK(evil).jpg")
+    save_captions(image, model_version, ["-2+3 dogs"])
+    add_human_caption(image=image, text="@SUM(A1:A9) on a beach", author=user)
+    rows = csv_rows(api.get("/api/v1/export.csv", {"owner": "me"}))
+    assert {r["caption"] for r in rows} == {"'-2+3 dogs", "'@SUM(A1:A9) on a beach"}
+    assert {r["original_name"] for r in rows} == {"'=HYPERLINK(evil).jpg"}
+    assert all(not r["score"].startswith("'") for r in rows)  # numbers are written as they are
+    jsonl = {r["caption"] for r in jsonl_rows(api.get("/api/v1/export.jsonl", {"owner": "me"}))}
+    assert jsonl == {"-2+3 dogs", "@SUM(A1:A9) on a beach"}  # JSON is data, not a sheet: unchanged
