@@ -201,7 +201,7 @@ def fit_image_text_projection(
         history.append(row)
         if progress:
             print(json.dumps(row), flush=True)
-        score = row.get("R@10", -epoch)  # without dev: the last epoch
+        score = row.get("R@10", epoch)  # without dev: the last epoch
         if best is None or score >= best.info["score"]:
             best = snapshot({"score": score, "epoch": epoch})
     assert best is not None, "no training step: fewer images than batch_size"

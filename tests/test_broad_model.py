@@ -213,7 +213,7 @@ def test_align_puts_photos_near_their_captions_in_the_sentence_space(tiny_broad_
         .image_embedding
         is None
     )  # no projection yet
-    args = ["--batch-size", "6", "--epochs", "60", "--hidden", "64", "--dev-limit", "6", "--quiet"]
+    args = ["--batch-size", "6", "--epochs", "60", "--hidden", "64", "--quiet"]
     proc = run_ml("align", "--model", str(model), *args)
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -232,3 +232,17 @@ def test_align_puts_photos_near_their_captions_in_the_sentence_space(tiny_broad_
     assert all(r.features is not None and r.features.shape == (r.features.size,) for r in results)
     nearest = (photos @ embed_texts_cached(captions, progress=False).T).argmax(axis=1)
     assert (nearest == np.arange(12)).mean() >= 0.75
+
+
+def test_short_queries_are_content_words_of_the_caption_in_order():
+    from ml.image_text import short_queries
+
+    rng = np.random.default_rng(0)
+    caption = "A brown dog is running on the beach with a red ball"
+    queries = short_queries(caption, 50, rng)
+    content = ["brown", "dog", "running", "beach", "red", "ball"]
+    assert len(queries) == 50 and {len(q.split()) for q in queries} == {1, 2, 3}
+    for q in queries:
+        words = q.split()
+        assert all(w in content for w in words) and words == sorted(words, key=content.index)
+    assert short_queries("a the of", 3, rng) == []  # nothing but stop words: no query
