@@ -61,6 +61,11 @@ class Batch(models.Model):
         return f"batch {self.pk}"
 
 
+def _hnsw(name: str, field: str, opclass: str) -> HnswIndex:
+    """An HNSW index (pgvector) with its default build parameters, spelt out so they show in migrations."""
+    return HnswIndex(name=name, fields=[field], opclasses=[opclass], m=16, ef_construction=64)
+
+
 # Several kilobytes an image that only search and "similar images" read: not loaded unless asked for.
 VECTOR_FIELDS = ("caption_embedding", "features", "visual_embedding")
 
@@ -140,34 +145,10 @@ class Image(models.Model):
             models.Index(fields=["owner", "-created_at"], name="image_owner_created"),
             models.Index(fields=["visibility", "-created_at"], name="image_visibility_created"),
             models.Index(fields=["sha256"], name="image_sha256"),
-            HnswIndex(
-                name="image_caption_embedding_hnsw",
-                fields=["caption_embedding"],
-                opclasses=["vector_cosine_ops"],
-                m=16,
-                ef_construction=64,
-            ),
-            HnswIndex(
-                name="image_visual_embedding_hnsw",
-                fields=["visual_embedding"],
-                opclasses=["vector_cosine_ops"],
-                m=16,
-                ef_construction=64,
-            ),
-            HnswIndex(
-                name="image_features_hnsw",
-                fields=["features"],
-                opclasses=["halfvec_cosine_ops"],
-                m=16,
-                ef_construction=64,
-            ),
-            HnswIndex(
-                name="image_perceptual_hash_hnsw",
-                fields=["perceptual_hash"],
-                opclasses=["bit_hamming_ops"],
-                m=16,
-                ef_construction=64,
-            ),
+            _hnsw("image_caption_embedding_hnsw", "caption_embedding", "vector_cosine_ops"),
+            _hnsw("image_visual_embedding_hnsw", "visual_embedding", "vector_cosine_ops"),
+            _hnsw("image_features_hnsw", "features", "halfvec_cosine_ops"),
+            _hnsw("image_perceptual_hash_hnsw", "perceptual_hash", "bit_hamming_ops"),
         ]
 
     def __str__(self) -> str:
