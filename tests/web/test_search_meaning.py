@@ -160,3 +160,21 @@ def test_embed_captions_fills_in_missing_and_stale_vectors(user, library):
         assert image.embedded_caption.text in {c.text for c in image.captions.all()}
         assert np.abs(np.asarray(image.caption_embedding) - np.asarray(vector)).max() < 1e-5
     assert {hit.image.pk for hit in found(user, "puppy")} >= set(stored)
+
+
+def test_without_the_sentence_model_search_still_finds_words(user, library, settings, tmp_path, monkeypatch):
+    import ml.text_embedding
+    from captions.search import semantic
+
+    monkeypatch.setenv("IMGCAP_TEXT_MODEL_DIR", str(tmp_path))  # an empty folder: no model there
+    monkeypatch.setattr(ml.text_embedding, "_shared", None)
+    semantic.embed_query.cache_clear()
+    try:
+        hits = found(user, "dog")
+        assert {hit.image.pk for hit in hits} == {
+            im.pk for im in library["dogs"] if "dog" in im.captions.get().text
+        }
+        assert all(hit.matched_by == ("words",) for hit in hits)
+        assert found(user, "puppy") == []  # nothing by meaning, and no error
+    finally:
+        semantic.embed_query.cache_clear()
