@@ -163,7 +163,7 @@ class EfficientNetLiteEncoder(Encoder):
 
 
 def read_layer_npz(path: Path) -> dict[str, list[np.ndarray]]:
-    """Inverse of _write_npz_atomic; raises on a missing, truncated or foreign file."""
+    """Layer name -> arrays (inverse of write_layer_npz); raises on a missing, truncated or foreign file."""
     with np.load(path, allow_pickle=False) as data:
         out: dict[str, list[np.ndarray]] = {}
         for key in data.files:
