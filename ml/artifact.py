@@ -1,4 +1,5 @@
-"""One directory is one model: config.json, vocab.json, decoder.npz, metrics.json, README.md."""
+"""One directory is one model: config.json, vocab.json, decoder.npz, metrics.json, README.md
+(and encoder_top.npz when the encoder's top was fine-tuned, ml/encoder_top.py)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,24 @@ import platform
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ml.model import CaptionDecoder, DecoderConfig
 from ml.vocab import Vocabulary
 
+if TYPE_CHECKING:
+    from ml.encoder_top import TunedTop
+
 FORMAT_VERSION = 1
-CONFIG, VOCAB, WEIGHTS, METRICS, CARD = (
+CONFIG, VOCAB, WEIGHTS, METRICS, CARD, TOP_WEIGHTS = (
     "config.json",
     "vocab.json",
     "decoder.npz",
     "metrics.json",
     "README.md",
+    "encoder_top.npz",  # ml.encoder_top.TOP_FILE
 )
 
 
@@ -85,8 +90,10 @@ def save_model(
     config: dict[str, Any],
     metrics: dict[str, Any] | None = None,
     card: str | None = None,
+    top: TunedTop | None = None,
 ) -> Path:
-    """Write (or overwrite) a model directory. `config` holds encoder/decoding/training sections."""
+    """Write (or overwrite) a model directory. `config` holds encoder/decoding/training sections;
+    `top` is a fine-tuned encoder top (float32: the features must come back identical)."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     full = {
@@ -97,6 +104,8 @@ def save_model(
         "decoder": decoder.config.to_dict(),
     }
     save_weights(decoder, out / WEIGHTS)
+    if top is not None:
+        top.save(out / TOP_WEIGHTS)
     vocab.save(out / VOCAB)
     _write_atomic(out / CONFIG, (json.dumps(full, indent=2) + "\n").encode())
     if metrics is not None:
@@ -119,9 +128,13 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
 
 
 def model_version(directory: str | os.PathLike) -> str:
-    """'<name>-<first 10 hex of the weights' sha256>': changes whenever the weights change."""
+    """'<name>-<first 10 hex of the weights' sha256>': changes whenever the weights change
+    (a fine-tuned encoder top's included; models without one keep their version)."""
     directory = Path(directory)
-    digest = hashlib.sha256((directory / WEIGHTS).read_bytes()).hexdigest()[:10]
+    digest = hashlib.sha256((directory / WEIGHTS).read_bytes())
+    if (directory / TOP_WEIGHTS).is_file():
+        digest.update((directory / TOP_WEIGHTS).read_bytes())
+    digest = digest.hexdigest()[:10]
     return f"{read_config(directory).get('name', directory.name)}-{digest}"
 
 

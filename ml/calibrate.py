@@ -11,6 +11,7 @@ refitted on everything for shipping.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,12 +74,18 @@ def out_of_domain_image(kind: str, rng: random.Random) -> Image.Image:
     raise ValueError(f"unknown kind {kind!r}; choose from {', '.join(OUT_OF_DOMAIN_KINDS)}")
 
 
-def _score_images(captioner: Captioner, features: np.ndarray, batch: int = 50):
-    """(confidence feature rows, best captions) of feature grids, decoded as the captioner ships."""
+def _score_images(
+    captioner: Captioner,
+    features: np.ndarray,
+    concepts_of: Callable[[int, int], np.ndarray | None],
+    batch: int = 50,
+):
+    """(confidence feature rows, best captions) of feature grids, decoded as the captioner ships;
+    `concepts_of(start, stop)` gives those rows' concepts (None without)."""
     rows, texts = [], []
     for start in range(0, len(features), batch):
         feats = features[start : start + batch].astype(np.float32)
-        concepts = captioner.encoder.concept_probs(feats) if captioner.encoder.has_concepts else None
+        concepts = concepts_of(start, start + batch)
         cands = captioner.caption_features(feats, concepts=concepts)
         rows.append(confidence_features(cands, concepts, feats))
         texts.extend(c[0].text for c in cands)
@@ -93,7 +100,14 @@ def score_set(
     features, failed = FeatureCache(captioner.encoder).get(images, progress=progress)
     keep = [i for i, p in enumerate(images) if p not in set(failed)]
     images, features = [images[i] for i in keep], features[keep]
-    rows, texts = _score_images(captioner, features)
+
+    def concepts_of(start: int, stop: int) -> np.ndarray | None:
+        if not captioner.encoder.has_concepts:
+            return None
+        chunk = features[start:stop].astype(np.float32)
+        return captioner.encoder.cached_concepts(images[start:stop], chunk, progress=False)
+
+    rows, texts = _score_images(captioner, features, concepts_of)
     cider = per_image_cider({p: refs[p] for p in images}, dict(zip(images, texts, strict=True)))
     return Scored(name, rows, np.asarray([cider[p] for p in images]))
 
@@ -101,8 +115,13 @@ def score_set(
 def score_out_of_domain(captioner: Captioner, per_kind: int, seed: int) -> Scored:
     rng = random.Random(seed)
     images = [out_of_domain_image(kind, rng) for kind in OUT_OF_DOMAIN_KINDS for _ in range(per_kind)]
-    features = captioner.encoder.encode(images)  # 32 at a time: memory stays flat
-    rows, _ = _score_images(captioner, features)
+    # 32 at a time: memory stays flat
+    parts = [
+        captioner.encoder.encode_readable_with_concepts(images[i : i + 32]) for i in range(0, len(images), 32)
+    ]
+    features = np.concatenate([p[0] for p in parts])
+    concepts = np.concatenate([p[1] for p in parts]) if captioner.encoder.has_concepts else None
+    rows, _ = _score_images(captioner, features, lambda a, b: None if concepts is None else concepts[a:b])
     return Scored("out-of-domain", rows, np.zeros(len(rows)))
 
 

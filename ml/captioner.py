@@ -14,7 +14,8 @@ from ml.artifact import ModelError, load_decoder, model_version
 from ml.concepts import Tag, top_tags
 from ml.confidence import ConfidenceModel, confidence_features
 from ml.decode import Decoder, Hypothesis
-from ml.encoders import Encoder, get_encoder
+from ml.encoder_top import TOP_FILE, fine_tuned
+from ml.encoders import Encoder, EncoderError, get_encoder
 from ml.image_text import ImageTextProjection
 from ml.images import ImageInput
 from ml.paths import default_model_dir
@@ -103,6 +104,11 @@ class Captioner:
     def vocab(self) -> Vocabulary:
         return self.decoder.vocab
 
+    @property
+    def needs_concepts(self) -> bool:
+        """Whether decoding uses the encoder's concepts (decoder input or tag boost)."""
+        return self.encoder.has_concepts and self.decoder.concepts_of is not None
+
     def caption(
         self,
         images: Sequence[ImageInput],
@@ -123,14 +129,14 @@ class Captioner:
         labels = list(names) if names is not None else [_label(im) for im in images]
         results = [CaptionResult(image=label, model_version=self.version) for label in labels]
         for start in range(0, len(images), batch_size):
-            feats, readable, errors = self.encoder.encode_readable(
+            # Tags and the decoder's concept input come from the same encoder run (with a fine-tuned
+            # top: from the original top beside it, see ml/encoder_top.py).
+            feats, concepts, readable, errors = self.encoder.encode_readable_with_concepts(
                 images[start : start + batch_size], labels[start : start + batch_size]
             )
             for i, message in errors.items():
                 results[start + i].error = message
             if readable:
-                # Tags and the decoder's concept input come from the same features: one encoder run.
-                concepts = self.encoder.concept_probs(feats) if self.encoder.has_concepts else None
                 hyps = self.caption_features(feats, beam_size, n_best, max_len, length_penalty, concepts)
                 tags = top_tags(concepts) if concepts is not None else [[] for _ in readable]
                 sure = self.confidences(hyps, concepts, feats)
@@ -197,6 +203,11 @@ def load_captioner(path: str | os.PathLike | None = None, style: str | None = No
     encoder = get_encoder(
         enc["name"], image_size=enc["image_size"], weights=enc.get("weights"), **enc.get("options", {})
     )
+    if enc.get("tuned_blocks"):  # the encoder's top was fine-tuned with the decoder
+        try:
+            encoder = fine_tuned(encoder, int(enc["tuned_blocks"]), directory / TOP_FILE)
+        except EncoderError as exc:
+            raise ModelError(f"{directory}: {exc}") from exc
     if list(encoder.feature_shape) != list(enc["feature_shape"]):
         raise ModelError(
             f"{directory}: encoder gives {encoder.feature_shape}, model expects {enc['feature_shape']}"

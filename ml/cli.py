@@ -163,6 +163,10 @@ def _features(args: argparse.Namespace) -> int:
 
     encoder = get_encoder(args.encoder, image_size=args.image_size, **(args.encoder_options or {}))
     cache = FeatureCache(encoder)
+    if args.tune_blocks:  # what fine-tuning the top reads (ml/encoder_top.py), not the features
+        from ml.encoder_top import fine_tuned
+
+        cache = fine_tuned(encoder, args.tune_blocks).block_cache
     for split in args.split:
         images = load_dataset(args.dataset, args.root, split=split).images()
         _, failed = cache.get(images, batch_size=args.batch_size)
@@ -442,6 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int)
     p.add_argument("--encoder-options", type=json.loads, help='a JSON object, e.g. \'{"scaling": "unit"}\'')
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--tune-blocks",
+        type=int,
+        default=0,
+        help="cache the input of the last N blocks instead (fine-tuning)",
+    )
     p.set_defaults(func=_features)
     return parser
 

@@ -33,6 +33,11 @@ class TrainConfig:
     image_size: int | None = None
     encoder_weights: str | None = None
     encoder_options: dict[str, str] | None = None  # e.g. {"scaling": "unit"} for inception_v3_offline
+    # Fine-tune the encoder's last N blocks + head with the decoder (ml/encoder_top.py; 0: frozen),
+    # at `top_learning_rate` (same schedule as the decoder's). Starts from `init_from`'s tuned top
+    # if it has one, else from the ImageNet weights.
+    tune_blocks: int = 0
+    top_learning_rate: float = 1e-5
     # vocabulary
     vocab_size: int = 5000
     min_count: int = 1

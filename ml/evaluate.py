@@ -13,6 +13,11 @@ from ml.features import FeatureCache
 from ml.metrics import score_captions
 
 
+def _concepts(captioner: Captioner, images: list[str], features: np.ndarray) -> np.ndarray | None:
+    """The concepts of a chunk of cached images (a fine-tuned top's come from the frozen one)."""
+    return captioner.encoder.cached_concepts(images, features, False) if captioner.needs_concepts else None
+
+
 def evaluate_model(
     captioner: Captioner,
     dataset: str,
@@ -39,7 +44,13 @@ def evaluate_model(
     hyps: dict[str, str] = {}
     for start in range(0, len(images), batch_size):
         chunk = features[start : start + batch_size].astype(np.float32)
-        best = captioner.caption_features(chunk, beam_size=k, n_best=1, length_penalty=length_penalty)
+        best = captioner.caption_features(
+            chunk,
+            beam_size=k,
+            n_best=1,
+            length_penalty=length_penalty,
+            concepts=_concepts(captioner, images[start : start + batch_size], chunk),
+        )
         for path, cands in zip(images[start : start + batch_size], best, strict=True):
             hyps[path] = cands[0].text
     decode_seconds = time.time() - started

@@ -28,13 +28,29 @@ def content_hash(path: str | os.PathLike) -> str:
 
 
 class FeatureCache:
-    """`get(paths)` -> float16 [N, P, C], encoding only the images not cached yet."""
+    """`get(paths)` -> float16 [N, P, C], encoding only the images not cached yet.
+
+    Subclasses cache another array per image by overriding `key`, `shape` and `encode_readable`
+    (BlockInputCache in ml/encoder_top.py: the input of an encoder's last blocks)."""
 
     def __init__(self, encoder: Encoder, root: str | os.PathLike | None = None) -> None:
         self.encoder = encoder
         base = Path(root) if root else cache_dir() / "features"
-        self.root = base / encoder.fingerprint()
+        self.root = base / self.key()
         self.root.mkdir(parents=True, exist_ok=True)
+
+    def key(self) -> str:
+        """The cache's directory name: what produced the arrays (changes with any weight)."""
+        return self.encoder.fingerprint()
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(h, w, C) of one image's array."""
+        return self.encoder.feature_shape
+
+    def encode_readable(self, paths: Sequence[str | os.PathLike]) -> tuple[np.ndarray, list[int], dict]:
+        """(float32 [M, h*w, C] of the readable images, their indices, index -> error)."""
+        return self.encoder.encode_readable(paths)
 
     def _file(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.npy"
@@ -42,7 +58,7 @@ class FeatureCache:
     def get(
         self, paths: Sequence[str | os.PathLike], batch_size: int = 32, progress: bool = True
     ) -> tuple[np.ndarray, list[str]]:
-        """Features for `paths` in order, and the paths that could not be read (their rows are zero)."""
+        """Arrays for `paths` in order, and the paths that could not be read (their rows are zero)."""
         keys = [content_hash(p) for p in tqdm(paths, desc="hashing", unit="img", disable=not progress)]
         missing = [i for i, k in enumerate(keys) if not self._file(k).exists()]
         failed: list[str] = []
@@ -51,13 +67,13 @@ class FeatureCache:
         )
         for start in range(0, len(missing), batch_size):
             chunk = missing[start : start + batch_size]
-            feats, readable, errors = self.encoder.encode_readable([paths[i] for i in chunk])
+            feats, readable, errors = self.encode_readable([paths[i] for i in chunk])
             failed.extend(str(paths[chunk[j]]) for j in errors)
             for j, f in zip(readable, feats, strict=True):
                 self._save(keys[chunk[j]], f.astype(np.float16))
             bar.update(len(chunk))
         bar.close()
-        h, w, c = self.encoder.feature_shape
+        h, w, c = self.shape
         out = np.zeros((len(paths), h * w, c), np.float16)
         bad = set(failed)
         for i, key in enumerate(keys):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -22,7 +23,11 @@ import tensorflow as tf
 from pycocoevalcap.cider.cider_scorer import precook
 
 from ml.model import CaptionDecoder
+from ml.train_step import Trainables
 from ml.vocab import Vocabulary
+
+if TYPE_CHECKING:
+    from ml.encoder_top import TunedTop
 
 NGRAMS = 4
 SIGMA = 6.0  # CIDEr-D's length penalty width
@@ -89,7 +94,8 @@ class SelfCritical:
     """Sampling, rewards and the policy-gradient step for one training split.
 
     `image_index` maps each caption of `tokens` to its image (a row of the split's features);
-    every image is trained in the style of its own captions (their first token).
+    every image is trained in the style of its own captions (their first token). With a
+    fine-tuned `top`, `step` is given block inputs, and the top trains by `top_optimizer`.
     """
 
     def __init__(
@@ -102,6 +108,8 @@ class SelfCritical:
         samples: int = 5,
         max_len: int = 30,
         clip_norm: float = 5.0,
+        top: TunedTop | None = None,
+        top_optimizer: keras.optimizers.Optimizer | None = None,
     ) -> None:
         if samples < 2:
             raise ValueError("self-critical training needs at least 2 samples per image (the baseline)")
@@ -117,8 +125,9 @@ class SelfCritical:
         ban = np.zeros(c.vocab_size, np.float32)
         ban[vocab.non_word_ids] = -1e9  # never sampled: <pad>, <start>, <unk>, style tokens
         self._ban = tf.constant(ban)
+        self.params = Trainables(decoder, optimizer, top, top_optimizer)
         spec = [
-            tf.TensorSpec([None, None, c.feature_dim], tf.float32),
+            tf.TensorSpec([None, None, self.params.input_dim], tf.float32),
             tf.TensorSpec([None, c.concept_dim], tf.float32),
         ]
         self._sample = tf.function(
@@ -132,7 +141,7 @@ class SelfCritical:
                 tf.TensorSpec([None], tf.float32),
             ],
         )
-        self.optimizer, self.clip_norm = optimizer, clip_norm
+        self.clip_norm = clip_norm
 
     @property
     def num_images(self) -> int:
@@ -148,6 +157,7 @@ class SelfCritical:
     def _sample_graph(self, features, concepts, first):
         """K sampled captions per image: [B*K, T] ids, <end> then 0s after it (T <= max_len + 1)."""
         d, k = self.decoder, self.samples
+        features = self.params.features(features)  # the tuned top (a second, small run), if any
         prepared = d.prepare(features, concepts if d.config.concept_dim else None, training=False)
         feats, keys, state, word_bias, out_bias = (tf.repeat(x, k, axis=0) for x in prepared)
         words = tf.repeat(first, k)
@@ -177,21 +187,20 @@ class SelfCritical:
         inputs, targets = tokens[:, :-1], tokens[:, 1:]
         with tf.GradientTape() as tape:
             # No dropout: the gradient is of the same policy that sampled the captions.
+            features = self.params.features(features)
             prepared = d.prepare(features, concepts if d.config.concept_dim else None, training=False)
             logits, _ = d.forced([tf.repeat(x, k, axis=0) for x in prepared], inputs, training=False)
             mask = tf.cast(tf.not_equal(targets, 0), tf.float32)
             log_probs = tf.nn.log_softmax(logits + self._ban, axis=-1)
             token_lp = tf.gather(log_probs, targets, axis=-1, batch_dims=2) * mask
             loss = -tf.reduce_mean(advantages * tf.reduce_sum(token_lp, axis=1))
-        grads = tape.gradient(loss, d.trainable_variables)
-        if self.clip_norm:
-            grads, _ = tf.clip_by_global_norm(grads, self.clip_norm)
-        self.optimizer.apply_gradients(zip(grads, d.trainable_variables, strict=True))
+        self.params.apply(tape.gradient(loss, self.params.variables), self.clip_norm)
         return loss, tf.reduce_sum(mask)
 
     # -- one step ----------------------------------------------------------------------
     def step(self, rows: np.ndarray, features: np.ndarray, concepts: np.ndarray) -> dict[str, float]:
-        """Sample, reward and update on the images `rows` (their features [B,P,C], concepts [B,K])."""
+        """Sample, reward and update on the images `rows` (their features [B,P,C] or, with a tuned
+        top, block inputs [B,P,C_in]; concepts [B,K])."""
         k = self.samples
         sampled = self._sample(features, concepts, self.first_ids[rows]).numpy()  # [B*K, T]
         end = self.vocab.end_id

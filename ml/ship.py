@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ml.artifact import CARD, CONFIG, METRICS, VOCAB, WEIGHTS, read_config
+from ml.artifact import CARD, CONFIG, METRICS, TOP_WEIGHTS, VOCAB, WEIGHTS, read_config
 from ml.captioner import load_captioner
 from ml.evaluate import evaluate_model
 from ml.model_card import render_model_card
@@ -53,6 +53,8 @@ def ship_model(
     out.mkdir(parents=True, exist_ok=True)
     for name in (VOCAB, WEIGHTS):
         shutil.copyfile(run / name, out / name)
+    if (run / TOP_WEIGHTS).is_file():  # a fine-tuned encoder top (ml/encoder_top.py)
+        shutil.copyfile(run / TOP_WEIGHTS, out / TOP_WEIGHTS)
     # Fitted on the run's model (`ml route`): the style of every image it scores here.
     if (run / ROUTER_FILE).is_file():
         shutil.copyfile(run / ROUTER_FILE, out / ROUTER_FILE)

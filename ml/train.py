@@ -15,7 +15,7 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from ml.artifact import load_weights, save_model, save_weights
 from ml.config import TrainConfig
 from ml.data import load_dataset
 from ml.decode import Decoder
+from ml.encoder_top import TOP_FILE, FineTunedEncoder, fine_tuned
 from ml.encoders import Encoder, get_encoder
 from ml.features import FeatureCache
 from ml.metrics import CaptionScorer, score_captions
@@ -45,7 +46,7 @@ class Split:
     """Features of a split's images plus their captions as token arrays."""
 
     images: list[str]
-    features: np.ndarray  # float16 [N, P, C]
+    features: np.ndarray  # float16 [N, P, C]; a tuned top's block inputs [N, P, C_in] (ml/encoder_top.py)
     image_index: np.ndarray  # caption -> row in features
     tokens: list[np.ndarray]  # each <start> (or a style token) ... <end>
     references: dict[str, list[str]]  # image path -> raw captions
@@ -105,13 +106,19 @@ def _read_source(
 
 
 def _concepts(encoder: Encoder, features: np.ndarray, wanted: bool) -> np.ndarray:
-    """The encoder's class probabilities of every feature grid (float16 [N, 1000]), or [N, 0]."""
+    """The encoder's class probabilities of every feature grid (float16 [N, 1000]), or [N, 0].
+
+    For a fine-tuned top the "features" are block inputs, and the concepts the frozen top's."""
     if not wanted:
         return np.zeros((len(features), 0), np.float16)
-    chunks = [
-        encoder.concept_probs(features[i : i + 512].astype(np.float32)) for i in range(0, len(features), 512)
-    ]
+    probs = encoder.frozen_concepts if isinstance(encoder, FineTunedEncoder) else encoder.concept_probs
+    chunks = [probs(features[i : i + 512].astype(np.float32)) for i in range(0, len(features), 512)]
     return np.concatenate(chunks).astype(np.float16) if chunks else np.zeros((0, 1000), np.float16)
+
+
+def training_cache(encoder: Encoder) -> FeatureCache:
+    """What training reads per image: the features, or a fine-tuned top's block inputs."""
+    return encoder.block_cache if isinstance(encoder, FineTunedEncoder) else FeatureCache(encoder)
 
 
 def _split(
@@ -143,7 +150,7 @@ def prepare_data(
 ) -> tuple[Vocabulary, Split, Split | None]:
     """Train split of every source (and the vocabulary over all of them) and, when evaluating,
     the main dataset's dev split with all its references."""
-    cache = FeatureCache(encoder)
+    cache = training_cache(encoder)
     sources = train_sources(cfg)
     read = [_read_source(src, cache, cfg.skip_bad, progress) for src in sources]
     styles = [src.style for src in sources] if cfg.styles else []
@@ -185,23 +192,26 @@ def pad_batch(tokens: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _learning_rate(cfg: TrainConfig, total_steps: int):
+def _learning_rate(cfg: TrainConfig, total_steps: int, peak: float | None = None):
+    """The schedule of `cfg` peaking at `peak` (default: the decoder's learning rate)."""
+    rate = cfg.learning_rate if peak is None else peak
     if cfg.lr_schedule == "constant":
-        return cfg.learning_rate
+        return rate
     if cfg.lr_schedule != "cosine":
         raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {cfg.lr_schedule!r}")
     warmup = min(cfg.warmup_steps, total_steps // 2)
     return keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup else cfg.learning_rate,
+        0.0 if warmup else rate,
         max(1, total_steps - warmup),
         alpha=0.05,
-        warmup_target=cfg.learning_rate if warmup else None,
+        warmup_target=rate if warmup else None,
         warmup_steps=warmup,
     )
 
 
 class Checkpoint:
-    """Decoder + optimizer state + loop state in `checkpoints/last.npz` and `state.json`, atomically."""
+    """Decoder + optimizer state + loop state in `checkpoints/last.npz` and `state.json`, atomically;
+    a fine-tuned encoder top's weights and optimizer state beside them."""
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory / "checkpoints"
@@ -211,10 +221,15 @@ class Checkpoint:
     def exists(self) -> bool:
         return (self.dir / "state.json").is_file()
 
-    def save(self, decoder: CaptionDecoder, optimizer, state: dict[str, Any]) -> None:
+    def save(
+        self, decoder: CaptionDecoder, optimizer, state: dict[str, Any], top=None, top_optimizer=None
+    ) -> None:
         save_weights(decoder, self.dir / "decoder.npz", dtype="float32")
         arrays = {f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)}
         arrays.update({f"rng{i}": np.asarray(v.numpy()) for i, v in enumerate(_rng_state(decoder))})
+        if top is not None:
+            top.save(self.dir / TOP_FILE)
+            arrays.update({f"top{i}": np.asarray(v.numpy()) for i, v in enumerate(top_optimizer.variables)})
         fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".npz")
         with os.fdopen(fd, "wb") as fp:
             np.savez(fp, **arrays)
@@ -225,14 +240,19 @@ class Checkpoint:
             json.dump(state, fp, indent=2)
         os.replace(tmp, self.dir / "state.json")
 
-    def restore(self, decoder: CaptionDecoder, optimizer) -> dict[str, Any]:
+    def restore(self, decoder: CaptionDecoder, optimizer, top=None, top_optimizer=None) -> dict[str, Any]:
         load_weights(decoder, self.dir / "decoder.npz")
         optimizer.build(decoder.trainable_variables)
+        if top is not None:
+            top.load(self.dir / TOP_FILE)
+            top_optimizer.build(top.trainable_variables)
         with np.load(self.dir / "optimizer.npz") as data:
             for i, v in enumerate(optimizer.variables):
                 v.assign(data[f"v{i}"])
             for i, v in enumerate(_rng_state(decoder)):
                 v.assign(data[f"rng{i}"])
+            for i, v in enumerate(top_optimizer.variables if top is not None else []):
+                v.assign(data[f"top{i}"])
         return json.loads((self.dir / "state.json").read_text())
 
 
@@ -303,6 +323,8 @@ def _model_config(
             "options": encoder.options(),
             "weight_source": encoder.weight_source,
             "feature_shape": [gh, gw, channels],
+            # Only fine-tuned models say it: theirs is in encoder_top.npz (ml/encoder_top.py).
+            **({"tuned_blocks": cfg.tune_blocks} if cfg.tune_blocks else {}),
         },
         "decoding": {
             "beam_size": cfg.beam_size,
@@ -355,6 +377,12 @@ def train(
     encoder = get_encoder(
         cfg.encoder, image_size=cfg.image_size, weights=cfg.encoder_weights, **(cfg.encoder_options or {})
     )
+    if cfg.tune_blocks:
+        start_top = Path(cfg.init_from) / TOP_FILE if cfg.init_from else None
+        encoder = fine_tuned(
+            encoder, cfg.tune_blocks, start_top if start_top and start_top.is_file() else None
+        )
+    top = encoder.top if isinstance(encoder, FineTunedEncoder) else None
     start_vocab = Vocabulary.load(Path(cfg.init_from) / "vocab.json") if cfg.init_from else None
     vocab, train_split, dev = prepare_data(cfg, encoder, progress, start_vocab)
     gh, gw, channels = encoder.feature_shape
@@ -383,7 +411,14 @@ def train(
     else:
         steps_per_epoch = len(bucketed_batches(lengths, batch_size, np.random.default_rng(0)))
     optimizer = keras.optimizers.Adam(_learning_rate(cfg, steps_per_epoch * cfg.epochs))
-    step_fn = make_train_step(decoder, optimizer, cfg.penalty, cfg.label_smoothing, cfg.clip_norm)
+    top_optimizer = (
+        keras.optimizers.Adam(_learning_rate(cfg, steps_per_epoch * cfg.epochs, cfg.top_learning_rate))
+        if top is not None
+        else None
+    )
+    step_fn = make_train_step(
+        decoder, optimizer, cfg.penalty, cfg.label_smoothing, cfg.clip_norm, top, top_optimizer
+    )
     critic = (
         SelfCritical(
             decoder,
@@ -394,18 +429,22 @@ def train(
             cfg.samples_per_image,
             cfg.max_len,
             cfg.clip_norm,
+            top,
+            top_optimizer,
         )
         if cfg.objective == "cider"
         else None
     )
     eval_fn = make_eval_step(decoder)
+    # Dev decoding is always given the concepts (computed once in prepare_data), so a fine-tuned
+    # encoder's refusal to compute them from its own features never bites.
     inference = Decoder(
         decoder, vocab, encoder.concept_probs if cfg.concepts else None, block_repeats=cfg.block_repeats
     )
 
     state: dict[str, Any] = {"epoch": 0, "best": None, "best_epoch": 0, "bad_epochs": 0, "step": 0}
     if resume and ckpt.exists:
-        state = ckpt.restore(decoder, optimizer)
+        state = ckpt.restore(decoder, optimizer, top, top_optimizer)
         print(f"resuming {out} after epoch {state['epoch']} (best {cfg.early_stop_metric} {state['best']})")
     model_config = _model_config(cfg, out, encoder, train_split, dev is not None)
     writer = tf.summary.create_file_writer(str(out / "tensorboard"))
@@ -463,8 +502,10 @@ def train(
         improved = True
         metrics: dict[str, float] = {}
         if dev is not None and epoch % cfg.eval_every == 0:
-            row["dev_ce"] = round(_dev_ce(eval_fn, dev, batch_size), 4)
-            metrics = evaluate_split(inference, dev, cfg.max_len, scorer=scorer)
+            # A tuned top: this epoch's features of the dev block inputs.
+            dev_now = dev if top is None else replace(dev, features=encoder.tuned_features(dev.features))
+            row["dev_ce"] = round(_dev_ce(eval_fn, dev_now, batch_size), 4)
+            metrics = evaluate_split(inference, dev_now, cfg.max_len, scorer=scorer)
             row["metrics"] = json.dumps({k: round(v, 2) for k, v in metrics.items()})
             value = metrics[cfg.early_stop_metric]
             improved = state["best"] is None or value > state["best"]
@@ -493,8 +534,9 @@ def train(
                 model_config,
                 metrics=record,
                 card=render_model_card(model_config, record),
+                top=top,
             )
-        ckpt.save(decoder, optimizer, state)
+        ckpt.save(decoder, optimizer, state, top, top_optimizer)
         if dev is not None and state["bad_epochs"] >= cfg.patience:
             print(f"early stop: {cfg.early_stop_metric} has not improved for {cfg.patience} evaluations")
             break

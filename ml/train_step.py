@@ -1,13 +1,57 @@
-"""The loss and the compiled training step."""
+"""The loss, the compiled training step, and what a step updates (decoder, maybe an encoder top)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import keras
 import tensorflow as tf
 
 from ml.model import CaptionDecoder
+
+if TYPE_CHECKING:
+    from ml.encoder_top import TunedTop
+
+
+class Trainables:
+    """The decoder's variables and its optimizer, plus, when the encoder's top is fine-tuned, the
+    top's with an optimizer of their own (its own learning rate). Gradients are clipped jointly."""
+
+    def __init__(
+        self,
+        decoder: CaptionDecoder,
+        optimizer: keras.optimizers.Optimizer,
+        top: TunedTop | None = None,
+        top_optimizer: keras.optimizers.Optimizer | None = None,
+    ) -> None:
+        if (top is None) != (top_optimizer is None):
+            raise ValueError("a fine-tuned top needs its optimizer (and an optimizer its top)")
+        self.decoder, self.optimizer, self.top, self.top_optimizer = decoder, optimizer, top, top_optimizer
+
+    @property
+    def input_dim(self) -> int:
+        """C of what a step is fed: the feature grid's, or the top's block input's."""
+        return self.top.input_dim if self.top is not None else self.decoder.config.feature_dim
+
+    def features(self, inputs: tf.Tensor) -> tf.Tensor:
+        """A step's inputs [B, P, C_in] -> the decoder's features [B, P, C] (the top, if tuned)."""
+        return inputs if self.top is None else self.top(inputs)
+
+    @property
+    def variables(self) -> list:
+        top = self.top.trainable_variables if self.top is not None else []
+        return list(self.decoder.trainable_variables) + list(top)
+
+    def apply(self, grads: list, clip_norm: float) -> None:
+        """Clip (over all variables) and apply each group's gradients with its optimizer."""
+        if clip_norm:
+            grads, _ = tf.clip_by_global_norm(grads, clip_norm)
+        variables = self.variables
+        n = len(self.decoder.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads[:n], variables[:n], strict=True))
+        if self.top_optimizer is not None:
+            self.top_optimizer.apply_gradients(zip(grads[n:], variables[n:], strict=True))
 
 
 def caption_loss(
@@ -36,11 +80,11 @@ def caption_loss(
     return loss, ce, tokens
 
 
-def _signature(decoder: CaptionDecoder) -> list[tf.TensorSpec]:
+def _signature(decoder: CaptionDecoder, input_dim: int | None = None) -> list[tf.TensorSpec]:
     # Any batch size and caption length: the decoder's time loop is symbolic, so one trace serves all.
     # Concepts are [B, concept_dim]: zero columns for a decoder without concept input.
     return [
-        tf.TensorSpec([None, None, decoder.config.feature_dim], tf.float32),
+        tf.TensorSpec([None, None, input_dim or decoder.config.feature_dim], tf.float32),
         tf.TensorSpec([None, None], tf.int32),
         tf.TensorSpec([None, decoder.config.concept_dim], tf.float32),
     ]
@@ -52,21 +96,22 @@ def make_train_step(
     penalty: float = 1.0,
     label_smoothing: float = 0.0,
     clip_norm: float = 5.0,
+    top: TunedTop | None = None,
+    top_optimizer: keras.optimizers.Optimizer | None = None,
 ) -> Callable[[tf.Tensor, tf.Tensor, tf.Tensor], dict[str, tf.Tensor]]:
     """A compiled step: (features [B,P,C] float, tokens [B,T+1] int32 with <start>...<end> + padding,
-    concepts [B,K] float)."""
+    concepts [B,K] float). With a fine-tuned `top`, the first input is its block input [B,P,C_in]
+    and the top trains too (by `top_optimizer`)."""
+    params = Trainables(decoder, optimizer, top, top_optimizer)
 
     # No XLA: on CPUs it measured about 2x slower than TF's own kernels for this step.
-    @tf.function(input_signature=_signature(decoder))
+    @tf.function(input_signature=_signature(decoder, params.input_dim))
     def train_step(features: tf.Tensor, tokens: tf.Tensor, concepts: tf.Tensor) -> dict[str, tf.Tensor]:
         inputs, targets = tokens[:, :-1], tokens[:, 1:]
         with tf.GradientTape() as tape:
-            logits, alphas = decoder((features, inputs, concepts), training=True)
+            logits, alphas = decoder((params.features(features), inputs, concepts), training=True)
             loss, ce, count = caption_loss(logits, alphas, targets, penalty, label_smoothing)
-        grads = tape.gradient(loss, decoder.trainable_variables)
-        if clip_norm:
-            grads, _ = tf.clip_by_global_norm(grads, clip_norm)
-        optimizer.apply_gradients(zip(grads, decoder.trainable_variables, strict=True))
+        params.apply(tape.gradient(loss, params.variables), clip_norm)
         return {"loss": loss, "ce": ce, "tokens": count}
 
     return train_step

@@ -252,7 +252,7 @@ def test_corrupt_cache_is_rebuilt(tmp_cache):
     cache.parent.mkdir(parents=True)
     cache.write_bytes(b"PK\x03\x04 not really a zip")
     assert enc.feature_shape == (7, 7, 1280)
-    assert effnet._read_npz(cache)["head_conv"][0].shape == (1, 1, 320, 1280)
+    assert effnet.read_layer_npz(cache)["head_conv"][0].shape == (1, 1, 320, 1280)
 
 
 def test_missing_package_says_how_to_install(tmp_cache, monkeypatch):

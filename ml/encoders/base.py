@@ -88,13 +88,11 @@ class Encoder(ABC):
         h, w, c = self.feature_shape
         return np.concatenate(out) if out else np.zeros((0, h * w, c), np.float32)
 
-    def encode_readable(
+    def read_readable(
         self, images: Sequence[ImageInput], names: Sequence[str] | None = None
-    ) -> tuple[np.ndarray, list[int], dict[int, str]]:
-        """Encode the images that can be read, in one batch; error messages call them `names`.
-
-        Returns (float32 [M, h*w, C] for the readable ones, their indices, index -> error message).
-        """
+    ) -> tuple[np.ndarray | None, list[int], dict[int, str]]:
+        """Resized uint8 [M, S, S, 3] of the images that can be read (None if none), their indices,
+        index -> error message (errors call the images `names`)."""
         readable, pixels, errors = [], [], {}
         for i, image in enumerate(images):
             try:
@@ -102,10 +100,37 @@ class Encoder(ABC):
                 readable.append(i)
             except ImageError as exc:
                 errors[i] = str(exc)
-        if not readable:
+        return (np.stack(pixels) if pixels else None), readable, errors
+
+    def encode_readable(
+        self, images: Sequence[ImageInput], names: Sequence[str] | None = None
+    ) -> tuple[np.ndarray, list[int], dict[int, str]]:
+        """Encode the images that can be read, in one batch; error messages call them `names`.
+
+        Returns (float32 [M, h*w, C] for the readable ones, their indices, index -> error message).
+        """
+        pixels, readable, errors = self.read_readable(images, names)
+        if pixels is None:
             h, w, c = self.feature_shape
             return np.zeros((0, h * w, c), np.float32), readable, errors
-        return self.encode_batch(self.scale(np.stack(pixels))), readable, errors
+        return self.encode_batch(self.scale(pixels)), readable, errors
+
+    def encode_readable_with_concepts(
+        self, images: Sequence[ImageInput], names: Sequence[str] | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None, list[int], dict[int, str]]:
+        """`encode_readable` plus the readable images' concepts [M, 1000] (None without a classifier)."""
+        feats, readable, errors = self.encode_readable(images, names)
+        concepts = self.concept_probs(feats) if self.has_concepts and readable else None
+        return feats, concepts, readable, errors
+
+    def cached_concepts(
+        self, paths: Sequence[str], features: np.ndarray, progress: bool = True
+    ) -> np.ndarray:
+        """Concepts [N, 1000] of images whose feature grids [N, P, C] came from a FeatureCache."""
+        chunks = [
+            self.concept_probs(features[i : i + 512].astype(np.float32)) for i in range(0, len(features), 512)
+        ]
+        return np.concatenate(chunks) if chunks else np.zeros((0, 1000), np.float32)
 
     # -- concepts: what the encoder's own classifier sees ------------------------------
     @property

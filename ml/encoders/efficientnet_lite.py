@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ml.encoders.base import Encoder, EncoderError
-from ml.encoders.efficientnet_lite_arch import assign_weights, build_network, torch_to_keras
+from ml.encoders.efficientnet_lite_arch import (
+    assign_weights,
+    build_network,
+    build_top,
+    lite_blocks,
+    torch_to_keras,
+)
 from ml.encoders.torch_pickle import TorchPickleError, load_state_dict
 from ml.paths import cache_dir
 
@@ -53,6 +59,27 @@ class EfficientNetLiteEncoder(Encoder):
         """The full ImageNet classifier: scaled [N, S, S, 3] -> [N, 1000] logits."""
         return self._build(include_top=True)
 
+    # -- a bottom and a top, for fine-tuning the last blocks (ml/encoder_top.py) -------------
+    @property
+    def num_blocks(self) -> int:
+        return len(lite_blocks(self.width, self.depth))
+
+    def build_bottom(self, first_block: int) -> keras.Model:
+        """Scaled [N, S, S, 3] -> the input of block `first_block`, e.g. [N, 7, 7, 192] (lite0, 15)."""
+        model = build_network(
+            self.width, self.depth, self.image_size, name=f"{self.name}_bottom", stop_before=first_block
+        )
+        assign_weights(model, self.converted_weights())
+        return model
+
+    def build_top(self, first_block: int, include_top: bool = False) -> keras.Model:
+        """Blocks `first_block`.. + head with the ImageNet weights: block input -> [N, h, w, 1280]
+        features (or, with include_top, [N, 1000] logits)."""
+        grid = int(self.model.output_shape[1])
+        model = build_top(self.width, self.depth, grid, first_block, include_top, name=f"{self.name}_top")
+        assign_weights(model, self.converted_weights())
+        return model
+
     @property
     def has_concepts(self) -> bool:
         return True
@@ -85,12 +112,12 @@ class EfficientNetLiteEncoder(Encoder):
         self.weight_source = f"{self.package} {version} ({pth.name})"
         cache = self.cache_path(version)
         try:
-            return _read_npz(cache)
+            return read_layer_npz(cache)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # missing or corrupt: rebuild from the package below
         weights = self._convert(pth)
         with contextlib.suppress(OSError):  # an unwritable cache only costs speed next time
-            _write_npz_atomic(cache, weights)
+            write_layer_npz(cache, weights)
         return weights
 
     def cache_path(self, version: str | None = None) -> Path:
@@ -105,7 +132,7 @@ class EfficientNetLiteEncoder(Encoder):
             raise EncoderError(f"{self.name}: weights file {path} not found")
         self.weight_source = str(path)
         try:
-            return _read_npz(path) if path.suffix == ".npz" else self._convert(path)
+            return read_layer_npz(path) if path.suffix == ".npz" else self._convert(path)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise EncoderError(f"{self.name}: cannot read weights from {path}: {exc}") from exc
 
@@ -135,8 +162,8 @@ class EfficientNetLiteEncoder(Encoder):
         return files[0], version
 
 
-def _read_npz(path: Path) -> dict[str, list[np.ndarray]]:
-    """Inverse of _write_npz_atomic; raises on a missing, truncated or foreign file."""
+def read_layer_npz(path: Path) -> dict[str, list[np.ndarray]]:
+    """Layer name -> arrays (inverse of write_layer_npz); raises on a missing, truncated or foreign file."""
     with np.load(path, allow_pickle=False) as data:
         out: dict[str, list[np.ndarray]] = {}
         for key in data.files:
@@ -147,7 +174,7 @@ def _read_npz(path: Path) -> dict[str, list[np.ndarray]]:
     return {layer: [a for _, a in sorted(items)] for layer, items in out.items()}
 
 
-def _write_npz_atomic(path: Path, weights: dict[str, list[np.ndarray]]) -> None:
+def write_layer_npz(path: Path, weights: dict[str, list[np.ndarray]]) -> None:
     # Write beside the target and rename, so a crash or a concurrent reader never sees half a file.
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f"{layer}/{i}": a for layer, ws in weights.items() for i, a in enumerate(ws)}

@@ -85,38 +85,82 @@ def lite_blocks(width: float, depth: float) -> list[Block]:
 
 
 def build_network(
-    width: float, depth: float, image_size: int, include_top: bool = False, name: str = "efficientnet_lite"
+    width: float,
+    depth: float,
+    image_size: int,
+    include_top: bool = False,
+    name: str = "efficientnet_lite",
+    stop_before: int | None = None,
 ) -> keras.Model:
-    """[N, S, S, 3] scaled pixels -> [N, h, w, 1280] features (or [N, 1000] logits with include_top)."""
-    import keras
-    from keras import layers
+    """[N, S, S, 3] scaled pixels -> [N, h, w, 1280] features (or [N, 1000] logits with include_top).
 
-    def conv_bn(x, filters: int, kernel: int, stride: int, prefix: str, relu: bool):
-        x = layers.Conv2D(filters, kernel, stride, padding="same", use_bias=False, name=f"{prefix}_conv")(x)
-        x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{prefix}_bn")(x)
-        return layers.ReLU(max_value=6.0, name=f"{prefix}_relu")(x) if relu else x
+    With `stop_before=k` the network ends at the input of block k (e.g. [N, 7, 7, 192] for lite0's
+    last block): the frozen bottom whose output a fine-tuned top (`build_top`) starts from."""
+    import keras
 
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = conv_bn(inputs, STEM_FILTERS, 3, 2, "stem", relu=True)
-    for i, block in enumerate(lite_blocks(width, depth)):
-        p = f"block{i}"
-        shortcut = x
-        if block.expand != 1:
-            x = conv_bn(x, block.filters_in * block.expand, 1, 1, f"{p}_expand", relu=True)
-        x = layers.DepthwiseConv2D(
-            block.kernel, block.stride, padding="same", use_bias=False, name=f"{p}_dw_conv"
-        )(x)
-        x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{p}_dw_bn")(x)
-        x = layers.ReLU(max_value=6.0, name=f"{p}_dw_relu")(x)
-        x = conv_bn(x, block.filters_out, 1, 1, f"{p}_project", relu=False)
-        if block.residual:
-            x = layers.Add(name=f"{p}_add")([x, shortcut])
-    x = conv_bn(x, HEAD_FILTERS, 1, 1, "head", relu=True)
+    x = _conv_bn(inputs, STEM_FILTERS, 3, 2, "stem", relu=True)
+    blocks = lite_blocks(width, depth)
+    last = len(blocks) if stop_before is None else stop_before
+    for i, block in enumerate(blocks[:last]):
+        x = _mbconv(x, block, f"block{i}")
+    if stop_before is None:
+        x = _head(x, include_top)
+    return keras.Model(inputs, x, name=name)
+
+
+def build_top(
+    width: float, depth: float, grid: int, first_block: int, include_top: bool = False, name: str = "top"
+) -> keras.Model:
+    """Blocks `first_block`.. and the head: [N, g, g, C_in] block input -> [N, g, g, 1280] features
+    (or [N, 1000] logits). Layer names match `build_network`'s, so the same weights load."""
+    import keras
+
+    blocks = lite_blocks(width, depth)
+    if not 0 < first_block < len(blocks):
+        raise ValueError(f"first_block must be in 1..{len(blocks) - 1}, not {first_block}")
+    inputs = keras.Input((grid, grid, blocks[first_block].filters_in), name="block_input")
+    x = inputs
+    for i in range(first_block, len(blocks)):
+        x = _mbconv(x, blocks[i], f"block{i}")
+    return keras.Model(inputs, _head(x, include_top), name=name)
+
+
+def _conv_bn(x, filters: int, kernel: int, stride: int, prefix: str, relu: bool):
+    from keras import layers
+
+    x = layers.Conv2D(filters, kernel, stride, padding="same", use_bias=False, name=f"{prefix}_conv")(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{prefix}_bn")(x)
+    return layers.ReLU(max_value=6.0, name=f"{prefix}_relu")(x) if relu else x
+
+
+def _mbconv(x, block: Block, p: str):
+    """One MBConv block: expand 1x1, depthwise, project 1x1, residual when the shape allows."""
+    from keras import layers
+
+    shortcut = x
+    if block.expand != 1:
+        x = _conv_bn(x, block.filters_in * block.expand, 1, 1, f"{p}_expand", relu=True)
+    x = layers.DepthwiseConv2D(
+        block.kernel, block.stride, padding="same", use_bias=False, name=f"{p}_dw_conv"
+    )(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{p}_dw_bn")(x)
+    x = layers.ReLU(max_value=6.0, name=f"{p}_dw_relu")(x)
+    x = _conv_bn(x, block.filters_out, 1, 1, f"{p}_project", relu=False)
+    if block.residual:
+        x = layers.Add(name=f"{p}_add")([x, shortcut])
+    return x
+
+
+def _head(x, include_top: bool):
+    from keras import layers
+
+    x = _conv_bn(x, HEAD_FILTERS, 1, 1, "head", relu=True)
     if include_top:
         # Dropout is a no-op at inference, so the classifier is just pool + FC (logits).
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = layers.Dense(NUM_CLASSES, name="predictions")(x)
-    return keras.Model(inputs, x, name=name)
+    return x
 
 
 def _bn(state: dict[str, np.ndarray], key: str) -> list[np.ndarray]:
