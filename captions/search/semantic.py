@@ -15,6 +15,7 @@ somewhat similar to any query).
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +38,8 @@ def embed_query(query: str) -> tuple[float, ...]:
     return tuple(float(x) for x in shared_embedder().embed([query])[0])
 
 
-def _vector_literal(vector: tuple[float, ...] | np.ndarray) -> str:
+def vector_literal(vector: Sequence[float] | np.ndarray) -> str:
+    """pgvector's text form of a vector, for a query parameter."""
     return "[" + ",".join(f"{x:.6g}" for x in vector) + "]"
 
 
@@ -53,7 +55,7 @@ def nearest(vector: tuple[float, ...], user_id: int | None, limit: int) -> tuple
     list best first, at most `limit` long and above its similarity floor. One statement for both (HNSW
     scans; the connection's hnsw.* settings let them go past the images the user cannot see)."""
     visible, params = visible_sql(user_id)
-    literal = _vector_literal(vector)
+    literal = vector_literal(vector)
     parts = []
     for column in ("caption_embedding", "visual_embedding"):
         parts.append(f"""
@@ -95,7 +97,7 @@ def by_tag(query: str, user_id: int | None, limit: int) -> list[Near]:
         FROM captions_imagetag t JOIN captions_image i ON i.id = t.image_id, q
         WHERE q.words::text <> '' AND to_tsvector('english', t.label) @@ q.words
           AND t.score >= %s AND {visible}
-          ORDER BY t.image_id, t.score DESC
+        ORDER BY t.image_id, t.score DESC
     """
     with connection.cursor() as cursor:
         cursor.execute(sql, [query, settings.IMGCAP_SEARCH_TAG_FLOOR, *params])

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from django.db import connection
 
 from captions.models import Image
-from captions.search.semantic import visible_sql
+from captions.search.semantic import vector_literal, visible_sql
 
 
 @dataclass(frozen=True)
@@ -19,22 +19,19 @@ class Similar:
 
 def similar_images(image: Image, user_id: int | None, limit: int) -> list[Similar]:
     """The nearest images to `image` (not itself), best first; none when it has no features yet."""
-    if not Image.objects.filter(pk=image.pk, features__isnull=False).exists():
+    mine = Image.objects.filter(pk=image.pk).values_list("features", "features_model_version_id").first()
+    if mine is None or mine[0] is None:
         return []  # not captioned yet, or by an encoder whose features are not stored
+    features, version = vector_literal(mine[0]), mine[1]
     visible, params = visible_sql(user_id)
-    # Scalar subqueries, not a join: the planner takes them as parameters, so the HNSW index serves
-    # the ORDER BY.
-    mine = "(SELECT {} FROM captions_image WHERE id = %s)"
-    features, version = mine.format("features"), mine.format("features_model_version_id")
     sql = f"""
-        SELECT i.id, 1 - (i.features <=> {features}) FROM captions_image i
-        WHERE i.features IS NOT NULL AND i.id <> %s AND i.features_model_version_id = {version}
-          AND {visible}
-        ORDER BY i.features <=> {features}
+        SELECT i.id, 1 - (i.features <=> %s::halfvec) FROM captions_image i
+        WHERE i.features IS NOT NULL AND i.id <> %s AND i.features_model_version_id = %s AND {visible}
+        ORDER BY i.features <=> %s::halfvec
         LIMIT %s
     """
     with connection.cursor() as cursor:
-        cursor.execute(sql, [image.pk, image.pk, image.pk, *params, image.pk, limit])
+        cursor.execute(sql, [features, image.pk, version, *params, features, limit])
         rows = cursor.fetchall()
     found = [Similar(int(i), float(s)) for i, s in rows]
     found.sort(key=lambda s: (-s.similarity, -s.image_id))  # iterative scans return them nearly sorted
