@@ -206,14 +206,20 @@ SEARCH_IMAGE_FIELDS = ("id", "file")
 SEARCH_CAPTION_FIELDS = ("id", "image", "text", "source", "rank", "model_version", "created_at")
 
 
+def slim_images(*fields: str) -> QuerySet[Image]:
+    """Images with only SEARCH_IMAGE_FIELDS (and `fields`) loaded, their captions prefetched with only
+    what choose_captions needs: search hits, similar images, the search vectors' upkeep."""
+    captions = Caption.objects.only(*SEARCH_CAPTION_FIELDS).order_by("rank", "-id")
+    return Image.objects.only(*SEARCH_IMAGE_FIELDS, *fields).prefetch_related(
+        Prefetch("captions", queryset=captions)
+    )
+
+
 def search(user, query: str) -> SearchResults:
     """Visible images whose captions match `query`, ranked, each with a highlighted snippet and the image's
     best caption (`hit.best`, as choose_captions picks it). Hits are slim: images carry only their id and
     file, captions only what choose_captions and a hit show (see SEARCH_*_FIELDS)."""
-    captions = Caption.objects.only(*SEARCH_CAPTION_FIELDS).order_by("rank", "-id")
-    images = Image.objects.only(*SEARCH_IMAGE_FIELDS).prefetch_related(
-        Prefetch("captions", queryset=captions)
-    )
+    images = slim_images()
     active: list[ModelVersion | None] = []  # looked up once, and only when a page has hits
 
     def best_caption(image: Image) -> Caption | None:
@@ -245,12 +251,7 @@ def similar_images(user, image: Image, limit: int = 12) -> list[SimilarImage]:
     near = similar.similar_images(image, user_id, limit)
     if not near:
         return []
-    captions = Caption.objects.only(*SEARCH_CAPTION_FIELDS).order_by("rank", "-id")
-    found = (
-        Image.objects.only(*SEARCH_IMAGE_FIELDS, "near_duplicate_of")
-        .prefetch_related(Prefetch("captions", queryset=captions))
-        .in_bulk([n.image_id for n in near])
-    )
+    found = slim_images("near_duplicate_of").in_bulk([n.image_id for n in near])
     active = active_model_version()
     copies = {image.near_duplicate_of_id} | {
         pk for pk, im in found.items() if im.near_duplicate_of_id == image.pk

@@ -11,10 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from django.db.models import Prefetch
-
 from captions.models import Caption, Image
-from captions.selectors import active_model_version, choose_captions
+from captions.selectors import active_model_version, choose_captions, slim_images
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +25,7 @@ def embed_shown_captions(image_ids: Iterable[int], *, force: bool = False) -> in
     ids = list(image_ids)
     if not ids:
         return 0
-    captions = Caption.objects.only("id", "image", "text", "source", "rank", "model_version", "created_at")
-    images = Image.objects.only("id", "embedded_caption").prefetch_related(
-        Prefetch("captions", queryset=captions.order_by("rank", "-id"))
-    )
+    images = slim_images("embedded_caption")
     active = active_model_version()
     stale: list[tuple[Image, Caption]] = []
     for image in images.filter(pk__in=ids):
