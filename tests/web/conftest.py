@@ -130,6 +130,16 @@ def make_image(media_root, photo):
     return make
 
 
+@pytest.fixture(autouse=True)
+def fresh_spelling_vocabulary() -> Iterator[None]:
+    """Typo correction caches the captions' words per process: each test starts from its own captions."""
+    from captions.search import spelling
+
+    spelling.forget_vocabulary()
+    yield
+    spelling.forget_vocabulary()
+
+
 def _save_captions(
     image,
     version,

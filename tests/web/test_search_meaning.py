@@ -9,20 +9,12 @@ from django.core.management import call_command
 
 from captions import selectors
 from captions.models import Image
-from captions.search import spelling
 from captions.services.images import add_human_caption, set_visibility
 from ml.text_embedding import shared_embedder
 
 pytestmark = pytest.mark.django_db
 
 SEARCH = "/api/v1/search/"
-
-
-@pytest.fixture(autouse=True)
-def fresh_vocabulary():
-    spelling.forget_vocabulary()  # each test has its own captions
-    yield
-    spelling.forget_vocabulary()
 
 
 @pytest.fixture
