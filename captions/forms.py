@@ -102,5 +102,5 @@ class GalleryFilterForm(forms.Form):
             "batch": data.get("batch"),
             "mine": show == "mine",
             "visibility": Image.Visibility.PUBLIC if show == "public" else None,
-            "tag": (data.get("tag") or "").strip().lower() or None,
+            "tag": data.get("tag") or None,
         }

@@ -202,7 +202,6 @@ def _store_analyses(version: ModelVersion, analyses: dict[int, ImageAnalysis], b
         # Other encoders' features have another size: those images get no "similar images".
         image.features = features if features is not None and len(features) == IMAGE_FEATURE_DIM else None
         image.visual_embedding = analysis.image_embedding
-        image.caption_embedding, image.embedded_caption_id = None, None
         fields = ["features", "visual_embedding", "features_model_version"]
         if pk not in shown_by_people and analysis.caption_embedding is not None and pk in best:
             image.caption_embedding, image.embedded_caption_id = analysis.caption_embedding, best[pk]

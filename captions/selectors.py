@@ -103,6 +103,7 @@ def list_images(
         )
     if mine:
         images = images.filter(owner=user) if user is not None and user.is_authenticated else images.none()
+    tag = (tag or "").strip().lower()  # labels are stored lower case (ml/encoders/imagenet_labels.txt)
     if tag:
         images = images.filter(pk__in=ImageTag.objects.filter(label=tag).values("image_id"))
     return with_captions(images).order_by("-created_at", "-id")

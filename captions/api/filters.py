@@ -51,7 +51,7 @@ class ImageFilterSerializer(serializers.Serializer):
             "mine": data.get("owner") == "me" or data.get("mine", False),
             "visibility": data.get("visibility"),
             "ids": data.get("ids"),
-            "tag": (data.get("tag") or "").strip().lower() or None,
+            "tag": data.get("tag"),
         }
 
 

@@ -26,8 +26,7 @@ _cache: dict[str, object] = {"words": None, "at": 0.0}
 @dataclass(frozen=True)
 class Correction:
     query: str  # what to search for
-    original: str  # what was typed
-    changed: bool
+    changed: bool  # whether that differs from what was typed
 
 
 def vocabulary() -> dict[str, int]:
@@ -71,7 +70,7 @@ def correct(query: str) -> Correction:
     one edit away for words up to 5 letters, two for longer ones; ties go to the more common word."""
     words = vocabulary()
     if not words:
-        return Correction(query, query, False)
+        return Correction(query, False)
 
     def fix(match: re.Match) -> str:
         typed = match.group(0)
@@ -88,4 +87,4 @@ def correct(query: str) -> Correction:
         return best[0]
 
     fixed = _WORD.sub(fix, query)
-    return Correction(fixed, query, fixed != query)
+    return Correction(fixed, fixed != query)
