@@ -12,6 +12,7 @@ Django with the same variables (`setup_django`) to migrate, make users and read 
 
 from __future__ import annotations
 
+import functools
 import http.client
 import os
 import signal
@@ -113,8 +114,10 @@ def tagged_jpeg(data: bytes, tag: str) -> bytes:
 # --- services: Postgres, Redis ---------------------------------------------------------------------------
 
 
+@functools.cache
 def pg_host() -> str:
-    """The benchmarks' Postgres: IMGCAP_BENCH_PG_HOST, else the embedded server's socket folder."""
+    """The benchmarks' Postgres: IMGCAP_BENCH_PG_HOST, else the embedded server's socket folder (started
+    or joined once per process, not at every connection)."""
     configured = os.environ.get("IMGCAP_BENCH_PG_HOST")
     if configured:
         return configured
