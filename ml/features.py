@@ -82,9 +82,13 @@ class FeatureCache:
         return out, failed
 
     def _save(self, key: str, array: np.ndarray) -> None:
-        target = self._file(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fp:
-            np.save(fp, array)
-        os.replace(tmp, target)
+        save_npy_atomic(self._file(key), array)
+
+
+def save_npy_atomic(target: Path, array: np.ndarray) -> None:
+    """np.save beside `target`, then a rename: a crash or a concurrent reader never sees half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as fp:
+        np.save(fp, array)
+    os.replace(tmp, target)

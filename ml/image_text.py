@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +72,7 @@ def embed_texts_cached(texts: Sequence[str], progress: bool = True) -> np.ndarra
     texts), so that a long run resumes and every experiment embeds each caption once."""
     from tqdm import tqdm
 
+    from ml.features import save_npy_atomic
     from ml.text_embedding import DIMENSIONS, shared_embedder
 
     root = cache_dir() / "text_embeddings"
@@ -87,10 +87,7 @@ def embed_texts_cached(texts: Sequence[str], progress: bool = True) -> np.ndarra
             vectors = np.load(path)
         except (OSError, ValueError):
             vectors = shared_embedder().embed(chunk)
-            fd, tmp = tempfile.mkstemp(dir=root, suffix=".tmp")
-            with os.fdopen(fd, "wb") as fp:
-                np.save(fp, vectors)
-            os.replace(tmp, path)
+            save_npy_atomic(path, vectors)
         out[start : start + len(chunk)] = vectors
         bar.update(len(chunk))
     bar.close()
