@@ -201,6 +201,9 @@ def bench_env(*, db_name: str, redis_db: int, work_dir: Path, **extra: str) -> d
         "IMGCAP_MEDIA_ROOT": str(work_dir / "media"),
         "IMGCAP_LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
+        # One client sends thousands of requests on purpose: the capacity is measured, not the limits.
+        **{f"IMGCAP_THROTTLE_{scope}": "" for scope in ("UPLOAD", "BATCH", "RECAPTION", "SEARCH")},
+        "IMGCAP_USER_QUEUE_IMAGES": "0",
         **{k: str(v) for k, v in extra.items()},
     }
 

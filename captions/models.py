@@ -142,6 +142,12 @@ class Image(models.Model):
         constraints = [models.UniqueConstraint(fields=["owner", "sha256"], name="image_sha256_per_owner")]
         indexes = [
             models.Index(fields=["status", "created_at"], name="image_status_created"),
+            # Claiming in turns across owners (captions/queue.py: _in_turn) reads only this.
+            models.Index(
+                fields=["owner", "created_at", "id"],
+                name="image_pending_owner",
+                condition=models.Q(status="pending"),
+            ),
             models.Index(fields=["owner", "-created_at"], name="image_owner_created"),
             models.Index(fields=["visibility", "-created_at"], name="image_visibility_created"),
             models.Index(fields=["sha256"], name="image_sha256"),

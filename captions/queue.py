@@ -15,7 +15,7 @@ from datetime import timedelta
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.template.defaultfilters import pluralize
 from django.utils import timezone
@@ -72,32 +72,23 @@ def enqueue_captioning(image_ids: Sequence[int]) -> None:
     transaction.on_commit(send)
 
 
-def claim_images(*, limit: int, first: Sequence[int] = ()) -> list[Image]:
-    """Atomically take up to `limit` pending images for captioning (ids in `first` first, then oldest).
+def claim_images(*, limit: int) -> list[Image]:
+    """Atomically take up to `limit` pending images for captioning, fairly across owners: each owner's
+    oldest first, owners taking turns, so one person's 10,000 uploads do not hold back another's one.
 
     Rows locked by another worker are skipped (SKIP LOCKED), so concurrent workers never share an image.
     """
     if limit <= 0:
         return []
-    first_ids = [int(i) for i in first]
     with transaction.atomic():
         pending = Image.objects.select_for_update(skip_locked=True).filter(status=Image.Status.PENDING)
-        ids: list[int] = []
-        if first_ids:
-            ids = list(
-                pending.filter(id__in=first_ids)
-                .order_by("created_at", "id")
-                .values_list("id", flat=True)[:limit]
-            )
-            # Keep the order the caller asked for.
-            wanted = {image_id: pos for pos, image_id in enumerate(first_ids)}
-            ids.sort(key=wanted.__getitem__)
-        if len(ids) < limit:
-            ids += list(
-                pending.exclude(id__in=ids)
-                .order_by("created_at", "id")
-                .values_list("id", flat=True)[: limit - len(ids)]
-            )
+        # A few more candidates than wanted: another worker may hold some of them this moment.
+        candidates = _in_turn(limit * 4)
+        locked = set(pending.filter(id__in=candidates).values_list("id", flat=True))
+        ids = [i for i in candidates if i in locked][:limit]
+        if not ids and candidates:
+            # Every candidate was taken meanwhile: whatever is left, oldest first.
+            ids = list(pending.order_by("created_at", "id").values_list("id", flat=True)[:limit])
         if not ids:
             return []
         now = timezone.now()
@@ -111,6 +102,23 @@ def claim_images(*, limit: int, first: Sequence[int] = ()) -> list[Image]:
         )
         by_id = Image.objects.in_bulk(ids)
     return [by_id[i] for i in ids if i in by_id]
+
+
+def _in_turn(limit: int) -> list[int]:
+    """Ids of pending images in claiming order: every owner's oldest, then every owner's second... (on
+    the partial index image_pending_owner)."""
+    table = Image._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""SELECT id FROM (
+                    SELECT id, created_at,
+                           row_number() OVER (PARTITION BY owner_id ORDER BY created_at, id) AS turn
+                    FROM {table} WHERE status = %s
+                ) AS ranked
+                ORDER BY turn, created_at, id LIMIT %s""",
+            [Image.Status.PENDING, limit],
+        )
+        return [row[0] for row in cursor.fetchall()]
 
 
 def store_captions(

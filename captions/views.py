@@ -25,6 +25,7 @@ from captions.services.images import (
     set_visibility,
 )
 from captions.services.intake import create_batch
+from captions.throttles import BATCH, RECAPTION, SEARCH, throttle_page
 
 PAGE_SIZE = 24
 
@@ -59,6 +60,7 @@ def gallery(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@throttle_page(BATCH)
 def upload(request: HttpRequest) -> HttpResponse:
     form = UploadForm(request.POST, request.FILES) if request.method == "POST" else UploadForm()
     if request.method == "POST" and form.is_valid():
@@ -116,6 +118,7 @@ def image_caption(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
+@throttle_page(RECAPTION)
 def image_recaption(request: HttpRequest, pk: int) -> HttpResponse:
     image = selectors.get_own_image(request.user, pk)
     try:
@@ -150,6 +153,7 @@ def image_delete(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "captions/image_delete.html", {"image": image})
 
 
+@throttle_page(SEARCH, methods=("GET",))
 def search(request: HttpRequest) -> HttpResponse:
     query = request.GET.get("q", "").replace("\x00", "").strip()  # Postgres refuses NUL in a query
     page = _page(request, selectors.search(request.user, query), per_page=20) if query else None

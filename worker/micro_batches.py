@@ -1,9 +1,10 @@
 """The micro-batcher: claim pending images for a short while, caption them in one model call.
 
-A task names the images it was sent for, but claims whatever is pending (its own ids first), so
-uploads that arrive within IMGCAP_MICRO_BATCH_WAIT_MS share one encoder/decoder pass. Claiming is
-`select_for_update(skip_locked)` in `queue.claim_images`: a task sent for ids another task has
-already claimed finds nothing and returns, which makes duplicate sends and reaper re-sends harmless.
+A task names the images it was sent for, but claims whatever is pending, in turns across owners
+(`queue.claim_images`: a message only wakes a worker), so uploads that arrive within
+IMGCAP_MICRO_BATCH_WAIT_MS share one encoder/decoder pass and no owner's backlog holds back another's.
+Claiming is `select_for_update(skip_locked)`: a task sent for ids another task has already claimed
+finds nothing and returns, which makes duplicate sends and reaper re-sends harmless.
 """
 
 from __future__ import annotations
@@ -71,17 +72,15 @@ def _images(n: int) -> str:
     return f"{n} image{pluralize(n)}"
 
 
-def claim_micro_batch(
-    first: Sequence[int] = (), *, max_images: int | None = None, wait_ms: int | None = None
-) -> list[Image]:
-    """Claim up to max_images pending images, `first` before others.
+def claim_micro_batch(*, max_images: int | None = None, wait_ms: int | None = None) -> list[Image]:
+    """Claim up to max_images pending images (in turns across owners).
 
     When the first claim finds some but fewer than max_images, keep claiming newly pending ones until
     wait_ms have passed since it or the micro-batch is full. Finding none at all returns at once.
     """
     max_images = settings.IMGCAP_MICRO_BATCH_MAX if max_images is None else max_images
     wait_ms = settings.IMGCAP_MICRO_BATCH_WAIT_MS if wait_ms is None else wait_ms
-    images = list(queue.claim_images(limit=max_images, first=list(first)))
+    images = list(queue.claim_images(limit=max_images))
     if not images:
         return images
     deadline = time.monotonic() + wait_ms / 1000
@@ -94,7 +93,7 @@ def claim_micro_batch(
     return images
 
 
-def caption_pending(first: Sequence[int] = (), *, captioner: Captioner | None = None) -> MicroBatchReport:
+def caption_pending(*, captioner: Captioner | None = None) -> MicroBatchReport:
     """The caption_images task: claim a micro-batch (see claim_micro_batch) and caption it in one call.
 
     The model is loaded before anything is claimed, so a model that cannot load leaves images pending.
@@ -102,7 +101,7 @@ def caption_pending(first: Sequence[int] = (), *, captioner: Captioner | None = 
     captioner = captioner if captioner is not None else runtime.get_captioner()
     # Before claiming: a database that is away here leaves every image pending (the task retries).
     version = runtime.register_model_version(captioner)
-    images = claim_micro_batch(first)
+    images = claim_micro_batch()
     if not images:
         return MicroBatchReport()
     return caption_micro_batch(images, captioner, version)

@@ -29,7 +29,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         rejected = getattr(exc, "rejected", None)
         if rejected:
             body["rejected"] = [r.as_dict() for r in rejected]
-        return Response({"error": body}, status=exc.status)
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return Response({"error": body}, status=exc.status, headers=headers)
 
     if isinstance(exc, SuspiciousOperation):
         # Django's own request limits (DATA_UPLOAD_MAX_*), raised while DRF parses the body.

@@ -33,6 +33,7 @@ from captions.services.images import (
     set_visibility,
 )
 from captions.services.intake import create_batch, upload_file
+from captions.throttles import BATCH, RECAPTION, SEARCH, UPLOAD
 
 
 def _query(name: str, description: str, required: bool = False) -> OpenApiParameter:
@@ -65,6 +66,7 @@ class ImageListView(generics.GenericAPIView):
 
     serializer_class = s.ImageSerializer
     parser_classes = [MultiPartParser, FormParser]
+    throttle_scopes = {"POST": UPLOAD}
 
     def get_serializer_class(self):
         if self.request is not None and self.request.method == "POST":
@@ -145,6 +147,7 @@ class ImageRecaptionView(generics.GenericAPIView):
 
     serializer_class = s.ImageSerializer
     permission_classes = [IsAuthenticated]
+    throttle_scopes = {"POST": RECAPTION}
 
     @extend_schema(request=None, responses={202: s.ImageSerializer})
     def post(self, request: Request, pk: int) -> Response:
@@ -209,6 +212,7 @@ class BatchListView(generics.GenericAPIView):
 
     serializer_class = s.BatchSerializer
     parser_classes = [MultiPartParser, FormParser, JSONParser]
+    throttle_scopes = {"POST": BATCH}
 
     def get_serializer_class(self):
         if self.request is not None and self.request.method == "POST":
@@ -275,6 +279,7 @@ class SearchView(generics.GenericAPIView):
 
     serializer_class = s.SearchHitSerializer
     pagination_class = SearchPagination
+    throttle_scopes = {"GET": SEARCH}
 
     @extend_schema(
         parameters=[

@@ -7,16 +7,18 @@ class RejectedInput(Exception):  # noqa: N818 -- the name is fixed by the platfo
     """Input the platform refuses: bad, unsafe or too large. Never a server fault.
 
     `code` is a short machine-readable string (e.g. "archive_too_many_files"), `message` a sentence a
-    person can act on, and `status` the HTTP status the API should answer with (400, 413, 415 or 422).
+    person can act on, and `status` the HTTP status the API should answer with (400, 413, 415 or 422;
+    403 or 429 for a quota). `retry_after` (seconds) is sent as Retry-After when waiting would help.
     """
 
-    def __init__(self, code: str, message: str, *, status: int = 400) -> None:
+    def __init__(self, code: str, message: str, *, status: int = 400, retry_after: int | None = None) -> None:
         if not 400 <= status < 500:
             raise ValueError(f"RejectedInput is a client error; status {status} is not 4xx")
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
+        self.retry_after = retry_after
 
     def __repr__(self) -> str:
         return f"RejectedInput(code={self.code!r}, status={self.status}, message={self.message!r})"

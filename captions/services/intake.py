@@ -30,6 +30,7 @@ from captions.models import Batch, BatchItem, Image
 from captions.queue import enqueue_captioning
 from captions.services.files import cleanup_new_files_on_error, store_file
 from captions.services.images import check_visibility
+from captions.services.quotas import check_quotas
 
 _URL_FETCH_THREADS = 8
 
@@ -106,10 +107,10 @@ def upload_image(
     check_visibility(visibility)
     with _rejections_listed_in(batch, file.name):
         info = _inspect(file)
-    position = BatchItem.objects.filter(batch=batch).count() if batch is not None else 0
-    [result] = _consume(
-        owner=owner, checked=[(file, info)], visibility=visibility, batch=batch, position=position
-    )
+        position = BatchItem.objects.filter(batch=batch).count() if batch is not None else 0
+        [result] = _consume(
+            owner=owner, checked=[(file, info)], visibility=visibility, batch=batch, position=position
+        )
     enqueue_captioning(_new_ids([result]))
     return result
 
@@ -258,18 +259,23 @@ def _consume(
     with cleanup_new_files_on_error() as new_files, transaction.atomic():
         hashes = [hashlib.sha256(item.data).hexdigest() for item, _ in checked]
         known = {image.sha256: image for image in Image.objects.filter(owner=owner, sha256__in=set(hashes))}
-        fresh: dict[str, Image] = {}
-        for (item, info), sha in zip(checked, hashes, strict=True):
-            if sha not in known and sha not in fresh:
-                fresh[sha] = _new_image(
-                    owner=owner,
-                    item=item,
-                    info=info,
-                    sha=sha,
-                    file_name=store_file(sha, info.extension, item.data, new_files),
-                    visibility=visibility,
-                    batch=batch,
-                )
+        new: dict[str, tuple[IncomingFile, ImageInfo]] = {}
+        for pair, sha in zip(checked, hashes, strict=True):
+            if sha not in known:
+                new.setdefault(sha, pair)
+        check_quotas(owner, images=len(new), size=sum(len(item.data) for item, _ in new.values()))
+        fresh = {
+            sha: _new_image(
+                owner=owner,
+                item=item,
+                info=info,
+                sha=sha,
+                file_name=store_file(sha, info.extension, item.data, new_files),
+                visibility=visibility,
+                batch=batch,
+            )
+            for sha, (item, info) in new.items()
+        }
         try:
             with transaction.atomic():
                 created = {image.sha256: image for image in Image.objects.bulk_create(list(fresh.values()))}

@@ -5,7 +5,10 @@ local.py (manage.py's default), test.py (pytest's) and production.py refine this
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
+
+from csp.constants import NONE, SELF, UNSAFE_INLINE
 
 from imgcap_site import queues
 from imgcap_site.settings.broker import FILESYSTEM_BROKER_URL, filesystem_broker
@@ -18,6 +21,9 @@ VAR_DIR = Path(env.str("IMGCAP_VAR_DIR", default=str(REPO_DIR / "var")))
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="insecure-dev-key-only-for-local-use-change-me")
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+# Reverse proxies in front of the web server that append X-Forwarded-For (and set X-Forwarded-Proto).
+# 0: clients talk to gunicorn directly, and those headers, which anyone can send, are ignored.
+TRUSTED_PROXIES = env.int("IMGCAP_TRUSTED_PROXIES", default=0)
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
@@ -32,6 +38,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's files served from here: the docs work offline
+    "axes",  # failed sign-ins: lockouts per account and per address (django-axes)
     "captions",
 ]
 
@@ -47,9 +54,28 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Turns a locked-out sign-in into its 429 page (django-axes).
+    "axes.middleware.AxesMiddleware",
     # Last, so that it sees a view's exception first: a database it cannot reach is a 503.
     "captions.middleware.DatabaseUnavailableMiddleware",
 ]
+
+# Content-Security-Policy on every response (django-csp): scripts only from this site (the pages' and
+# Swagger UI's are files, none inline), no plugins, no framing, forms post here. Inline styles stay
+# allowed: the templates size the photo frame and space a few elements with style attributes.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, UNSAFE_INLINE],
+        "img-src": [SELF, "data:", "blob:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 ROOT_URLCONF = "imgcap_site.urls"
 WSGI_APPLICATION = "imgcap_site.wsgi.application"
@@ -81,6 +107,21 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# Sign-in attempts go through django-axes first: IMGCAP_LOGIN_FAILURE_LIMIT wrong passwords in a row
+# lock that account, and separately that client address, for IMGCAP_LOGIN_LOCKOUT_MINUTES (the site's
+# form and the admin alike; a right password during the lockout is refused too).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("IMGCAP_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("IMGCAP_LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "locked_out.html"
+AXES_VERBOSE = False
+AXES_CLIENT_IP_CALLABLE = "captions.throttles.client_address"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TZ", default="UTC")
@@ -178,9 +219,14 @@ REST_FRAMEWORK = {
     ],
     # Anonymous clients may read public images; everything else needs a user.
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
+    # JSON only, also to a browser: DRF's browsable pages do not fit these views (they need querysets)
+    # and errors stay JSON under /api/ in every mode. People browse the API at /api/v1/docs/.
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "captions.api.pagination.PagePagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "captions.api.errors.api_exception_handler",
+    # Each view names the scope of its costly methods (captions/throttles.py); the rates are below.
+    "DEFAULT_THROTTLE_CLASSES": ["captions.throttles.ScopedThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 # OpenAPI 3 at /api/v1/schema/ and as Swagger UI at /api/v1/docs/ (drf-spectacular).
@@ -198,6 +244,35 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
+
+# --- request rates and quotas ------------------------------------------------------------------------
+# Per user (anonymous: per address), "N/second|minute|hour|day"; empty turns a scope off. An upload
+# is one image; a batch is up to IMGCAP_MAX_BATCH_FILES of them (captions/throttles.py).
+IMGCAP_THROTTLE_RATES = {
+    "upload": env.str("IMGCAP_THROTTLE_UPLOAD", default="300/minute"),
+    "batch": env.str("IMGCAP_THROTTLE_BATCH", default="30/minute"),
+    "recaption": env.str("IMGCAP_THROTTLE_RECAPTION", default="120/minute"),
+    "search": env.str("IMGCAP_THROTTLE_SEARCH", default="300/minute"),
+}
+# What one user may keep and have waiting (0: no limit): the bytes of their stored images, and their
+# images not yet captioned (pending or processing). Checked where every upload is stored.
+IMGCAP_USER_STORAGE_BYTES = env.int("IMGCAP_USER_STORAGE_BYTES", default=50 * 1024**3)
+IMGCAP_USER_QUEUE_IMAGES = env.int("IMGCAP_USER_QUEUE_IMAGES", default=20_000)
+
+# The shared cache (request counts): IMGCAP_CACHE_URL (django-environ's cache URLs, e.g.
+# redis://host:6379/2), else the broker's Redis, else a folder of the embedded platform.
+_CACHE_URL = env.str("IMGCAP_CACHE_URL", default="")
+if not _CACHE_URL and env.str("CELERY_BROKER_URL", default="").startswith(("redis://", "rediss://")):
+    _CACHE_URL = env.str("CELERY_BROKER_URL")
+CACHES = {
+    "default": env.cache_url_config(_CACHE_URL)
+    if _CACHE_URL
+    else {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": str(VAR_DIR / "cache"),
+    }
+}
+CACHES["default"]["KEY_PREFIX"] = "imgcap"
 
 # --- Celery (see imgcap_site/celery.py; worker/ holds the tasks) ------------------------------------
 _BROKER_URL = env.str("CELERY_BROKER_URL", default=None)
@@ -224,5 +299,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("IMGCAP_LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    # django-axes logs every failed sign-in at INFO; lockouts are WARNINGs.
+    "loggers": {"django.db.backends": {"level": "INFO"}, "axes": {"level": "WARNING"}},
 }

@@ -1,14 +1,12 @@
-"""Development on one machine: DEBUG on, the embedded Postgres and the filesystem broker unless env
-says otherwise."""
+"""One machine (`make run`, manage.py's default): the embedded Postgres and the filesystem broker unless
+env says otherwise. DEBUG stays off and only local host names are answered (DJANGO_DEBUG=true and
+DJANGO_ALLOWED_HOSTS for development on a network): Django's debug pages show settings, paths and SQL,
+and a forged Host header would reach every absolute URL."""
 
 from imgcap_site.embedded_postgres import embedded_database_url
 from imgcap_site.settings.base import *  # noqa: F403
 from imgcap_site.settings.base import DATABASES, MEDIA_ROOT, VAR_DIR
-from imgcap_site.settings.env import database, env
-
-DEBUG = env.bool("DJANGO_DEBUG", default=True)
-# A developer's machine or a compose network (containers reach the web service by its name): any host.
-ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["*"])
+from imgcap_site.settings.env import database
 
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 MEDIA_ROOT.mkdir(parents=True, exist_ok=True)

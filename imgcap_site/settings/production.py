@@ -2,7 +2,8 @@
 
 Required env: DJANGO_SECRET_KEY, DJANGO_ALLOWED_HOSTS (comma-separated), DATABASE_URL, CELERY_BROKER_URL.
 Optional: DJANGO_CSRF_TRUSTED_ORIGINS, IMGCAP_STATIC_ROOT, IMGCAP_MEDIA_ROOT,
-DJANGO_SECURE_SSL_REDIRECT (default on), DJANGO_HSTS_SECONDS (default 0 = off until you have HTTPS for good).
+DJANGO_SECURE_SSL_REDIRECT (default on), DJANGO_HSTS_SECONDS (default a year; 0 = off),
+IMGCAP_TRUSTED_PROXIES (reverse proxies in front that set X-Forwarded-For/-Proto; default 0).
 
 Static files: `manage.py collectstatic` must have run (the Dockerfile does it): WhiteNoise serves the
 collected, content-hashed and gzipped copies from IMGCAP_STATIC_ROOT, with gunicorn and DEBUG off.
@@ -17,7 +18,7 @@ visibility-checking media view.
 from django.core.exceptions import ImproperlyConfigured
 
 from imgcap_site.settings.base import *  # noqa: F403
-from imgcap_site.settings.base import DATABASES, MIDDLEWARE
+from imgcap_site.settings.base import DATABASES, MIDDLEWARE, TRUSTED_PROXIES
 from imgcap_site.settings.env import env
 
 DEBUG = False
@@ -36,8 +37,12 @@ CSRF_COOKIE_SECURE = True
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
 # Health checks and Prometheus scrapes come over plain HTTP from inside the deployment.
 SECURE_REDIRECT_EXEMPT = [r"^api/v1/health/$", r"^metrics$"]
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=0)
+# X-Forwarded-Proto is believed only from a proxy the operator put in front (IMGCAP_TRUSTED_PROXIES):
+# sent by a client straight to gunicorn it would make a plain-HTTP request count as HTTPS.
+if TRUSTED_PROXIES:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Browsers heed HSTS only over HTTPS, which this setup redirects to; set 0 where it is not for good.
+SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=365 * 24 * 3600)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"

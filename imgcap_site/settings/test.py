@@ -3,7 +3,7 @@ DATABASE_URL names another, files under var/test."""
 
 from imgcap_site.embedded_postgres import embedded_database_url
 from imgcap_site.settings.base import *  # noqa: F403
-from imgcap_site.settings.base import VAR_DIR
+from imgcap_site.settings.base import CACHES, VAR_DIR
 from imgcap_site.settings.broker import FILESYSTEM_BROKER_URL, filesystem_broker
 from imgcap_site.settings.env import database, env
 
@@ -18,6 +18,8 @@ TEST_DIR = VAR_DIR / "test"
 DATABASE_URL = env.str("DATABASE_URL", default="") or embedded_database_url(TEST_DIR / "postgres", "test")
 DATABASES = {"default": database(DATABASE_URL)}
 MEDIA_ROOT = TEST_DIR / "media"
+if CACHES["default"]["BACKEND"].endswith("FileBasedCache"):
+    CACHES["default"]["LOCATION"] = str(TEST_DIR / "cache")
 STATIC_ROOT = TEST_DIR / "static"
 
 if not env.str("CELERY_BROKER_URL", default=None):

@@ -140,6 +140,15 @@ def fresh_spelling_vocabulary() -> Iterator[None]:
     spelling.forget_vocabulary()
 
 
+@pytest.fixture(autouse=True)
+def fresh_request_counts() -> Iterator[None]:
+    """Request rates (captions/throttles.py) count in the shared cache: each test starts uncounted."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
 def _save_captions(
     image,
     version,

@@ -251,7 +251,8 @@ def test_idempotency_key_returns_the_same_batch(api, photo, queued_ids, django_c
 def test_batch_status_counts_and_visibility(api, other_api, user, photo, model_version, save_captions):
     result = create_batch(owner=user, files=[IncomingFile(f"{i}.jpg", photo()) for i in range(4)])
     images = [item.image for item in result.batch.items.order_by("position")]
-    claimed = queue.claim_images(limit=2, first=[images[0].pk, images[1].pk])
+    claimed = queue.claim_images(limit=2)
+    assert [im.pk for im in claimed] == [im.pk for im in images[:2]]  # the oldest two: items 0 and 1
     save_captions(claimed[0], model_version, ["a dog runs"])
     queue.mark_failed(image=claimed[1], error="broken")
 

@@ -152,3 +152,19 @@ def test_malformed_api_parameters_are_never_a_500(api, path):
 )
 def test_malformed_page_parameters_are_never_a_500(alice, path):
     assert alice.get(path).status_code in (200, 404)
+
+
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/images/", "/api/v1/batches/", "/api/v1/search/?q=dog", "/api/v1/models/"]
+)
+def test_a_browser_opening_the_api_gets_json_not_a_500(alice, path):
+    response = alice.get(path, HTTP_ACCEPT=BROWSER_ACCEPT)
+    assert response.status_code == 200 and response["Content-Type"] == "application/json"
+
+
+def test_api_errors_are_json_for_a_browser_too(alice):
+    response = alice.get("/api/v1/images/999999/", HTTP_ACCEPT=BROWSER_ACCEPT)
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"

@@ -101,6 +101,8 @@ def page(context):
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    # The site's Content-Security-Policy is enforced: anything of ours it blocks fails the module.
+    page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
     page.js_errors = errors
     yield page
     assert not errors, f"JavaScript errors: {errors}"
@@ -205,7 +207,7 @@ def test_sign_in_drop_photos_see_captions_search_attention_and_edit(page, platfo
     rejected.wait_for()
     assert "notes.jpg: this is not an image we can read" in rejected.inner_text()
     page.wait_for_function(
-        "document.querySelectorAll('.upload-row[data-status=\"done\"] .caption a').length === 3",
+        "() => document.querySelectorAll('.upload-row[data-status=\"done\"] .caption a').length === 3",
         timeout=WAIT_MS,
     )
     assert page.evaluate("window.sameDocument") is True  # the captions came without a reload
@@ -281,11 +283,11 @@ def test_sign_in_drop_photos_see_captions_search_attention_and_edit(page, platfo
     # Play steps through the sentence on its own.
     page.mouse.move(0, 0)
     page.click("#play")
-    page.wait_for_function("document.querySelector('#attention').dataset.word !== undefined")
+    page.wait_for_function("() => document.querySelector('#attention').dataset.word !== undefined")
     first_word = page.locator("#attention").get_attribute("data-word")
     if words.count() > 1:
         page.wait_for_function(
-            f"document.querySelector('#attention').dataset.word !== {json.dumps(first_word)}"
+            f"() => document.querySelector('#attention').dataset.word !== {json.dumps(first_word)}"
         )
     page.click("#play")  # stop
     assert page.locator("#play").get_attribute("aria-pressed") == "false"

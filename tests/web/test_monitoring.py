@@ -56,7 +56,7 @@ def test_worker_figures_count_each_micro_batch(settings, tiny_run, tiny_captione
         value("imgcap_worker_micro_batch_images_count"),
     )
     images = [make_image(user) for _ in range(2)]
-    report = micro_batches.caption_pending(first=[im.pk for im in images], captioner=tiny_captioner)
+    report = micro_batches.caption_pending(captioner=tiny_captioner)
     assert sorted(report.done) == sorted(im.pk for im in images)
     assert value("imgcap_worker_images_total", outcome="done") == before[0] + 2
     assert value("imgcap_worker_micro_batch_images_count") == before[1] + 1

@@ -37,18 +37,31 @@ def test_queueing_on_the_filesystem_broker_logs_no_kombu_warning(
     assert [r.getMessage() for r in caplog.records if r.name.startswith("kombu")] == []
 
 
-def test_claim_takes_the_requested_ids_first_then_the_oldest(user, make_image):
+def test_claim_takes_the_oldest_first_and_only_pending_images(user, make_image):
     a, b, c, d = (make_image(user) for _ in range(4))
-    claimed = queue.claim_images(limit=3, first=[c.pk])
-    assert [i.pk for i in claimed] == [c.pk, a.pk, b.pk]
+    claimed = queue.claim_images(limit=3)
+    assert [i.pk for i in claimed] == [a.pk, b.pk, c.pk]
     for image in claimed:
         assert image.status == "processing"
         assert image.attempts == 1
         assert image.processing_started_at is not None
     assert Image.objects.get(pk=d.pk).status == "pending"
     # Only pending images are taken: a second claim gets what is left.
-    assert [i.pk for i in queue.claim_images(limit=10, first=[a.pk])] == [d.pk]
+    assert [i.pk for i in queue.claim_images(limit=10)] == [d.pk]
     assert queue.claim_images(limit=10) == []
+
+
+def test_owners_take_turns_so_a_big_backlog_does_not_hold_back_anothers_upload(
+    user, django_user_model, make_image
+):
+    other = django_user_model.objects.create_user(username="late", password="pw-late-123")
+    backlog = [make_image(user) for _ in range(6)]
+    late = make_image(other)  # after all six of the first owner's
+
+    first = queue.claim_images(limit=2)
+    # One of each owner, oldest first: the late owner's only image does not wait for the six.
+    assert [i.pk for i in first] == [backlog[0].pk, late.pk]
+    assert [i.pk for i in queue.claim_images(limit=10)] == [im.pk for im in backlog[1:]]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -70,7 +83,7 @@ def test_claim_skips_rows_another_transaction_has_locked(user, make_image, queue
     thread.start()
     try:
         assert holding.wait(10)
-        claimed = queue.claim_images(limit=10, first=[locked.pk])
+        claimed = queue.claim_images(limit=10)
         assert [i.pk for i in claimed] == [free.pk]
     finally:
         release.set()

@@ -68,10 +68,10 @@ def upload(owner, path: Path, data: bytes | None = None) -> Image:
 
 def test_batch_stores_n_best_with_ranks_words_and_attention(tiny_settings, tiny_captioner, owner, tiny_run):
     images = [upload(owner, p) for p in photos(3)]
-    report = micro_batches.caption_pending(first=[images[2].pk], captioner=tiny_captioner)
+    report = micro_batches.caption_pending(captioner=tiny_captioner)
 
-    # One model call for the three, the named image first.
-    assert report.claimed[0] == images[2].pk
+    # One model call for the three, oldest first.
+    assert report.claimed == [im.pk for im in images]
     assert sorted(report.claimed) == sorted(im.pk for im in images)
     assert sorted(report.done) == sorted(report.claimed) and report.failed == []
 
@@ -108,19 +108,19 @@ def test_batch_stores_n_best_with_ranks_words_and_attention(tiny_settings, tiny_
 def test_n_best_setting_limits_candidates(tiny_settings, tiny_captioner, owner):
     tiny_settings.IMGCAP_N_BEST = 1
     image = upload(owner, photos(1)[0])
-    micro_batches.caption_pending(first=[image.pk], captioner=tiny_captioner)
+    micro_batches.caption_pending(captioner=tiny_captioner)
     assert list(image.captions.values_list("rank", flat=True)) == [0]
 
 
 def test_claims_respect_batch_max_and_each_image_is_claimed_once(tiny_settings, owner):
     images = [upload(owner, p) for p in photos(5)]
     ids = [im.pk for im in images]
-    first = micro_batches.claim_micro_batch([ids[4], ids[3]], max_images=2, wait_ms=0)
-    assert [im.pk for im in first] == [ids[4], ids[3]]
-    # 4 is taken: this claim gets the others, oldest first.
-    second = micro_batches.claim_micro_batch([ids[4]], max_images=8, wait_ms=0)
-    assert [im.pk for im in second] == ids[:3]
-    assert micro_batches.claim_micro_batch(ids, max_images=8, wait_ms=0) == []
+    first = micro_batches.claim_micro_batch(max_images=2, wait_ms=0)
+    assert [im.pk for im in first] == ids[:2]
+    # Those are taken: this claim gets the others, oldest first.
+    second = micro_batches.claim_micro_batch(max_images=8, wait_ms=0)
+    assert [im.pk for im in second] == ids[2:]
+    assert micro_batches.claim_micro_batch(max_images=8, wait_ms=0) == []
     for image in Image.objects.filter(pk__in=ids):
         assert image.status == Image.Status.PROCESSING
         assert image.attempts == 1 and image.processing_started_at is not None
@@ -129,25 +129,23 @@ def test_claims_respect_batch_max_and_each_image_is_claimed_once(tiny_settings, 
 def test_partial_batch_waits_for_more_but_empty_claim_returns_at_once(tiny_settings, owner):
     image = upload(owner, photos(1)[0])
     started = time.monotonic()
-    got = micro_batches.claim_micro_batch([image.pk], max_images=4, wait_ms=300)
+    got = micro_batches.claim_micro_batch(max_images=4, wait_ms=300)
     waited = time.monotonic() - started
     assert [im.pk for im in got] == [image.pk]
     assert 0.3 <= waited < 3
 
     started = time.monotonic()
-    assert micro_batches.claim_micro_batch([image.pk], max_images=4, wait_ms=5000) == []
+    assert micro_batches.claim_micro_batch(max_images=4, wait_ms=5000) == []
     assert time.monotonic() - started < 1
 
 
 def test_task_for_images_already_captioned_does_nothing(tiny_settings, tiny_captioner, owner):
     images = [upload(owner, p) for p in photos(2)]
     ids = [im.pk for im in images]
-    micro_batches.caption_pending(first=ids, captioner=tiny_captioner)
+    micro_batches.caption_pending(captioner=tiny_captioner)
     before = list(Caption.objects.filter(image_id__in=ids).order_by("id").values_list("id", flat=True))
 
-    again = micro_batches.caption_pending(
-        first=ids, captioner=tiny_captioner
-    )  # a duplicate or re-sent message
+    again = micro_batches.caption_pending(captioner=tiny_captioner)  # a duplicate or re-sent message
     assert again.claimed == []
     after = list(Caption.objects.filter(image_id__in=ids).order_by("id").values_list("id", flat=True))
     assert after == before
@@ -155,12 +153,12 @@ def test_task_for_images_already_captioned_does_nothing(tiny_settings, tiny_capt
 
 def test_recaption_replaces_that_models_captions_and_keeps_human_ones(tiny_settings, tiny_captioner, owner):
     image = upload(owner, photos(1)[0])
-    micro_batches.caption_pending(first=[image.pk], captioner=tiny_captioner)
+    micro_batches.caption_pending(captioner=tiny_captioner)
     model_count = image.captions.filter(source=Caption.Source.MODEL).count()
     add_human_caption(image=image, text="a person wrote this", author=owner)
 
     recaption_image(image=image)
-    report = micro_batches.caption_pending(first=[image.pk], captioner=tiny_captioner)
+    report = micro_batches.caption_pending(captioner=tiny_captioner)
     assert report.done == [image.pk]
     image.refresh_from_db()
     assert image.status == Image.Status.DONE and image.attempts == 1
@@ -175,7 +173,7 @@ def test_damaged_and_missing_files_fail_alone_and_retry_works(tiny_settings, tin
     Path(damaged.file.path).write_bytes(damaged_bytes[:600])  # passed validation, broke on disk later
     Path(missing.file.path).unlink()
 
-    report = micro_batches.caption_pending(first=[good.pk, damaged.pk, missing.pk], captioner=tiny_captioner)
+    report = micro_batches.caption_pending(captioner=tiny_captioner)
     assert report.done == [good.pk]
     assert sorted(report.failed) == sorted([damaged.pk, missing.pk])
     # The missing file never reached the model; the damaged one did (and failed there).
@@ -205,15 +203,15 @@ def test_damaged_and_missing_files_fail_alone_and_retry_works(tiny_settings, tin
 
 def test_the_batch_log_line_says_what_happened(tiny_settings, tiny_captioner, owner, caplog):
     caplog.set_level(logging.INFO, logger="worker.micro_batches")
-    one = upload(owner, photos(1)[0])
-    report = micro_batches.caption_pending(first=[one.pk], captioner=tiny_captioner)
+    upload(owner, photos(1)[0])
+    report = micro_batches.caption_pending(captioner=tiny_captioner)
     assert report.summary().startswith(
         "imgcap micro-batch: 1 image in one model call, 1 captioned, 0 failed, "
     )
 
     lost = upload(owner, photos(2)[1])
     Path(lost.file.path).unlink()
-    report = micro_batches.caption_pending(first=[lost.pk], captioner=tiny_captioner)
+    report = micro_batches.caption_pending(captioner=tiny_captioner)
     assert report.failed == [lost.pk] and report.model_inputs == 0
     line = "imgcap micro-batch: 1 image claimed, none readable, no model call, 0 captioned, 1 failed, "
     assert report.summary().startswith(line)
@@ -223,7 +221,7 @@ def test_the_batch_log_line_says_what_happened(tiny_settings, tiny_captioner, ow
 def test_a_model_call_that_raises_fails_the_whole_batch(tiny_settings, tiny_captioner, owner):
     tiny_settings.IMGCAP_BEAM_SIZE = 0  # the captioner refuses it: a real error from inside the model call
     images = [upload(owner, p) for p in photos(2)]
-    report = micro_batches.caption_pending(first=[im.pk for im in images], captioner=tiny_captioner)
+    report = micro_batches.caption_pending(captioner=tiny_captioner)
     assert sorted(report.failed) == sorted(im.pk for im in images) and report.done == []
     for image in images:
         image.refresh_from_db()
@@ -245,7 +243,8 @@ def test_a_result_that_cannot_be_stored_fails_alone(tiny_settings, tiny_captione
     from ml.captioner import Candidate, CaptionResult
 
     images = [upload(owner, p) for p in photos(3)]
-    claimed = queue.claim_images(limit=3, first=[im.pk for im in images])
+    claimed = queue.claim_images(limit=3)
+    assert [im.pk for im in claimed] == [im.pk for im in images]
     results = tiny_captioner.caption([im.file.path for im in claimed], n_best=2)
     broken = results[1].candidates[0]
     # Attention of the wrong rank cannot be encoded: storing the batch at once fails, each is stored alone.
@@ -272,7 +271,7 @@ def test_captions_computed_while_the_database_is_away_are_stored_once_it_is_back
     tiny_settings, tiny_captioner, owner, database_outage
 ):
     images = [upload(owner, p) for p in photos(2)]
-    claimed = queue.claim_images(limit=2, first=[im.pk for im in images])
+    claimed = queue.claim_images(limit=2)
     results = tiny_captioner.caption([im.file.path for im in claimed])
     version = runtime.register_model_version(tiny_captioner)
     report = micro_batches.MicroBatchReport(claimed=[im.pk for im in claimed])
@@ -292,11 +291,11 @@ def test_a_database_away_never_fails_an_image(tiny_settings, tiny_captioner, own
     images = [upload(owner, p) for p in photos(2)]
     database_outage.start()
     with pytest.raises(OperationalError):  # the task retries (worker/tasks.py); nothing is marked
-        micro_batches.caption_pending(first=[im.pk for im in images], captioner=tiny_captioner)
+        micro_batches.caption_pending(captioner=tiny_captioner)
     database_outage.end()
 
     assert set(Image.objects.values_list("status", flat=True)) == {"pending"}
-    report = micro_batches.caption_pending(first=[im.pk for im in images], captioner=tiny_captioner)
+    report = micro_batches.caption_pending(captioner=tiny_captioner)
     assert sorted(report.done) == sorted(im.pk for im in images)
 
 
@@ -308,7 +307,7 @@ def test_a_claim_stays_its_workers_while_its_heartbeat_runs(tiny_settings, owner
 
     tiny_settings.IMGCAP_HEARTBEAT_S = 0.1
     image = upload(owner, photos(1)[0])
-    assert [im.pk for im in queue.claim_images(limit=1, first=[image.pk])] == [image.pk]
+    assert [im.pk for im in queue.claim_images(limit=1)] == [image.pk]
     a_minute_ago = timezone.now() - timedelta(seconds=60)
     Image.objects.filter(pk=image.pk).update(heartbeat_at=a_minute_ago)
     with micro_batches.Heartbeat([image.pk]):
