@@ -4,7 +4,7 @@ Pure Python (standard library and Pillow, no Django), so the web layer can call 
 tested alone. Every refusal is a `RejectedInput` carrying a code, a message and an HTTP status.
 """
 
-from .archives import extract_archive, is_os_junk, safe_member_name
+from .archives import extract_archive, is_os_junk, safe_member_name, strip_unsafe_chars
 from .errors import RejectedInput
 from .images import ALLOWED_FORMATS, ImageInfo, inspect_image
 from .urls import FetchedFile, fetch_url, is_forbidden_address, is_metadata_address
@@ -21,4 +21,5 @@ __all__ = [
     "is_forbidden_address",
     "is_metadata_address",
     "safe_member_name",
+    "strip_unsafe_chars",
 ]

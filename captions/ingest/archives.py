@@ -50,7 +50,14 @@ def is_os_junk(path: str) -> bool:
 RATIO_FLOOR_BYTES = 1 << 20
 _CHUNK = 1 << 16
 _DRIVE = re.compile(r"^[A-Za-z]:")
-_UNSAFE_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# Control characters, and the bidirectional controls that make "gpj.exe" of "exe.jpg" on screen
+# (U+202E RIGHT-TO-LEFT OVERRIDE and its kin): never kept in a file name.
+_UNSAFE_NAME_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def strip_unsafe_chars(name: str) -> str:
+    """`name` without control or bidirectional-control characters."""
+    return _UNSAFE_NAME_CHARS.sub("", name)
 
 
 def extract_archive(
@@ -116,7 +123,7 @@ def extract_archive(
 
 def safe_member_name(path: str) -> str:
     """The base name of a member path, without control characters, at most 200 characters."""
-    base = _UNSAFE_NAME_CHARS.sub("", path.rstrip("/").rsplit("/", 1)[-1]).strip()
+    base = strip_unsafe_chars(path.rstrip("/").rsplit("/", 1)[-1]).strip()
     if len(base) > 200:
         stem, dot, ext = base.rpartition(".")
         base = (stem[: 200 - len(ext) - 1] + dot + ext) if dot and len(ext) <= 10 else base[:200]

@@ -24,7 +24,14 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 
 from captions.duplicates import near_duplicates
-from captions.ingest import ImageInfo, RejectedInput, extract_archive, fetch_url, inspect_image
+from captions.ingest import (
+    ImageInfo,
+    RejectedInput,
+    extract_archive,
+    fetch_url,
+    inspect_image,
+    strip_unsafe_chars,
+)
 from captions.ingest.errors import human_sizes
 from captions.models import Batch, BatchItem, Image
 from captions.queue import enqueue_captioning
@@ -305,7 +312,7 @@ def _consume(
                     image=image,
                     position=position + offset,
                     duplicate=sha not in created,
-                    name=item.name[-255:],
+                    name=strip_unsafe_chars(item.name)[-255:],
                 )
             )
         if batch is not None:
@@ -427,7 +434,7 @@ def _new_image(
         owner=owner,
         file=file_name,
         sha256=sha,
-        original_name=(item.name or "")[-255:],
+        original_name=strip_unsafe_chars(item.name or "")[-255:],
         width=info.width,
         height=info.height,
         format=info.format,

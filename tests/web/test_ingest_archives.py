@@ -110,6 +110,9 @@ def test_safe_member_name():
     long_name = "x" * 300 + ".jpeg"
     assert safe_member_name(long_name) == "x" * 195 + ".jpeg"  # 200 characters, extension kept
     assert safe_member_name("\x01") == "file"
+    # A right-to-left override shows "invoice\u202egpj.exe" as "invoiceexe.jpg": the controls go.
+    assert safe_member_name("invoice\u202egpj.exe") == "invoicegpj.exe"
+    assert safe_member_name("a\u2066b\u2069\u200fc\x85.jpg") == "abc.jpg"
 
 
 # --- not a usable ZIP -------------------------------------------------------------------------

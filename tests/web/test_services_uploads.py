@@ -277,3 +277,8 @@ def test_a_batch_racing_another_upload_of_the_same_bytes_keeps_theirs(user, phot
     ]
     assert Image.objects.filter(owner=user).count() == 2
     assert items[1].image_id in queued_ids() and queued_ids().count(other["id"]) == 1  # never queued twice
+
+
+def test_bidirectional_controls_never_reach_a_stored_name(user, photo, media_root):
+    result = upload_image(owner=user, file=IncomingFile("holiday\u202egpj.exe", photo()))
+    assert result.image.original_name == "holidaygpj.exe"
