@@ -65,6 +65,10 @@ class VisibilityForm(forms.Form):
     visibility = forms.ChoiceField(choices=Image.Visibility.choices)
 
 
+class LocationForm(forms.Form):
+    share_location = forms.BooleanField(required=False)
+
+
 class GalleryFilterForm(forms.Form):
     """The gallery's filters; unknown values fall back to "any" instead of failing the page."""
 

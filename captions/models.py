@@ -98,6 +98,8 @@ class Image(models.Model):
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     error = models.TextField(blank=True, default="")
     visibility = models.CharField(max_length=10, choices=Visibility.choices, default=Visibility.PRIVATE)
+    # Off: the file served to anyone but the owner has its EXIF GPS position removed (captions/location.py).
+    share_location = models.BooleanField(default=False)
     # The batch that first brought this image (Batch.images also lists it in later batches).
     batch = models.ForeignKey(
         Batch, null=True, blank=True, on_delete=models.SET_NULL, related_name="origin_images"

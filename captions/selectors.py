@@ -138,7 +138,9 @@ def get_image_by_file(user, name: str) -> Image:
     """The visible image stored as media file `name` (Http404 otherwise): what the media view serves."""
     if "\x00" in name:  # no stored name has one, and Postgres refuses it in a query
         raise Http404("no such file")
-    image = visible_images(user).filter(file=name).order_by("id").first()
+    visible = visible_images(user).filter(file=name).order_by("id")
+    # The same bytes may be several owners' images: a user's own comes first (it is served whole).
+    image = (visible.filter(owner=user).first() if user.is_authenticated else None) or visible.first()
     if image is None:
         raise Http404("no such file")
     return image

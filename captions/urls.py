@@ -13,6 +13,7 @@ urlpatterns = [
     path("images/<int:pk>/caption/", views.image_caption, name="image-caption"),
     path("images/<int:pk>/recaption/", views.image_recaption, name="image-recaption"),
     path("images/<int:pk>/visibility/", views.image_visibility, name="image-visibility"),
+    path("images/<int:pk>/location/", views.image_location, name="image-location"),
     path("images/<int:pk>/delete/", views.image_delete, name="image-delete"),
     path("search/", views.search, name="search"),
     path("batches/", views.batch_list, name="batches"),

@@ -14,7 +14,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from captions import selectors
-from captions.forms import CaptionForm, GalleryFilterForm, UploadForm, VisibilityForm
+from captions.forms import CaptionForm, GalleryFilterForm, LocationForm, UploadForm, VisibilityForm
 from captions.ingest import RejectedInput
 from captions.services.accounts import regenerate_api_token
 from captions.services.images import (
@@ -22,6 +22,7 @@ from captions.services.images import (
     delete_image,
     recaption_image,
     retry_image,
+    set_share_location,
     set_visibility,
 )
 from captions.services.intake import create_batch
@@ -140,6 +141,18 @@ def image_visibility(request: HttpRequest, pk: int) -> HttpResponse:
     if form.is_valid():
         set_visibility(image=image, visibility=form.cleaned_data["visibility"])
         messages.success(request, f"The image is now {image.visibility}.")
+    return redirect("captions:image", pk=pk)
+
+
+@login_required
+@require_POST
+def image_location(request: HttpRequest, pk: int) -> HttpResponse:
+    image = selectors.get_own_image(request.user, pk)
+    form = LocationForm(request.POST)
+    if form.is_valid():
+        set_share_location(image=image, share=form.cleaned_data["share_location"])
+        shared = "is shared" if image.share_location else "is kept to you"
+        messages.success(request, f"Where the photo was taken {shared}.")
     return redirect("captions:image", pk=pk)
 
 

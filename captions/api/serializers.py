@@ -34,10 +34,13 @@ class ImagePatchSerializer(serializers.Serializer):
         required=False, allow_blank=True, help_text="A caption written by a person; model captions are kept."
     )
     visibility = serializers.ChoiceField(choices=Image.Visibility.choices, required=False)
+    share_location = serializers.BooleanField(
+        required=False, help_text="Let others see where the photo was taken (its EXIF GPS position)."
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if not attrs:
-            raise serializers.ValidationError('send "caption" and/or "visibility"')
+            raise serializers.ValidationError('send "caption", "visibility" and/or "share_location"')
         return attrs
 
 
@@ -124,6 +127,10 @@ class ImageSerializer(serializers.ModelSerializer):
         help_text="Your image this one is a near copy of (resized, re-encoded or rotated), found when it "
         "came in; shown to the owner only."
     )
+    share_location = serializers.SerializerMethodField(
+        help_text="Whether others get the photo's EXIF GPS position (removed from their copy when "
+        "false); shown to the owner only."
+    )
     urls = serializers.SerializerMethodField()
 
     class Meta:
@@ -133,6 +140,7 @@ class ImageSerializer(serializers.ModelSerializer):
             "status",
             "error",
             "visibility",
+            "share_location",
             "owner",
             "original_name",
             "width",
@@ -177,10 +185,15 @@ class ImageSerializer(serializers.ModelSerializer):
     def get_tags(self, image: Image) -> list[dict[str, Any]]:
         return [{"label": t.label, "score": round(t.score, 4)} for t in image.tags.all()]
 
-    def get_near_duplicate_of(self, image: Image) -> int | None:
+    def _mine(self, image: Image) -> bool:
         request = self.context.get("request")
-        mine = request is not None and request.user.is_authenticated and request.user.pk == image.owner_id
-        return image.near_duplicate_of_id if mine else None
+        return request is not None and request.user.is_authenticated and request.user.pk == image.owner_id
+
+    def get_near_duplicate_of(self, image: Image) -> int | None:
+        return image.near_duplicate_of_id if self._mine(image) else None
+
+    def get_share_location(self, image: Image) -> bool | None:
+        return image.share_location if self._mine(image) else None
 
     def get_urls(self, image: Image) -> dict[str, str]:
         return image_urls(self.context.get("request"), image)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mimetypes
 
 from django.core.files.storage import default_storage
-from django.http import FileResponse, Http404, HttpResponseRedirect, StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -25,11 +25,13 @@ from captions.api.filters import ExportFilterSerializer, ImageFilterSerializer, 
 from captions.api.pagination import SearchPagination
 from captions.exports import CONTENT_TYPES, export_rows, render_rows
 from captions.ingest import RejectedInput
+from captions.location import without_location
 from captions.services.images import (
     add_human_caption,
     delete_image,
     recaption_image,
     retry_image,
+    set_share_location,
     set_visibility,
 )
 from captions.services.intake import create_batch, upload_file
@@ -132,6 +134,8 @@ class ImageDetailView(generics.GenericAPIView):
         form.is_valid(raise_exception=True)
         if "visibility" in form.validated_data:
             set_visibility(image=image, visibility=form.validated_data["visibility"])
+        if "share_location" in form.validated_data:
+            set_share_location(image=image, share=form.validated_data["share_location"])
         if "caption" in form.validated_data:
             add_human_caption(image=image, text=form.validated_data["caption"], author=request.user)
         return self._show(request, pk)
@@ -382,14 +386,20 @@ class MediaView(APIView):
     renderer_classes = [JSONRenderer]
     content_negotiation_class = _FirstRenderer
 
-    def get(self, request: Request, name: str) -> FileResponse:
+    def get(self, request: Request, name: str) -> HttpResponse:
         image = selectors.get_image_by_file(request.user, name)
         try:
             handle = default_storage.open(image.file.name, "rb")
         except FileNotFoundError:
             raise Http404("file missing") from None
         content_type = mimetypes.guess_type(image.file.name)[0] or "application/octet-stream"
-        response = FileResponse(handle, content_type=content_type)
+        if image.owner_id != request.user.pk and not image.share_location:
+            # Anyone but the owner gets the photo without where it was taken (captions/location.py).
+            with handle:
+                data = handle.read()
+            response = HttpResponse(without_location(data) or data, content_type=content_type)
+        else:
+            response = FileResponse(handle, content_type=content_type)
         # Content-addressed, so it never changes; private because visibility can.
         response["Cache-Control"] = "private, max-age=86400"
         response["X-Content-Type-Options"] = "nosniff"

@@ -120,6 +120,14 @@ def delete_image(*, image: Image) -> None:
         transaction.on_commit(lambda: delete_file_if_unused(name))
 
 
+def set_share_location(*, image: Image, share: bool) -> Image:
+    """Whether people other than the owner get the photo's GPS position (captions/location.py)."""
+    if image.share_location != share:
+        image.share_location = share
+        image.save(update_fields=["share_location", "updated_at"])
+    return image
+
+
 def set_visibility(*, image: Image, visibility: str) -> Image:
     check_visibility(visibility)
     if image.visibility != visibility:
