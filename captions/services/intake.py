@@ -13,6 +13,7 @@ stored for rejected input. New images are queued for captioning (captions/queue.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -157,6 +158,13 @@ def create_batch(
     limit = settings.IMGCAP_MAX_BATCH_FILES
     if len(files) + len(urls) > limit:
         raise _too_many(len(files) + len(urls), limit)
+    if len(urls) > settings.IMGCAP_MAX_BATCH_URLS:
+        raise RejectedInput(
+            "too_many_urls",
+            f"{len(urls)} URLs; a batch may fetch at most {settings.IMGCAP_MAX_BATCH_URLS}: split them",
+            status=413,
+        )
+    _check_batch_bytes(files)
     rejected: list[Rejection] = []
     items: list[IncomingFile] = []
     for file in files:
@@ -336,6 +344,17 @@ def _new_ids(results: Sequence[UploadResult]) -> list[int]:
     return [r.image.pk for r in results if r.created]
 
 
+def _check_batch_bytes(files: Sequence[IncomingFile | UploadedFile]) -> None:
+    """Refuse a batch whose files add up to more than IMGCAP_MAX_BATCH_BYTES, before any is read."""
+    total = sum((f.size if isinstance(f, UploadedFile) else len(f.data)) or 0 for f in files)
+    limit = settings.IMGCAP_MAX_BATCH_BYTES
+    if total > limit:
+        size, allowed = human_sizes(total, limit)
+        raise RejectedInput(
+            "batch_too_large", f"the files add up to {size}, over a batch's {allowed}: split them", status=413
+        )
+
+
 def _too_many(count: int, limit: int) -> RejectedInput:
     return RejectedInput("too_many_files", f"a batch takes at most {limit} images; got {count}", status=413)
 
@@ -366,11 +385,21 @@ def _fetch_all(urls: Sequence[str]) -> tuple[list[IncomingFile], list[Rejection]
     if not urls:
         return [], []
 
+    # One deadline for all of them: a batch of slow URLs cannot hold a web worker for long.
+    deadline = time.monotonic() + settings.IMGCAP_URL_BATCH_DEADLINE_S
+
     def fetch(url: str) -> IncomingFile | Rejection:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            message = (
+                f"{url}: not fetched, the batch's URLs took over {settings.IMGCAP_URL_BATCH_DEADLINE_S:g} "
+                "seconds in all; send it again (the images already fetched are kept) or in smaller batches"
+            )
+            return Rejection(str(url), "url_batch_deadline", message, 400)
         try:
             got = fetch_url(
                 str(url),
-                timeout=settings.IMGCAP_URL_TIMEOUT_S,
+                timeout=min(settings.IMGCAP_URL_TIMEOUT_S, left),
                 max_bytes=settings.IMGCAP_MAX_UPLOAD_BYTES,
                 max_redirects=settings.IMGCAP_URL_MAX_REDIRECTS,
                 allow_private=settings.IMGCAP_URL_ALLOW_PRIVATE,

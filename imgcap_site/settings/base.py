@@ -193,6 +193,11 @@ IMGCAP_SPELLING_CACHE_S = env.int("IMGCAP_SPELLING_CACHE_S", default=300)
 IMGCAP_MAX_UPLOAD_BYTES = env.int("IMGCAP_MAX_UPLOAD_BYTES", default=20 * 1024 * 1024)
 IMGCAP_MAX_PIXELS = env.int("IMGCAP_MAX_PIXELS", default=40_000_000)
 IMGCAP_MAX_BATCH_FILES = env.int("IMGCAP_MAX_BATCH_FILES", default=500)
+# A batch's files together (checked on their sizes before any is read), and its URLs: at most this
+# many, all fetched within IMGCAP_URL_BATCH_DEADLINE_S (the rest are listed as not fetched).
+IMGCAP_MAX_BATCH_BYTES = env.int("IMGCAP_MAX_BATCH_BYTES", default=256 * 1024 * 1024)
+IMGCAP_MAX_BATCH_URLS = env.int("IMGCAP_MAX_BATCH_URLS", default=100)
+IMGCAP_URL_BATCH_DEADLINE_S = env.float("IMGCAP_URL_BATCH_DEADLINE_S", default=30.0)
 IMGCAP_ARCHIVE_MAX_FILES = env.int("IMGCAP_ARCHIVE_MAX_FILES", default=500)
 IMGCAP_ARCHIVE_MAX_BYTES = env.int("IMGCAP_ARCHIVE_MAX_BYTES", default=512 * 1024 * 1024)
 # A whole request to any route other than the one-image upload (a batch of files, a zip archive):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import threading
+import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -39,7 +40,9 @@ def photo_server(photo):
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            body = served.get(self.path)
+            if self.path.startswith("/slow"):  # a photo that takes 2 s to start coming
+                time.sleep(2)
+            body = served.get(self.path.split("?")[0].replace("/slow", ""))
             if body is None:
                 self.send_error(404)
                 return
@@ -181,6 +184,38 @@ def test_urls_are_fetched(api, photo_server, settings):
     body = response.json()
     assert sorted(i["name"] for i in body["items"]) == ["a.jpg", "b.jpg"]
     assert [r["name"] for r in body["rejected"]] == [f"{photo_server}/gone.jpg"]
+
+
+def test_urls_share_one_deadline_so_slow_ones_cannot_hold_the_request(api, photo_server, settings):
+    settings.IMGCAP_URL_ALLOW_PRIVATE = True
+    settings.IMGCAP_URL_BATCH_DEADLINE_S = 1.0
+    slow = [f"{photo_server}/slow/a.jpg?{i}" for i in range(12)]  # 8 fetched at a time
+    started = time.monotonic()
+    response = api.post(BATCHES, {"urls": [f"{photo_server}/a.jpg", *slow]}, format="json")
+    assert time.monotonic() - started < 4  # not 12 x 2 s, nor 2 rounds of the per-URL timeout
+    assert response.status_code == 202
+    body = response.json()
+    assert [i["name"] for i in body["items"]] == ["a.jpg"]
+    codes = {r["code"] for r in body["rejected"]}
+    assert len(body["rejected"]) == 12 and "url_batch_deadline" in codes <= {
+        "url_timeout",
+        "url_batch_deadline",
+    }
+
+
+def test_too_many_urls_or_bytes_in_one_batch_is_a_413_before_anything_is_read(api, photo, settings):
+    settings.IMGCAP_MAX_BATCH_URLS = 2
+    urls = [f"https://example.org/{i}.jpg" for i in range(3)]
+    refused = api.post(BATCHES, {"urls": urls}, format="json")
+    assert refused.status_code == 413 and refused.json()["error"]["code"] == "too_many_urls"
+
+    data = photo()
+    settings.IMGCAP_MAX_BATCH_BYTES = 2 * len(data) - 1
+    files_ = [SimpleUploadedFile(f"{i}.jpg", data) for i in range(2)]
+    refused = api.post(BATCHES, {"images": files_}, format="multipart")
+    assert refused.status_code == 413 and refused.json()["error"]["code"] == "batch_too_large"
+    assert "split them" in refused.json()["error"]["message"]
+    assert Batch.objects.count() == 0 and Image.objects.count() == 0
 
 
 @pytest.mark.parametrize(
