@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.request import Request
 
@@ -13,8 +14,14 @@ from captions.ingest import RejectedInput
 from captions.models import Caption, Image
 
 MAX_IDS = 200
+MAX_ID = 2**63 - 1  # ids are Postgres bigints: a larger number names nothing
 
 
+def _id_field(help_text: str) -> serializers.IntegerField:
+    return serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID, help_text=help_text)
+
+
+@extend_schema_field({"type": "string", "pattern": "^[0-9]+(,[0-9]+)*$", "example": "3,1,2"})
 class IdListField(serializers.CharField):
     """`3,1,2`: at most MAX_IDS image ids, so that a page can follow many uploads in one request."""
 
@@ -33,7 +40,7 @@ class ImageFilterSerializer(serializers.Serializer):
     status = serializers.ChoiceField(
         choices=Image.Status.values, required=False, help_text="only images in this state"
     )
-    batch = serializers.IntegerField(required=False, help_text="only images of this batch (id)")
+    batch = _id_field("only images of this batch (id)")
     owner = serializers.ChoiceField(choices=["me"], required=False, help_text='"me": only your own images')
     mine = serializers.BooleanField(required=False, help_text="true: only your own images (as owner=me)")
     visibility = serializers.ChoiceField(choices=Image.Visibility.values, required=False)
@@ -56,7 +63,7 @@ class ImageFilterSerializer(serializers.Serializer):
 
 
 class ExportFilterSerializer(serializers.Serializer):
-    batch = serializers.IntegerField(required=False, help_text="only images of this batch (id)")
+    batch = _id_field("only images of this batch (id)")
     status = serializers.ChoiceField(
         choices=Image.Status.values, required=False, help_text="only images in this state"
     )
