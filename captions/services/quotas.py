@@ -14,7 +14,7 @@ from captions.ingest import RejectedInput
 from captions.ingest.errors import human_bytes
 from captions.models import Image
 
-QUEUE_RETRY_AFTER_S = 60  # the queue drains at captions a second: a minute frees room for most uploads
+QUEUE_RETRY_AFTER_S = 60  # workers caption a few images a second: in a minute there is room again
 
 
 def check_quotas(owner, *, images: int, size: int) -> None:
