@@ -279,7 +279,7 @@ CACHES = {
     if _CACHE_URL
     else {
         "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-        "LOCATION": str(VAR_DIR / "cache"),
+        "LOCATION": str(VAR_DIR / "django-cache"),  # not ml's IMGCAP_CACHE_DIR
     }
 }
 CACHES["default"]["KEY_PREFIX"] = "imgcap"

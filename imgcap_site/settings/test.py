@@ -19,7 +19,7 @@ DATABASE_URL = env.str("DATABASE_URL", default="") or embedded_database_url(TEST
 DATABASES = {"default": database(DATABASE_URL)}
 MEDIA_ROOT = TEST_DIR / "media"
 if CACHES["default"]["BACKEND"].endswith("FileBasedCache"):
-    CACHES["default"]["LOCATION"] = str(TEST_DIR / "cache")
+    CACHES["default"]["LOCATION"] = str(TEST_DIR / "django-cache")
 STATIC_ROOT = TEST_DIR / "static"
 
 if not env.str("CELERY_BROKER_URL", default=None):
