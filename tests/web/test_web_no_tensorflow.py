@@ -43,7 +43,7 @@ PROBE = textwrap.dedent(
 
     get_resolver().url_patterns  # the whole URLconf, API and admin included
     login = reverse("login")
-    response = Client().get(login)
+    response = Client(HTTP_HOST="localhost").get(login)  # a host every settings module allows
     print(json.dumps({
         "tensorflow": sorted(m for m in sys.modules if m == "tensorflow" or m.startswith("tensorflow.")),
         "ml.captioner": "ml.captioner" in sys.modules,
