@@ -15,8 +15,9 @@ from datetime import timedelta
 
 import numpy as np
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db import transaction
+from django.db.models import F, Q, Window
+from django.db.models.functions import RowNumber
 from django.template.defaultfilters import pluralize
 from django.utils import timezone
 
@@ -107,18 +108,9 @@ def claim_images(*, limit: int) -> list[Image]:
 def _in_turn(limit: int) -> list[int]:
     """Ids of pending images in claiming order: every owner's oldest, then every owner's second... (on
     the partial index image_pending_owner)."""
-    table = Image._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""SELECT id FROM (
-                    SELECT id, created_at,
-                           row_number() OVER (PARTITION BY owner_id ORDER BY created_at, id) AS turn
-                    FROM {table} WHERE status = %s
-                ) AS ranked
-                ORDER BY turn, created_at, id LIMIT %s""",
-            [Image.Status.PENDING, limit],
-        )
-        return [row[0] for row in cursor.fetchall()]
+    turn = Window(RowNumber(), partition_by=[F("owner_id")], order_by=[F("created_at"), F("id")])
+    pending = Image.objects.filter(status=Image.Status.PENDING).annotate(turn=turn)
+    return list(pending.order_by("turn", "created_at", "id").values_list("id", flat=True)[:limit])
 
 
 def store_captions(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Prefetch, Q, QuerySet, prefetch_related_objects
+from django.db.models import Case, Count, Prefetch, Q, QuerySet, When, prefetch_related_objects
 from django.http import Http404
 from rest_framework.authtoken.models import Token
 
@@ -138,9 +138,9 @@ def get_image_by_file(user, name: str) -> Image:
     """The visible image stored as media file `name` (Http404 otherwise): what the media view serves."""
     if "\x00" in name:  # no stored name has one, and Postgres refuses it in a query
         raise Http404("no such file")
-    visible = visible_images(user).filter(file=name).order_by("id")
     # The same bytes may be several owners' images: a user's own comes first (it is served whole).
-    image = (visible.filter(owner=user).first() if user.is_authenticated else None) or visible.first()
+    own_first = Case(When(owner_id=user.pk, then=0), default=1)
+    image = visible_images(user).filter(file=name).order_by(own_first, "id").first()
     if image is None:
         raise Http404("no such file")
     return image

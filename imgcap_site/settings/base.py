@@ -269,21 +269,6 @@ IMGCAP_THROTTLE_RATES = {
 IMGCAP_USER_STORAGE_BYTES = env.int("IMGCAP_USER_STORAGE_BYTES", default=50 * 1024**3)
 IMGCAP_USER_QUEUE_IMAGES = env.int("IMGCAP_USER_QUEUE_IMAGES", default=20_000)
 
-# The shared cache (request counts): IMGCAP_CACHE_URL (django-environ's cache URLs, e.g.
-# redis://host:6379/2), else the broker's Redis, else a folder of the embedded platform.
-_CACHE_URL = env.str("IMGCAP_CACHE_URL", default="")
-if not _CACHE_URL and env.str("CELERY_BROKER_URL", default="").startswith(("redis://", "rediss://")):
-    _CACHE_URL = env.str("CELERY_BROKER_URL")
-CACHES = {
-    "default": env.cache_url_config(_CACHE_URL)
-    if _CACHE_URL
-    else {
-        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-        "LOCATION": str(VAR_DIR / "django-cache"),  # not ml's IMGCAP_CACHE_DIR
-    }
-}
-CACHES["default"]["KEY_PREFIX"] = "imgcap"
-
 # --- Celery (see imgcap_site/celery.py; worker/ holds the tasks) ------------------------------------
 _BROKER_URL = env.str("CELERY_BROKER_URL", default=None)
 if _BROKER_URL:
@@ -302,6 +287,21 @@ CELERY_BEAT_SCHEDULE = {
 }
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# The shared cache (request counts): IMGCAP_CACHE_URL (django-environ's cache URLs, e.g.
+# redis://host:6379/2), else the broker's Redis, else a folder of the embedded platform.
+_CACHE_URL = env.str("IMGCAP_CACHE_URL", default="")
+if not _CACHE_URL and (_BROKER_URL or "").startswith(("redis://", "rediss://")):
+    _CACHE_URL = _BROKER_URL
+CACHES = {
+    "default": env.cache_url_config(_CACHE_URL)
+    if _CACHE_URL
+    else {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": str(VAR_DIR / "django-cache"),  # not ml's IMGCAP_CACHE_DIR
+    }
+}
+CACHES["default"]["KEY_PREFIX"] = "imgcap"
 
 LOGGING = {
     "version": 1,
