@@ -343,7 +343,8 @@ class CeleryWorker(Child):
     READY = "imgcap captioner ready"
 
     def __init__(self, env: dict[str, str], log: Path, *, timeout_s: float = 300) -> None:
-        command = [sys.executable, "-m", "celery", "-A", "imgcap_site", "worker", "-Q", "caption,default"]
+        queues = "caption,default,fetch"
+        command = [sys.executable, "-m", "celery", "-A", "imgcap_site", "worker", "-Q", queues]
         command += ["--pool", "solo", "--concurrency", "1", "--loglevel", "INFO"]
         command += ["-n", f"bench-{uuid.uuid4().hex[:8]}@%h", "--without-mingle", "--without-gossip"]
         super().__init__("celery worker", command, env, log)

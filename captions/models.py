@@ -45,8 +45,15 @@ class Batch(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="batches")
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
     images = models.ManyToManyField("Image", through="BatchItem", related_name="batches", blank=True)
-    # Items refused at submission ({"name", "code", "message"}), so a retried request answers the same.
+    # Items refused ({"name", "code", "message"}), so a retried request answers the same.
     rejected = models.JSONField(default=list, blank=True)
+    # URLs a worker still has to fetch ({"url", "position", "visibility"}); each leaves the list as it
+    # becomes an item or an entry of `rejected` (captions/services/url_fetches.py).
+    urls_waiting = models.JSONField(default=list, blank=True)
+    # The fetch task working on them (its Celery task id) and since when; empty while none is.
+    urls_claimed_by = models.CharField(max_length=64, blank=True, default="")
+    urls_claimed_at = models.DateTimeField(null=True, blank=True)
+    urls_sent_at = models.DateTimeField(null=True, blank=True)  # when a fetch task was last sent
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -55,6 +62,10 @@ class Batch(models.Model):
             models.UniqueConstraint(
                 fields=["owner", "idempotency_key"], name="batch_idempotency_key_per_owner"
             )
+        ]
+        # The reaper looks for batches whose fetch was lost: few rows ever have URLs waiting.
+        indexes = [
+            models.Index(fields=["urls_sent_at"], name="batch_urls_waiting", condition=~Q(urls_waiting=[]))
         ]
 
     def __str__(self) -> str:

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from captions.attention import encode_attention
 from captions.models import IMAGE_FEATURE_DIM, Caption, Image, ImageTag, ModelVersion
-from imgcap_site.queues import CAPTION_TASK
+from imgcap_site.queues import CAPTION_TASK, FETCH_TASK
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,21 @@ def enqueue_captioning(image_ids: Sequence[int]) -> None:
                 celery_app.send_task(CAPTION_TASK, args=[part])
             except Exception:  # noqa: BLE001 - any broker failure; the reaper recovers
                 logger.exception("could not enqueue images %s; the reaper will retry", part)
+
+    transaction.on_commit(send)
+
+
+def enqueue_url_fetch(batch_id: int) -> None:
+    """Ask a fetch worker to download the batch's waiting URLs once the current transaction commits.
+    A broker outage is logged: the reaper sends it again (captions/services/url_fetches.py)."""
+
+    def send() -> None:
+        from imgcap_site.celery import app as celery_app
+
+        try:
+            celery_app.send_task(FETCH_TASK, args=[batch_id])
+        except Exception:  # noqa: BLE001 - any broker failure; the reaper recovers
+            logger.exception("could not ask for batch %s's URLs; the reaper will retry", batch_id)
 
     transaction.on_commit(send)
 

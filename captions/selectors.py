@@ -37,8 +37,11 @@ class CaptionChoice:
 class BatchStatus:
     batch: Batch
     counts: dict[str, int]
-    status: str  # pending (nothing started) / processing / done (nothing left to do; failures are counted)
+    # fetching (URLs still downloading) / pending (nothing started) / processing / done (nothing left
+    # to do; failures are counted)
+    status: str
     items: list[BatchItem]
+    fetching: list[str]  # the URLs not downloaded yet, in the order given
 
 
 def visible_images(user) -> QuerySet[Image]:
@@ -187,14 +190,17 @@ def batch_status(batch: Batch) -> BatchStatus:
     counts = dict.fromkeys(STATUSES, 0)
     for row in rows:
         counts[row["status"]] = row["n"]
-    if counts["pending"] + counts["processing"] == 0:
+    fetching = [entry["url"] for entry in sorted(batch.urls_waiting, key=lambda entry: entry["position"])]
+    if fetching:
+        overall = "fetching"
+    elif counts["pending"] + counts["processing"] == 0:
         overall = "done"
     elif counts["processing"] + counts["done"] + counts["failed"] == 0:
         overall = "pending"
     else:
         overall = "processing"
     items = list(BatchItem.objects.filter(batch=batch).select_related("image").order_by("position", "id"))
-    return BatchStatus(batch=batch, counts=counts, status=overall, items=items)
+    return BatchStatus(batch=batch, counts=counts, status=overall, items=items, fetching=fetching)
 
 
 def list_batches(user) -> QuerySet[Batch]:

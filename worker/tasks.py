@@ -1,4 +1,5 @@
-"""Celery tasks (thin): the work is in worker/micro_batches.py and captions/queue.py.
+"""Celery tasks (thin): the work is in worker/micro_batches.py, captions/queue.py and
+captions/services/url_fetches.py.
 
 acks_late and reject_on_worker_lost come from settings: a message is acknowledged only after its
 batch is stored, so one taken by a worker that dies before claiming is delivered again (Redis).
@@ -17,7 +18,8 @@ from django.conf import settings
 from django.template.defaultfilters import pluralize
 
 from captions import queue
-from imgcap_site.queues import CAPTION_TASK, REAPER_TASK
+from captions.services import url_fetches
+from imgcap_site.queues import CAPTION_QUEUE, CAPTION_TASK, FETCH_TASK, REAPER_TASK
 from worker import micro_batches, monitoring, runtime
 from worker.micro_batches import DATABASE_AWAY
 
@@ -41,6 +43,30 @@ def caption_images(image_ids: list[int]) -> dict[str, Any]:
     return {"claimed": report.claimed, "done": report.done, "failed": report.failed}
 
 
+# The same retries for a database that is away; a URL that cannot be fetched is the batch's rejection.
+@shared_task(
+    name=FETCH_TASK,
+    bind=True,
+    autoretry_for=DATABASE_AWAY,
+    retry_backoff=1,
+    retry_backoff_max=30,
+    retry_jitter=False,
+    max_retries=None,
+)
+def fetch_urls(self, batch_id: int) -> dict[str, Any]:
+    # The task id is the claim: a retry of this message goes on with the URLs it claimed.
+    report = url_fetches.fetch_waiting_urls(batch_id, claim=self.request.id or f"batch-{batch_id}")
+    if not report.skipped:
+        logger.info(
+            "imgcap batch %d: fetched %d URL%s, refused %d",
+            batch_id,
+            len(report.fetched),
+            pluralize(len(report.fetched)),
+            len(report.rejected),
+        )
+    return {"fetched": len(report.fetched), "rejected": len(report.rejected), "skipped": report.skipped}
+
+
 @shared_task(name=REAPER_TASK)
 def requeue_stale() -> list[int]:
     ids = queue.requeue_stale(
@@ -50,6 +76,11 @@ def requeue_stale() -> list[int]:
     )
     if ids:
         logger.info("imgcap reaper: requeued %d stale image%s %s", len(ids), pluralize(len(ids)), ids)
+    batches = url_fetches.resend_lost_fetches(after_s=settings.IMGCAP_RESEND_PENDING_AFTER_S)
+    if batches:
+        logger.info(
+            "imgcap reaper: asked again for the URLs of batch%s %s", pluralize(len(batches), "es"), batches
+        )
     return ids
 
 
@@ -58,7 +89,7 @@ def _load_model_in_pool_process(**kwargs: Any) -> None:
     # prefork: each child process captions, so each loads its own model, once. The solo pool sends
     # this signal too, from the main process and before `-B` forks beat; that case waits for
     # worker_ready, so beat is not forked from a process running TensorFlow's threads.
-    if current_process().name != "MainProcess":
+    if current_process().name != "MainProcess" and _captions():
         runtime.warm_up()
 
 
@@ -67,6 +98,14 @@ def _load_model_in_worker(sender: Any = None, **kwargs: Any) -> None:
     # solo/threads pools caption in the main worker process; prefork's parent never does.
     from celery.concurrency.prefork import TaskPool as PreforkPool
 
-    if not isinstance(getattr(sender, "pool", None), PreforkPool):
+    if not isinstance(getattr(sender, "pool", None), PreforkPool) and _captions():
         runtime.warm_up()
     monitoring.serve(settings.IMGCAP_WORKER_METRICS_PORT)
+
+
+def _captions() -> bool:
+    """Whether this worker takes caption tasks (`-Q`): a fetch-only worker never loads the model."""
+    from imgcap_site.celery import app
+
+    consume_from = app.amqp.queues.consume_from
+    return not consume_from or CAPTION_QUEUE in consume_from

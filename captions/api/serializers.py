@@ -221,10 +221,17 @@ class BatchSerializer(serializers.Serializer):
     """Serialises a selectors.BatchStatus."""
 
     id = serializers.IntegerField(source="batch.id")
-    status = serializers.CharField()
+    status = serializers.ChoiceField(
+        choices=["fetching", "pending", "processing", "done"],
+        help_text="fetching: URLs still downloading; done: nothing left to do (failures are counted).",
+    )
     counts = serializers.DictField(child=serializers.IntegerField())
     items = BatchItemSerializer(many=True)
     rejected = RejectionSerializer(source="batch.rejected", many=True)
+    fetching = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="URLs a worker has yet to download; each becomes an item or a rejection.",
+    )
     idempotency_key = serializers.CharField(source="batch.idempotency_key", allow_null=True)
     created_at = serializers.DateTimeField(source="batch.created_at")
     urls = serializers.SerializerMethodField()

@@ -212,7 +212,9 @@ class ImageSimilarView(generics.GenericAPIView):
 class BatchListView(generics.GenericAPIView):
     """Your batches (GET), or submit one (POST, 202): multipart `images` (many files) and/or a zip in
     `archive`, or JSON {"urls": [...]}. Bad items are listed in `rejected` while the good ones are
-    accepted; 4xx if none is acceptable. Send an `Idempotency-Key` header to make retries safe."""
+    accepted; 4xx if none is acceptable. URLs are downloaded by a worker after the answer: they are
+    listed in `fetching` (status `fetching`) until each becomes an item or a rejection. Send an
+    `Idempotency-Key` header to make retries safe."""
 
     serializer_class = s.BatchSerializer
     parser_classes = [MultiPartParser, FormParser, JSONParser]
@@ -260,7 +262,8 @@ class BatchListView(generics.GenericAPIView):
 
 
 class BatchDetailView(generics.GenericAPIView):
-    """A batch's status, counts {pending, processing, done, failed} and items (your own batches only)."""
+    """A batch's status, counts {pending, processing, done, failed}, items and the URLs still being
+    fetched (your own batches only)."""
 
     serializer_class = s.BatchSerializer
     permission_classes = [IsAuthenticated]

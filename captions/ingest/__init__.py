@@ -7,13 +7,14 @@ tested alone. Every refusal is a `RejectedInput` carrying a code, a message and 
 from .archives import extract_archive, is_os_junk, safe_member_name, strip_unsafe_chars
 from .errors import RejectedInput
 from .images import ALLOWED_FORMATS, ImageInfo, inspect_image
-from .urls import FetchedFile, fetch_url, is_forbidden_address, is_metadata_address
+from .urls import FetchedFile, check_url, fetch_url, is_forbidden_address, is_metadata_address
 
 __all__ = [
     "ALLOWED_FORMATS",
     "FetchedFile",
     "ImageInfo",
     "RejectedInput",
+    "check_url",
     "extract_archive",
     "fetch_url",
     "inspect_image",

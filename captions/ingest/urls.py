@@ -129,6 +129,24 @@ def fetch_url(
     )
 
 
+def check_url(url: str, *, allow_private: bool = False) -> str:
+    """What can be known of `url` without the network, checked as fetch_url checks it (scheme, user
+    info, metadata host names, an address written in the URL): RejectedInput at once rather than when
+    a worker gets to it. Host names are resolved and checked again at fetch time. Returns the URL."""
+    target = _Target.parse(url)
+    try:
+        address = ipaddress.ip_address(target.host)
+    except ValueError:
+        return url  # a host name
+    if is_forbidden_address(address, allow_private=allow_private):
+        what = "a cloud metadata address" if is_metadata_address(address) else "a non-public address"
+        raise RejectedInput(
+            "url_forbidden_host",
+            f"{url}: {target.host} is {what}; only public internet addresses can be fetched",
+        )
+    return url
+
+
 @dataclass(frozen=True)
 class _Target:
     url: str

@@ -3,7 +3,9 @@
 funnels every source into `consume_file`. Each source adds only what is its own:
 
 - `upload_file` / `upload_image`: one file of a request, optionally joining a batch file by file;
-- `create_batch`: files, zip archives and URLs in one request, with an idempotency key;
+- `create_batch`: files, zip archives and URLs in one request, with an idempotency key (its URLs
+  are fetched by a worker afterwards: captions/services/url_fetches.py, which stores each through
+  `add_fetched`);
 - `create_batch_from_paths`: a folder on disk, read one file at a time (`caption_folder`).
 
 Input checks live in captions.ingest (RejectedInput: a 4xx with a code and a message); nothing is
@@ -13,9 +15,7 @@ stored for rejected input. New images are queued for captioning (captions/queue.
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,24 +23,23 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from captions.duplicates import near_duplicates
 from captions.ingest import (
     ImageInfo,
     RejectedInput,
+    check_url,
     extract_archive,
-    fetch_url,
     inspect_image,
     strip_unsafe_chars,
 )
 from captions.ingest.errors import human_sizes
 from captions.models import Batch, BatchItem, Image
-from captions.queue import enqueue_captioning
+from captions.queue import enqueue_captioning, enqueue_url_fetch
 from captions.services.files import cleanup_new_files_on_error, store_file
 from captions.services.images import check_visibility
 from captions.services.quotas import check_quotas
-
-_URL_FETCH_THREADS = 8
 
 
 @dataclass(frozen=True)
@@ -145,8 +144,10 @@ def create_batch(
     """Create a batch from uploaded files, zip archives and/or URLs, and queue its new images.
 
     Bad items are refused one by one (listed in `batch.rejected`) while the good ones are accepted;
-    if none is acceptable, BatchRejected (4xx) and nothing is stored. A repeated `idempotency_key` from
-    the same owner returns the batch the first request created, without storing or queueing anything.
+    if none is acceptable, BatchRejected (4xx) and nothing is stored. URLs are checked here as far as
+    that needs no network, then left in `batch.urls_waiting` for a fetch worker: the answer does not
+    wait for other servers. A repeated `idempotency_key` from the same owner returns the batch the
+    first request created, without storing or queueing anything.
     """
     check_visibility(visibility)
     key = (idempotency_key or "").strip()[:255] or None
@@ -184,25 +185,39 @@ def create_batch(
             'send images (multipart field "images"), a zip archive (field "archive") or JSON {"urls": [...]}',
         )
 
-    fetched, url_rejections = _fetch_all(urls)
-    rejected += url_rejections
     checked: list[tuple[IncomingFile, ImageInfo]] = []
-    for item in [*items, *fetched]:
+    for item in items:
         try:
             checked.append((item, _inspect(item)))
         except RejectedInput as exc:
             rejected.append(Rejection.of(item.name, exc))
-    if not checked:
+    to_fetch: list[str] = []
+    for url in urls:
+        try:
+            to_fetch.append(check_url(str(url), allow_private=settings.IMGCAP_URL_ALLOW_PRIVATE))
+        except RejectedInput as exc:
+            rejected.append(Rejection.of(str(url), exc))
+    if not checked and not to_fetch:
         raise _nothing_acceptable(rejected)
 
     try:
         with transaction.atomic():
             batch = Batch.objects.create(
-                owner=owner, idempotency_key=key, rejected=[r.as_dict() for r in rejected]
+                owner=owner,
+                idempotency_key=key,
+                rejected=[r.as_dict() for r in rejected],
+                # Each URL's item comes after the files, in the order given.
+                urls_waiting=[
+                    {"url": url, "position": len(checked) + i, "visibility": visibility}
+                    for i, url in enumerate(to_fetch)
+                ],
+                urls_sent_at=timezone.now() if to_fetch else None,
             )
             results = _consume(owner=owner, checked=checked, visibility=visibility, batch=batch)
             # One call for the whole batch: messages of IMGCAP_MICRO_BATCH_MAX ids, not one per image.
             enqueue_captioning(_new_ids(results))
+            if to_fetch:
+                enqueue_url_fetch(batch.pk)
     except IntegrityError:
         # The same Idempotency-Key raced us; the other request's batch is the answer.
         existing = Batch.objects.filter(owner=owner, idempotency_key=key).first() if key else None
@@ -254,6 +269,20 @@ def create_batch_from_paths(
     batch.rejected = [r.as_dict() for r in rejected]
     batch.save(update_fields=["rejected"])
     return BatchResult(batch=batch, replayed=False)
+
+
+def add_fetched(*, batch: Batch, file: IncomingFile, position: int, visibility: str) -> UploadResult:
+    """One downloaded URL of `batch`, checked, stored as its item at `position` and queued; raises
+    RejectedInput (nothing stored) when it is not an acceptable image: the caller lists it."""
+    [result] = _consume(
+        owner=batch.owner,
+        checked=[(file, _inspect(file))],
+        visibility=visibility,
+        batch=batch,
+        position=position,
+    )
+    enqueue_captioning(_new_ids([result]))
+    return result
 
 
 # --- the one path every source funnels into ----------------------------------------------------------
@@ -378,41 +407,6 @@ def _extract(archive: IncomingFile) -> list[IncomingFile]:
         name=archive.name,
     )
     return [IncomingFile(name=name, data=data) for name, data in members]
-
-
-def _fetch_all(urls: Sequence[str]) -> tuple[list[IncomingFile], list[Rejection]]:
-    """Download the URLs a few at a time; each failure becomes that URL's rejection."""
-    if not urls:
-        return [], []
-
-    # One deadline for all of them: a batch of slow URLs cannot hold a web worker for long.
-    deadline = time.monotonic() + settings.IMGCAP_URL_BATCH_DEADLINE_S
-
-    def fetch(url: str) -> IncomingFile | Rejection:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            message = (
-                f"{url}: not fetched, the batch's URLs took over {settings.IMGCAP_URL_BATCH_DEADLINE_S:g} "
-                "seconds in all; send it again (the images already fetched are kept) or in smaller batches"
-            )
-            return Rejection(str(url), "url_batch_deadline", message, 400)
-        try:
-            got = fetch_url(
-                str(url),
-                timeout=min(settings.IMGCAP_URL_TIMEOUT_S, left),
-                max_bytes=settings.IMGCAP_MAX_UPLOAD_BYTES,
-                max_redirects=settings.IMGCAP_URL_MAX_REDIRECTS,
-                allow_private=settings.IMGCAP_URL_ALLOW_PRIVATE,
-            )
-        except RejectedInput as exc:
-            return Rejection.of(str(url), exc)
-        return IncomingFile(name=got.name or str(url), data=got.data)
-
-    with ThreadPoolExecutor(max_workers=min(_URL_FETCH_THREADS, len(urls))) as pool:
-        results = list(pool.map(fetch, urls))
-    return [r for r in results if isinstance(r, IncomingFile)], [
-        r for r in results if isinstance(r, Rejection)
-    ]
 
 
 def _nothing_acceptable(rejected: Sequence[Rejection]) -> BatchRejected:

@@ -194,10 +194,11 @@ IMGCAP_MAX_UPLOAD_BYTES = env.int("IMGCAP_MAX_UPLOAD_BYTES", default=20 * 1024 *
 IMGCAP_MAX_PIXELS = env.int("IMGCAP_MAX_PIXELS", default=40_000_000)
 IMGCAP_MAX_BATCH_FILES = env.int("IMGCAP_MAX_BATCH_FILES", default=500)
 # A batch's files together (checked on their sizes before any is read), and its URLs: at most this
-# many, all fetched within IMGCAP_URL_BATCH_DEADLINE_S (the rest are listed as not fetched).
+# many, fetched by a worker (the "fetch" queue) after the batch is answered, all within
+# IMGCAP_URL_BATCH_DEADLINE_S (the rest are listed as not fetched).
 IMGCAP_MAX_BATCH_BYTES = env.int("IMGCAP_MAX_BATCH_BYTES", default=256 * 1024 * 1024)
 IMGCAP_MAX_BATCH_URLS = env.int("IMGCAP_MAX_BATCH_URLS", default=100)
-IMGCAP_URL_BATCH_DEADLINE_S = env.float("IMGCAP_URL_BATCH_DEADLINE_S", default=30.0)
+IMGCAP_URL_BATCH_DEADLINE_S = env.float("IMGCAP_URL_BATCH_DEADLINE_S", default=120.0)
 IMGCAP_ARCHIVE_MAX_FILES = env.int("IMGCAP_ARCHIVE_MAX_FILES", default=500)
 IMGCAP_ARCHIVE_MAX_BYTES = env.int("IMGCAP_ARCHIVE_MAX_BYTES", default=512 * 1024 * 1024)
 # A whole request to any route other than the one-image upload (a batch of files, a zip archive):
@@ -281,7 +282,10 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = queues.DEFAULT_QUEUE
-CELERY_TASK_ROUTES = {queues.CAPTION_TASK: {"queue": queues.CAPTION_QUEUE}}
+CELERY_TASK_ROUTES = {
+    queues.CAPTION_TASK: {"queue": queues.CAPTION_QUEUE},
+    queues.FETCH_TASK: {"queue": queues.FETCH_QUEUE},
+}
 CELERY_BEAT_SCHEDULE = {
     "requeue-stale": {"task": queues.REAPER_TASK, "schedule": IMGCAP_REAPER_INTERVAL_S},
 }

@@ -10,8 +10,10 @@ import io
 import json
 import struct
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -276,3 +278,36 @@ def database_outage() -> Iterator[DatabaseOutage]:
     outage = DatabaseOutage()
     yield outage
     outage.end()
+
+
+@pytest.fixture
+def photo_server(photo):
+    """A real HTTP server on 127.0.0.1 serving /a.jpg and /b.jpg (real photos) and 404 otherwise."""
+    served = {"/a.jpg": photo(), "/b.jpg": photo()}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path.startswith("/slow"):  # a photo that takes 2 s to start coming
+                time.sleep(2)
+            body = served.get(self.path.split("?")[0].replace("/slow", ""))
+            try:
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the platform gave up on a slow answer, as it should
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

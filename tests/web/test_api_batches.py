@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import io
 import math
-import threading
 import time
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import timedelta
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 
 from captions import queue
 from captions.models import Batch, Image
+from captions.services import url_fetches
 from captions.services.intake import IncomingFile, create_batch, upload_image
 
 pytestmark = pytest.mark.django_db
@@ -31,39 +32,6 @@ def zip_of(members: dict[str, bytes]) -> bytes:
         for name, data in members.items():
             archive.writestr(name, data)
     return buffer.getvalue()
-
-
-@pytest.fixture
-def photo_server(photo):
-    """A real HTTP server on 127.0.0.1 serving /a.jpg and /b.jpg (real photos) and 404 otherwise."""
-    served = {"/a.jpg": photo(), "/b.jpg": photo()}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            if self.path.startswith("/slow"):  # a photo that takes 2 s to start coming
-                time.sleep(2)
-            body = served.get(self.path.split("?")[0].replace("/slow", ""))
-            try:
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "image/jpeg")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the platform gave up on a slow answer, as it should
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def test_many_files_make_a_batch_with_every_item(api, photo, queued_ids, django_capture_on_commit_callbacks):
@@ -176,34 +144,112 @@ def test_a_zip_bomb_is_refused(api, settings):
     assert Image.objects.count() == 0
 
 
-def test_urls_are_fetched(api, photo_server, settings):
+def fetch_as_the_worker_does(batch_id: int, claim: str = "test-task") -> url_fetches.FetchReport:
+    """What a fetch worker runs for the batch's message (worker/tasks.py: fetch_urls)."""
+    return url_fetches.fetch_waiting_urls(batch_id, claim=claim)
+
+
+def test_urls_are_answered_at_once_then_fetched_into_the_batch_in_order(
+    api, photo, photo_server, settings, broker_messages, django_capture_on_commit_callbacks
+):
     settings.IMGCAP_URL_ALLOW_PRIVATE = True  # the test server is on 127.0.0.1
-    response = api.post(
-        BATCHES,
-        {"urls": [f"{photo_server}/a.jpg", f"{photo_server}/b.jpg", f"{photo_server}/gone.jpg"]},
-        format="json",
-    )
+    urls = [f"{photo_server}/a.jpg", f"{photo_server}/gone.jpg", f"{photo_server}/b.jpg"]
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(
+            BATCHES, {"images": files(("first.jpg", photo())), "urls": urls}, format="multipart"
+        )
     assert response.status_code == 202, response.content
     body = response.json()
-    assert sorted(i["name"] for i in body["items"]) == ["a.jpg", "b.jpg"]
-    assert [r["name"] for r in body["rejected"]] == [f"{photo_server}/gone.jpg"]
+    assert body["status"] == "fetching" and body["fetching"] == urls
+    assert [i["name"] for i in body["items"]] == ["first.jpg"] and body["rejected"] == []
+    sent = [m for m in broker_messages() if m["task"] == "imgcap.fetch_urls"]
+    assert [(m["queue"], m["args"]) for m in sent] == [("fetch", [body["id"]])]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        report = fetch_as_the_worker_does(body["id"])
+    assert sorted(report.fetched) == sorted(urls[::2]) and report.rejected == [urls[1]]
+    after = api.get(f"{BATCHES}{body['id']}/").json()
+    assert after["fetching"] == [] and after["status"] == "pending"
+    assert [i["name"] for i in after["items"]] == ["first.jpg", "a.jpg", "b.jpg"]  # the order given
+    assert [(r["name"], r["code"]) for r in after["rejected"]] == [(urls[1], "url_error")]
+    queued = [m["args"][0] for m in broker_messages() if m["task"] == "imgcap.caption_images"]
+    assert sorted(sum(queued, [])) == sorted(i["id"] for i in after["items"])
+    # The message delivered again (a redelivery, the reaper) finds nothing left to do.
+    assert fetch_as_the_worker_does(body["id"], claim="another").skipped == "no URLs waiting"
+    assert Image.objects.count() == 3
 
 
-def test_urls_share_one_deadline_so_slow_ones_cannot_hold_the_request(api, photo_server, settings):
+def test_a_url_batch_stays_one_batch_under_its_idempotency_key(api, photo_server, settings):
+    settings.IMGCAP_URL_ALLOW_PRIVATE = True
+    send = {"urls": [f"{photo_server}/a.jpg"]}
+    first = api.post(BATCHES, send, format="json", HTTP_IDEMPOTENCY_KEY="urls-1").json()
+    fetch_as_the_worker_does(first["id"])
+    again = api.post(BATCHES, send, format="json", HTTP_IDEMPOTENCY_KEY="urls-1")
+    assert again["Idempotent-Replayed"] == "true" and again.json()["id"] == first["id"]
+    assert [i["name"] for i in again.json()["items"]] == ["a.jpg"] and Batch.objects.count() == 1
+
+
+def test_urls_share_one_deadline_so_slow_ones_cannot_hold_a_fetch_worker(api, photo_server, settings):
     settings.IMGCAP_URL_ALLOW_PRIVATE = True
     settings.IMGCAP_URL_BATCH_DEADLINE_S = 1.0
     slow = [f"{photo_server}/slow/a.jpg?{i}" for i in range(12)]  # 8 fetched at a time
     started = time.monotonic()
     response = api.post(BATCHES, {"urls": [f"{photo_server}/a.jpg", *slow]}, format="json")
+    assert time.monotonic() - started < 1  # the web request waits for none of them
+    assert response.status_code == 202 and len(response.json()["fetching"]) == 13
+    started = time.monotonic()
+    fetch_as_the_worker_does(response.json()["id"])
     assert time.monotonic() - started < 4  # not 12 x 2 s, nor 2 rounds of the per-URL timeout
-    assert response.status_code == 202
-    body = response.json()
-    assert [i["name"] for i in body["items"]] == ["a.jpg"]
+    body = api.get(f"{BATCHES}{response.json()['id']}/").json()
+    assert [i["name"] for i in body["items"]] == ["a.jpg"] and body["fetching"] == []
     codes = {r["code"] for r in body["rejected"]}
     assert len(body["rejected"]) == 12 and "url_batch_deadline" in codes <= {
         "url_timeout",
         "url_batch_deadline",
     }
+
+
+def test_a_claimed_batch_is_fetched_once_until_its_claim_expires(api, photo_server, settings):
+    settings.IMGCAP_URL_ALLOW_PRIVATE = True
+    settings.IMGCAP_MAX_ATTEMPTS = 2
+    batch_id = api.post(BATCHES, {"urls": [f"{photo_server}/a.jpg"]}, format="json").json()["id"]
+    # A worker claimed it and died (kill -9) before fetching anything.
+    Batch.objects.filter(pk=batch_id).update(urls_claimed_by="dead-task", urls_claimed_at=timezone.now())
+    assert fetch_as_the_worker_does(batch_id).skipped == "claimed by another task"
+    expired = timezone.now() - timedelta(seconds=settings.IMGCAP_URL_BATCH_DEADLINE_S + 60)
+    Batch.objects.filter(pk=batch_id).update(urls_claimed_at=expired)
+    assert url_fetches.resend_lost_fetches(after_s=20) == [batch_id]  # the reaper notices
+    assert fetch_as_the_worker_does(batch_id).fetched == [f"{photo_server}/a.jpg"]
+    batch = Batch.objects.get(pk=batch_id)
+    assert batch.urls_waiting == [] and batch.urls_claimed_by == "" and batch.items.count() == 1
+
+
+def test_a_url_that_kills_its_workers_is_given_up_after_max_attempts(api, photo_server, settings):
+    settings.IMGCAP_URL_ALLOW_PRIVATE = True
+    settings.IMGCAP_MAX_ATTEMPTS = 2
+    batch_id = api.post(BATCHES, {"urls": [f"{photo_server}/a.jpg"]}, format="json").json()["id"]
+    expired = timezone.now() - timedelta(seconds=settings.IMGCAP_URL_BATCH_DEADLINE_S + 60)
+    entry = Batch.objects.get(pk=batch_id).urls_waiting[0]
+    Batch.objects.filter(pk=batch_id).update(
+        urls_waiting=[{**entry, "attempts": 2}], urls_claimed_by="dead-task", urls_claimed_at=expired
+    )
+    assert fetch_as_the_worker_does(batch_id).fetched == []
+    body = api.get(f"{BATCHES}{batch_id}/").json()
+    assert body["fetching"] == [] and body["status"] == "done"
+    assert [r["code"] for r in body["rejected"]] == ["url_gave_up"]
+
+
+def test_the_reaper_asks_again_for_urls_whose_message_was_lost(
+    api, photo_server, settings, broker_messages, django_capture_on_commit_callbacks
+):
+    settings.IMGCAP_URL_ALLOW_PRIVATE = True
+    batch_id = api.post(BATCHES, {"urls": [f"{photo_server}/a.jpg"]}, format="json").json()["id"]
+    assert url_fetches.resend_lost_fetches(after_s=20) == []  # sent just now: not lost yet
+    Batch.objects.filter(pk=batch_id).update(urls_sent_at=timezone.now() - timedelta(seconds=21))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert url_fetches.resend_lost_fetches(after_s=20) == [batch_id]
+    assert [m["args"] for m in broker_messages() if m["task"] == "imgcap.fetch_urls"] == [[batch_id]]
+    assert url_fetches.resend_lost_fetches(after_s=20) == []  # sent again: its clock restarted
 
 
 def test_too_many_urls_or_bytes_in_one_batch_is_a_413_before_anything_is_read(api, photo, settings):

@@ -15,6 +15,7 @@ import re
 import struct
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -116,7 +117,7 @@ def start_worker(db_name: str, tiny_run: Path, log: Path, broker_url: str, **env
         "PYTHONUNBUFFERED": "1",
         **env,
     }
-    command = [sys.executable, "-m", "celery", "-A", "imgcap_site", "worker", "-Q", "caption,default"]
+    command = [sys.executable, "-m", "celery", "-A", "imgcap_site", "worker", "-Q", "caption,default,fetch"]
     command += [
         "--pool",
         "solo",
@@ -155,7 +156,7 @@ def worker(django_db_setup, django_db_blocker, tiny_run, tmp_path_factory) -> It
         db_name = connection.settings_dict["NAME"]
     redis.Redis.from_url(BROKER_URL).flushdb()
     log = tmp_path_factory.mktemp("worker") / "worker.log"
-    process = start_worker(db_name, tiny_run, log, BROKER_URL)
+    process = start_worker(db_name, tiny_run, log, BROKER_URL, IMGCAP_URL_ALLOW_PRIVATE="1")
     try:
         with publishing_to(BROKER_URL):
             yield Worker(process, log)
@@ -243,6 +244,27 @@ def test_uploads_are_captioned_then_found_by_search_and_export(worker, api):
     exported = {(row["image_id"], row["rank"]): row["caption"] for row in map(json.loads, jsonl)}
     for body in done:
         assert exported[(body["id"], 0)] == body["caption"]["text"]
+
+
+def test_a_url_batch_is_answered_at_once_then_fetched_and_captioned_by_the_worker(
+    worker, api, photo_server, settings
+):
+    settings.IMGCAP_URL_ALLOW_PRIVATE = True  # the photo server is on 127.0.0.1 (the worker's env too)
+    urls = [f"{photo_server}/slow/a.jpg", f"{photo_server}/gone.jpg", f"{photo_server}/b.jpg"]
+    started = time.monotonic()
+    response = api.post("/api/v1/batches/", {"urls": urls}, format="json")
+    assert time.monotonic() - started < 1.5  # the slow URL takes 2 s: the answer did not wait for it
+    assert response.status_code == 202 and response.json()["status"] == "fetching"
+
+    def finished() -> dict | None:
+        body = api.get(response.json()["urls"]["self"]).json()
+        return body if body["status"] == "done" else None
+
+    body = wait_for(finished, CAPTION_TIMEOUT_S, "the URL batch to be fetched and captioned", worker.log)
+    assert [i["name"] for i in body["items"]] == ["a.jpg", "b.jpg"] and body["fetching"] == []
+    assert [(r["name"], r["code"]) for r in body["rejected"]] == [(urls[1], "url_error")]
+    assert body["counts"]["done"] == 2
+    assert f"imgcap batch {body['id']}: fetched 2 URLs, refused 1" in worker.log.read_text()
 
 
 def test_broken_file_fails_with_its_error_and_recaption_then_retry_recover(worker, api):

@@ -29,10 +29,18 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.urls import NoReverseMatch, reverse
 
+from imgcap_site import queues
 from imgcap_site.embedded_postgres import stop_embedded_postgres
 
 # Worker log lines worth showing in the terminal too (the full log goes to VAR_DIR/worker.log).
-ECHO_MARKERS = ("imgcap captioner ready", "imgcap micro-batch:", "imgcap reaper:", ": ERROR/", ": CRITICAL/")
+ECHO_MARKERS = (
+    "imgcap captioner ready",
+    "imgcap micro-batch:",
+    "imgcap reaper:",
+    "imgcap batch ",  # a batch's URLs: "imgcap batch 3: fetched 2 URLs, refused 0"
+    ": ERROR/",
+    ": CRITICAL/",
+)
 STOP_TIMEOUT_S = 30
 
 
@@ -136,8 +144,10 @@ class Command(BaseCommand):
 
 
 def worker_command(var_dir: Path) -> list[str]:
-    """One worker process for both queues, with the reaper's schedule (beat) embedded."""
-    command = [sys.executable, "-m", "celery", "-A", "imgcap_site", "worker", "-Q", "caption,default"]
+    """One worker process for every queue, with the reaper's schedule (beat) embedded. A batch's URLs
+    are fetched between micro-batches here (docker-compose gives them workers of their own)."""
+    every_queue = ",".join([queues.CAPTION_QUEUE, queues.DEFAULT_QUEUE, queues.FETCH_QUEUE])
+    command = [sys.executable, "-m", "celery", "-A", "imgcap_site", "worker", "-Q", every_queue]
     command += ["-B", "--pool", "solo", "--concurrency", "1", "--loglevel", "INFO"]
     return command + ["-s", str(var_dir / "celerybeat-schedule")]
 
