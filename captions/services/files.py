@@ -28,9 +28,10 @@ def store_file(sha: str, extension: str, data: bytes, new_files: list[str]) -> s
 
 
 @contextmanager
-def cleanup_new_files_on_error() -> Iterator[list[str]]:
-    """Files written inside the block are removed again if it fails (the rows were rolled back)."""
-    new_files: list[str] = []
+def cleanup_new_files_on_error(new_files: list[str] | None = None) -> Iterator[list[str]]:
+    """Files written inside the block (added to the list it yields: `new_files`, or a new one) are
+    removed again if it fails (the rows were rolled back)."""
+    new_files = [] if new_files is None else new_files
     try:
         yield new_files
     except BaseException:

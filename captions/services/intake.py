@@ -166,56 +166,54 @@ def create_batch(
             status=413,
         )
     _check_batch_bytes(files)
-    rejected: list[Rejection] = []
-    items: list[IncomingFile] = []
-    for file in files:
-        try:
-            items.append(file if isinstance(file, IncomingFile) else read_upload(file))
-        except RejectedInput as exc:
-            rejected.append(Rejection.of(file.name or "upload", exc))
+    members: list[IncomingFile] = []
     for archive in archives:
         if not isinstance(archive, IncomingFile):
             archive = read_upload(archive, limit=settings.IMGCAP_ARCHIVE_MAX_BYTES)
-        items += _extract(archive)
-    if len(items) + len(rejected) + len(urls) > limit:
-        raise _too_many(len(items) + len(rejected) + len(urls), limit)
-    if not items and not urls and not rejected:
+        members += _extract(archive)
+    if len(files) + len(members) + len(urls) > limit:
+        raise _too_many(len(files) + len(members) + len(urls), limit)
+    if not files and not members and not urls:
         raise RejectedInput(
             "no_images",
             'send images (multipart field "images"), a zip archive (field "archive") or JSON {"urls": [...]}',
         )
-
-    checked: list[tuple[IncomingFile, ImageInfo]] = []
-    for item in items:
-        try:
-            checked.append((item, _inspect(item)))
-        except RejectedInput as exc:
-            rejected.append(Rejection.of(item.name, exc))
+    rejected: list[Rejection] = []
     to_fetch: list[str] = []
     for url in urls:
         try:
             to_fetch.append(check_url(str(url), allow_private=settings.IMGCAP_URL_ALLOW_PRIVATE))
         except RejectedInput as exc:
             rejected.append(Rejection.of(str(url), exc))
-    if not checked and not to_fetch:
-        raise _nothing_acceptable(rejected)
 
     try:
-        with transaction.atomic():
-            batch = Batch.objects.create(
-                owner=owner,
-                idempotency_key=key,
-                rejected=[r.as_dict() for r in rejected],
-                # Each URL's item comes after the files, in the order given.
-                urls_waiting=[
-                    {"url": url, "position": len(checked) + i, "visibility": visibility}
-                    for i, url in enumerate(to_fetch)
-                ],
-                urls_sent_at=timezone.now() if to_fetch else None,
-            )
-            results = _consume(owner=owner, checked=checked, visibility=visibility, batch=batch)
+        with cleanup_new_files_on_error() as new_files, transaction.atomic():
+            batch = Batch.objects.create(owner=owner, idempotency_key=key)
+            position, new_ids = 0, []
+            # A few megabytes at a time: a batch of 500 files never sits in memory whole.
+            for checked in _checked_in_chunks([*files, *members], rejected):
+                results = _consume(
+                    owner=owner,
+                    checked=checked,
+                    visibility=visibility,
+                    batch=batch,
+                    position=position,
+                    new_files=new_files,
+                )
+                position += len(checked)
+                new_ids += _new_ids(results)
+            if not position and not to_fetch:
+                raise _nothing_acceptable(rejected)  # rolls the batch back
+            batch.rejected = [r.as_dict() for r in rejected]
+            # Each URL's item comes after the files, in the order given.
+            batch.urls_waiting = [
+                {"url": url, "position": position + i, "visibility": visibility}
+                for i, url in enumerate(to_fetch)
+            ]
+            batch.urls_sent_at = timezone.now() if to_fetch else None
+            batch.save(update_fields=["rejected", "urls_waiting", "urls_sent_at"])
             # One call for the whole batch: messages of IMGCAP_MICRO_BATCH_MAX ids, not one per image.
-            enqueue_captioning(_new_ids(results))
+            enqueue_captioning(new_ids)
             if to_fetch:
                 enqueue_url_fetch(batch.pk)
     except IntegrityError:
@@ -295,12 +293,14 @@ def _consume(
     visibility: str,
     batch: Batch | None,
     position: int = 0,
+    new_files: list[str] | None = None,
 ) -> list[UploadResult]:
     """Store checked images (their items in `batch` numbered from `position`), with a few statements
     for all of them, not several per image. Bytes the owner already has return that image (a
     duplicate item); bytes sent twice in one call are one item. One result per distinct image, in
-    order; queueing the new ones is the caller's (batches queue theirs together)."""
-    with cleanup_new_files_on_error() as new_files, transaction.atomic():
+    order; queueing the new ones is the caller's (batches queue theirs together). Files written are
+    removed on failure, and listed in `new_files` for a caller whose transaction is wider."""
+    with cleanup_new_files_on_error(new_files) as new_files, transaction.atomic():
         hashes = [hashlib.sha256(item.data).hexdigest() for item, _ in checked]
         known = {image.sha256: image for image in Image.objects.filter(owner=owner, sha256__in=set(hashes))}
         new: dict[str, tuple[IncomingFile, ImageInfo]] = {}
@@ -371,6 +371,33 @@ def _mark_near_duplicates(owner, created: dict[str, Image], infos: dict[str, Ima
 
 def _new_ids(results: Sequence[UploadResult]) -> list[int]:
     return [r.image.pk for r in results if r.created]
+
+
+# How much of a batch is read and checked before it is stored (then let go).
+_CHUNK_FILES = 64
+_CHUNK_BYTES = 16 * 1024 * 1024
+
+
+def _checked_in_chunks(
+    sources: Sequence[IncomingFile | UploadedFile], rejected: list[Rejection]
+) -> Iterator[list[tuple[IncomingFile, ImageInfo]]]:
+    """The acceptable images of `sources`, read and checked one at a time and handed over a few
+    megabytes at a time; each refused one is added to `rejected`."""
+    chunk: list[tuple[IncomingFile, ImageInfo]] = []
+    size = 0
+    for source in sources:
+        try:
+            item = source if isinstance(source, IncomingFile) else read_upload(source)
+            chunk.append((item, _inspect(item)))
+        except RejectedInput as exc:
+            rejected.append(Rejection.of(source.name or "upload", exc))
+            continue
+        size += len(item.data)
+        if len(chunk) >= _CHUNK_FILES or size >= _CHUNK_BYTES:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
 
 
 def _check_batch_bytes(files: Sequence[IncomingFile | UploadedFile]) -> None:

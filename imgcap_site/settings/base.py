@@ -209,9 +209,10 @@ IMGCAP_URL_TIMEOUT_S = env.float("IMGCAP_URL_TIMEOUT_S", default=10.0)
 IMGCAP_URL_MAX_REDIRECTS = env.int("IMGCAP_URL_MAX_REDIRECTS", default=3)
 IMGCAP_URL_ALLOW_PRIVATE = env.bool("IMGCAP_URL_ALLOW_PRIVATE", default=False)  # tests only
 
-# Files above 2.5 MiB spool to a temporary file instead of memory; the size limit itself is
-# checked before an upload is read (a clean 413). Non-file fields and JSON bodies stay small.
-FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# Files above 64 KiB spool to a temporary file instead of memory, so a batch of 500 photos is on
+# disk while it is parsed, not in the web process (intake then reads a few megabytes at a time). The
+# size limit itself is checked before an upload is read (a clean 413). Other fields stay small.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", default=10 * 1024 * 1024)
 # Django refuses requests with more files than this (default 100) with a 400; a batch may hold more.
 DATA_UPLOAD_MAX_NUMBER_FILES = IMGCAP_MAX_BATCH_FILES + 1
