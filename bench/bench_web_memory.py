@@ -6,9 +6,12 @@
 Starts gunicorn (`-w 1`, production settings) on a fresh Postgres database with Redis as the broker and
 some content (300 synthetic captions, a few real uploads, a batch), signs in through the login form
 (session) and with a token, then `--rounds` times requests every HTML page and API endpoint (GETs,
-plus one upload per round); no Celery worker runs. It reads VmRSS (resident now) and VmHWM (peak)
-from /proc/<pid>/status of the gunicorn worker (and its master) after start-up and after each round,
-and checks /proc/<pid>/maps of the worker for TensorFlow's shared libraries.
+plus one upload per round), then sends one batch of `--batch-files` photos (500: the most a batch
+takes; each a Flickr8k dev image enlarged to 2048 px, ~0.35 MB, ~170 MB in all) and reads the
+worker's peak again: what a batch costs the web process. No Celery worker runs. It reads VmRSS
+(resident now) and VmHWM (peak) from /proc/<pid>/status of the gunicorn worker (and its master) after
+start-up, after each round and around the batch, and checks /proc/<pid>/maps of the worker for
+TensorFlow's shared libraries.
 
 A request-independent check runs too: a fresh interpreter with the same settings imports the whole
 URLconf, every `captions` module, the Celery app and `worker.tasks` (as Celery's autodiscovery in a
@@ -26,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.parse
 import uuid
 from http.cookies import SimpleCookie
@@ -70,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", default="imgcap_bench", help="Postgres database (dropped and recreated)")
     parser.add_argument("--redis-db", type=int, default=pe.BENCH_REDIS_DB)
     parser.add_argument("--keep", action="store_true", help="keep the database and files afterwards")
+    parser.add_argument("--batch-files", type=int, default=500, help="photos in the big batch (0: none)")
     args = parser.parse_args(argv)
 
     env_start, work, env = pe.fresh_platform("web-memory", db_name=args.db, redis_db=args.redis_db)
@@ -116,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                         "master": pe.memory_mb(web.pid),
                     }
                 )
+            big_batch = _big_batch(client, worker_pid, args.batch_files, run) if args.batch_files else None
             tf_libraries = pe.mapped_libraries(worker_pid, "tensorflow")
             requests_made = client.count
         probe = _probe(env)
@@ -140,6 +146,13 @@ def main(argv: list[str] | None = None) -> int:
         f"web worker: {last['VmRSS']:.1f} MB resident, peak {last['VmHWM']:.1f} MB; "
         f"TensorFlow libraries mapped: {tf_libraries or 'none'}"
     )
+    if big_batch:
+        before, after = big_batch["before"], big_batch["after"]
+        print(
+            f"a batch of {big_batch['files']} photos ({big_batch['request_mb']} MB) answered "
+            f"{big_batch['status']} in {big_batch['seconds']} s: worker peak {before['VmHWM']} -> "
+            f"{after['VmHWM']} MB (+{big_batch['peak_growth_mb']} MB), resident after {after['VmRSS']} MB"
+        )
     print(
         f"import probe ({probe['modules_imported']} modules, URLconf, Celery autodiscovery): "
         f"tensorflow modules {probe['tensorflow_modules'] or 'none'}, ml.captioner imported: "
@@ -157,13 +170,45 @@ def main(argv: list[str] | None = None) -> int:
             "statuses": statuses,
             "samples_mb": samples,
             "web_worker_mb": last,
+            "big_batch": big_batch,
             "tensorflow_libraries_mapped": tf_libraries,
             "probe": probe,
             "no_tensorflow": clean,
         },
     )
     print(f"-> {path}")
-    return 0 if clean and not failures else 1
+    batch_ok = big_batch is None or big_batch["status"] == 202
+    return 0 if clean and not failures and batch_ok else 1
+
+
+def _big_batch(client: Client, worker_pid: int, files: int, run: str) -> dict:
+    """POST one batch of `files` distinct ~0.35 MB photos; the worker's memory before and after."""
+    import io
+
+    from PIL import Image as PILImage
+
+    bases = []
+    for path in pe.dev_images(8):
+        buffer = io.BytesIO()
+        PILImage.open(path).convert("RGB").resize((2048, 2048)).save(buffer, "JPEG", quality=92)
+        bases.append(buffer.getvalue())
+    blobs = [pe.tagged_jpeg(bases[i % len(bases)], f"imgcap bench big batch {run} {i}") for i in range(files)]
+    body, ctype = pe.multipart([("images", f"big{i}.jpg", data) for i, data in enumerate(blobs)])
+    del blobs
+    before = pe.memory_mb(worker_pid)
+    started = time.perf_counter()
+    status, _ = client._call("POST", "/api/v1/batches/", session=False, body=body, ctype=ctype)
+    seconds = time.perf_counter() - started
+    after = pe.memory_mb(worker_pid)
+    return {
+        "files": files,
+        "request_mb": round(len(body) / 2**20, 1),
+        "status": status,
+        "seconds": round(seconds, 1),
+        "before": before,
+        "after": after,
+        "peak_growth_mb": round(after["VmHWM"] - before["VmHWM"], 1),
+    }
 
 
 class Client:
