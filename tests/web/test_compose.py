@@ -2,13 +2,16 @@
 
 Docker cannot run here, so these read the files: every service can start (image or build), every
 name it depends on or mounts is declared, every command it runs names a real module, Django
-command and queue, and the Dockerfile copies files that are there.
+command and queue, and the Dockerfile copies files that are there. Only the nginx proxy is published,
+and its config agrees with the app's limits and gunicorn's timeout (tests/web/test_reverse_proxy.py
+runs that config in front of a real gunicorn).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import importlib.util
+import json
 import re
 import shlex
 from pathlib import Path
@@ -19,6 +22,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
+NGINX_TEMPLATE = REPO / "deploy" / "nginx" / "default.conf.template"
 QUEUES = {"caption", "default"}  # the contract's queue names
 # What imgcap_site/settings/production.py refuses to start without, or needs to reach the services.
 REQUIRED_ENV = ("DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DATABASE_URL", "CELERY_BROKER_URL")
@@ -165,6 +169,136 @@ def test_settings_module_exists(services):
         assert module_file(module).is_file(), f"{module} does not exist"
 
 
+# --- the reverse proxy -------------------------------------------------------------------------------
+
+
+def nginx_tree(text: str) -> list[tuple[str, list[str], list | None]]:
+    """nginx's config as (directive, arguments, block or None) in order; quoted arguments and the
+    template's ${NAME} kept whole; comments dropped."""
+    quoted, word = r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", r"(?:\$\{\w+\}|[^\s{};#])+"
+    tokens = [t for t in re.findall(rf"{quoted}|#.*|[{{}};]|{word}", text) if not t.startswith("#")]
+    stack: list[list] = [[]]
+    words: list[str] = []
+    for token in tokens:
+        if token == "{":
+            block: list = []
+            stack[-1].append((words[0], words[1:], block))
+            stack.append(block)
+            words = []
+        elif token == "}":
+            stack.pop()
+        elif token == ";":
+            stack[-1].append((words[0], words[1:], None))
+            words = []
+        else:
+            words.append(token)
+    assert len(stack) == 1 and not words, "unbalanced braces in the nginx template"
+    return stack[0]
+
+
+def directives(block: list, name: str) -> list[list[str]]:
+    return [args for directive, args, _ in block if directive == name]
+
+
+def child(block: list, name: str, *args: str) -> list:
+    found = [inner for directive, arguments, inner in block if directive == name and arguments == list(args)]
+    assert len(found) == 1, f"expected one `{name} {' '.join(args)}` block"
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def nginx_server() -> list:
+    return child(nginx_tree(NGINX_TEMPLATE.read_text()), "server")
+
+
+def test_only_the_proxy_publishes_a_port(services):
+    published = {name for name, service in services.items() if service.get("ports")}
+    assert published == {"proxy"}, "gunicorn (and every other service) must be reached only through nginx"
+    assert services["proxy"]["ports"] == ["8000:80"]
+
+
+def test_the_proxy_is_the_official_nginx_image_with_the_project_template(services):
+    proxy = services["proxy"]
+    assert re.fullmatch(r"nginx:(stable|\d+\.\d+(\.\d+)?)-alpine", proxy["image"]), proxy["image"]
+    assert proxy["depends_on"]["web"]["condition"] == "service_healthy"
+    mounts = [volume.split(":") for volume in proxy["volumes"]]
+    assert [
+        "./deploy/nginx/default.conf.template",
+        "/etc/nginx/templates/default.conf.template",
+        "ro",
+    ] in mounts
+    assert NGINX_TEMPLATE.is_file()
+
+
+def test_the_template_gets_every_variable_it_names(services):
+    env = services["proxy"]["environment"]
+    named = set(re.findall(r"\$\{(\w+)\}", NGINX_TEMPLATE.read_text()))
+    assert named == {"IMGCAP_PROXY_LISTEN", "IMGCAP_UPSTREAM"}
+    assert all(env.get(name) for name in named), "the image's entrypoint leaves an unset ${NAME} as it is"
+    # envsubst touches only these: nginx's own $host, $remote_addr … must reach nginx as they are.
+    assert all(re.match(env["NGINX_ENVSUBST_FILTER"], name) for name in named)
+    assert not re.match(env["NGINX_ENVSUBST_FILTER"], "PATH")
+    # It listens where the published port leads, and passes to gunicorn's bind.
+    assert env["IMGCAP_PROXY_LISTEN"] == services["proxy"]["ports"][0].split(":")[-1]
+    bind = next(w for w in argv(services["web"]) if w.startswith("--bind="))
+    assert env["IMGCAP_UPSTREAM"] == "web:" + bind.rsplit(":", 1)[1]
+    assert bind.rsplit(":", 1)[1] in services["web"]["expose"]
+
+
+def test_web_believes_the_one_proxy_in_front(services):
+    assert services["web"]["environment"]["IMGCAP_TRUSTED_PROXIES"] == "1"
+    assert (REPO / "captions" / "throttles.py").read_text().count("settings.TRUSTED_PROXIES") == 1
+    for name in ("worker", "beat", "migrate", "gpu-worker"):  # they take no requests
+        assert "IMGCAP_TRUSTED_PROXIES" not in services[name]["environment"], name
+
+
+def test_nginx_buffers_and_forwards_what_the_app_reads(nginx_server):
+    assert directives(nginx_server, "proxy_request_buffering") == [["on"]]
+    assert directives(nginx_server, "proxy_buffering") == [["on"]]
+    headers = {args[0]: args[1] for args in directives(nginx_server, "proxy_set_header")}
+    assert headers == {
+        "Host": "$http_host",
+        "X-Forwarded-For": "$proxy_add_x_forwarded_for",  # the last entry is the address nginx saw
+        "X-Forwarded-Proto": "$scheme",
+    }
+    for timeout in ("client_header_timeout", "client_body_timeout", "send_timeout"):
+        (value,) = directives(nginx_server, timeout)
+        assert int(value[0].rstrip("s")) <= 10, timeout
+    assert directives(nginx_server, "limit_conn")
+    assert directives(nginx_server, "listen") == [["${IMGCAP_PROXY_LISTEN}", "default_server"]]
+
+
+def test_nginx_waits_for_gunicorn_a_little_longer_than_gunicorn_waits_for_its_workers(services, nginx_server):
+    timeout = next(int(w.split("=")[1]) for w in argv(services["web"]) if w.startswith("--timeout="))
+    (read,) = directives(nginx_server, "proxy_read_timeout")
+    assert timeout < int(read[0].rstrip("s")) <= timeout + 10
+
+
+def test_nginx_body_limits_are_the_apps(settings, nginx_server):
+    from captions.middleware import MULTIPART_OVERHEAD_BYTES, ONE_IMAGE_PATHS
+
+    # The largest request any route takes, and what one image takes (captions/middleware.py).
+    assert directives(nginx_server, "client_max_body_size") == [[str(settings.IMGCAP_MAX_REQUEST_BYTES)]]
+    largest = max(
+        settings.IMGCAP_MAX_BATCH_BYTES,
+        settings.IMGCAP_ARCHIVE_MAX_BYTES,
+        settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
+    )
+    assert largest <= settings.IMGCAP_MAX_REQUEST_BYTES
+    api = child(nginx_server, "location", "/api/")
+    (path,) = ONE_IMAGE_PATHS
+    one_image = child(api, "location", "=", path)
+    assert directives(one_image, "client_max_body_size") == [
+        [str(settings.IMGCAP_MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD_BYTES)]
+    ]
+    assert directives(one_image, "proxy_pass") == directives(api, "proxy_pass") == [["http://imgcap_web"]]
+    # nginx's own 413 under /api/ is the API's error body.
+    assert ["413", "@api_too_large"] in directives(api, "error_page")
+    body = directives(child(nginx_server, "location", "@api_too_large"), "return")[0]
+    assert body[0] == "413"
+    assert json.loads(body[1].strip("'").replace("\\n", ""))["error"]["code"] == "request_too_large"
+
+
 # --- commands ---------------------------------------------------------------------------------------
 
 
@@ -176,7 +310,7 @@ def test_gunicorn_serves_the_project_wsgi_application(services):
     assert (module, attribute) == ("imgcap_site.wsgi", "application")
     assert re.search(r"^application\s*=", module_file(module).read_text(), re.M)
     assert "--bind=0.0.0.0:8000" in words
-    assert services["web"]["ports"] == ["8000:8000"]
+    assert services["web"]["expose"] == ["8000"]
 
 
 def celery_services(services) -> dict[str, list[str]]:
