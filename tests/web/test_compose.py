@@ -23,10 +23,10 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 NGINX_TEMPLATE = REPO / "deploy" / "nginx" / "default.conf.template"
-QUEUES = {"caption", "default"}  # the contract's queue names
+QUEUES = {"caption", "default", "fetch"}  # the contract's queue names
 # What imgcap_site/settings/production.py refuses to start without, or needs to reach the services.
 REQUIRED_ENV = ("DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DATABASE_URL", "CELERY_BROKER_URL")
-APP_SERVICES = ("migrate", "web", "worker", "beat", "gpu-worker")
+APP_SERVICES = ("migrate", "web", "worker", "fetcher", "beat", "gpu-worker")
 
 
 @pytest.fixture(scope="module")
@@ -319,7 +319,7 @@ def celery_services(services) -> dict[str, list[str]]:
 
 def test_celery_commands_name_the_project_app_and_contract_queues(services):
     found = celery_services(services)
-    assert set(found) == {"worker", "beat", "gpu-worker"}
+    assert set(found) == {"worker", "fetcher", "beat", "gpu-worker"}
     celery_module = REPO / "imgcap_site" / "celery.py"
     assert re.search(r"^app\s*=\s*Celery\(", celery_module.read_text(), re.M)
     consumed: set[str] = set()
@@ -335,11 +335,15 @@ def test_celery_commands_name_the_project_app_and_contract_queues(services):
     assert consumed == QUEUES, "some queue of the contract has no worker"
     assert argv(services["worker"])[argv(services["worker"]).index("-Q") + 1] == "caption,default"
     assert argv(services["gpu-worker"])[argv(services["gpu-worker"]).index("-Q") + 1] == "caption"
+    # URLs wait on other servers: many threads in a worker that loads no model (worker/tasks.py).
+    fetcher = argv(services["fetcher"])
+    assert fetcher[fetcher.index("-Q") + 1] == "fetch" and fetcher[fetcher.index("--pool") + 1] == "threads"
 
 
 def test_contract_queues_are_the_ones_settings_route_to(settings):
     assert settings.CELERY_TASK_DEFAULT_QUEUE == "default"
     assert settings.CELERY_TASK_ROUTES["imgcap.caption_images"] == {"queue": "caption"}
+    assert settings.CELERY_TASK_ROUTES["imgcap.fetch_urls"] == {"queue": "fetch"}
 
 
 def test_every_manage_py_command_is_a_real_django_command(services):
