@@ -357,3 +357,57 @@ def test_a_killed_workers_claims_are_handed_back_and_captioned(worker, api, tiny
     assert queue.requeue_stale(older_than_s=2) == [image.pk]
     done = wait_until(api, image.pk, {"done"}, worker)
     assert done["attempts"] == 2 and done["caption"]
+
+
+def test_a_fetch_only_worker_downloads_urls_without_loading_the_model(
+    worker, api, photo_server, settings, tmp_path
+):
+    # What docker-compose's `fetcher` runs, on a broker of its own (so the module's worker, which
+    # consumes `fetch` too, cannot be the one that fetches), with no model to load.
+    settings.IMGCAP_URL_ALLOW_PRIVATE = True
+    url = f"redis://127.0.0.1:6379/{REDIS_DB + 2}"
+    redis.Redis.from_url(url).flushdb()
+    log = tmp_path / "fetcher.log"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "imgcap_site.settings.test",
+        "DATABASE_URL": database_url(connection.settings_dict["NAME"]),
+        "CELERY_BROKER_URL": url,
+        "IMGCAP_MODEL_DIR": str(tmp_path / "no-model-here"),
+        "IMGCAP_URL_ALLOW_PRIVATE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "imgcap_site",
+        "worker",
+        "-Q",
+        "fetch",
+        "--pool",
+        "threads",
+    ]
+    command += ["--concurrency", "2", "--loglevel", "INFO", "-n", f"fetch-{uuid.uuid4().hex[:8]}@%h"]
+    with log.open("w") as out:
+        fetcher = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: " ready." in log.read_text(), 60, "the fetch worker to start", log)
+        with publishing_to(url):
+            response = api.post("/api/v1/batches/", {"urls": [f"{photo_server}/a.jpg"]}, format="json")
+        assert response.status_code == 202
+
+        def fetched() -> dict | None:
+            body = api.get(response.json()["urls"]["self"]).json()
+            return body if not body["fetching"] else None
+
+        body = wait_for(fetched, 30, "the fetch worker to download the URL", log)
+        assert [i["name"] for i in body["items"]] == ["a.jpg"] and body["status"] == "pending"
+        text = log.read_text()
+        assert f"imgcap batch {body['id']}: fetched 1 URL, refused 0" in text
+        assert "captioner" not in text  # never tried to load one (it would have logged the failure)
+        maps = Path(f"/proc/{fetcher.pid}/maps").read_text()
+        assert "tensorflow" not in maps and "libtensorflow" not in maps
+    finally:
+        stop(fetcher)
