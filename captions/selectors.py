@@ -70,10 +70,14 @@ def with_captions(images: QuerySet[Image]) -> QuerySet[Image]:
     return images.select_related("owner").prefetch_related(*_captions_prefetch())
 
 
-def load_captions(image: Image) -> Image:
+def load_captions(image: Image, *, new: bool = False) -> Image:
     """`image` (e.g. one intake just stored or found) with what `choose_captions` needs, without
-    reading the image row again."""
-    prefetch_related_objects([image], *_captions_prefetch())
+    reading the image row again; `new`: just stored, so it has nothing to read (no query)."""
+    if new:
+        nothing = [Prefetch("captions", Caption.objects.none()), Prefetch("tags", ImageTag.objects.none())]
+        prefetch_related_objects([image], *nothing)
+    else:
+        prefetch_related_objects([image], *_captions_prefetch())
     return image
 
 

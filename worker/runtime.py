@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -54,6 +55,14 @@ def get_captioner() -> Captioner:
                 )
                 _captioner = captioner
     return _captioner
+
+
+def lower_priority() -> None:
+    """Make this captioning process nicer by settings.IMGCAP_WORKER_NICE (once), so the model takes
+    the CPU the web server leaves rather than the other way round."""
+    step = settings.IMGCAP_WORKER_NICE
+    if step > 0 and os.nice(0) < step:
+        os.nice(step - os.nice(0))
 
 
 def embed_captions(texts: list[str]) -> Any:

@@ -90,6 +90,7 @@ def _load_model_in_pool_process(**kwargs: Any) -> None:
     # this signal too, from the main process and before `-B` forks beat; that case waits for
     # worker_ready, so beat is not forked from a process running TensorFlow's threads.
     if current_process().name != "MainProcess" and _captions():
+        runtime.lower_priority()
         runtime.warm_up()
 
 
@@ -99,6 +100,7 @@ def _load_model_in_worker(sender: Any = None, **kwargs: Any) -> None:
     from celery.concurrency.prefork import TaskPool as PreforkPool
 
     if not isinstance(getattr(sender, "pool", None), PreforkPool) and _captions():
+        runtime.lower_priority()
         runtime.warm_up()
     monitoring.serve(settings.IMGCAP_WORKER_METRICS_PORT)
 

@@ -99,7 +99,7 @@ class ImageListView(generics.GenericAPIView):
             visibility=form.validated_data["visibility"],
             batch=batch,
         )
-        image = selectors.load_captions(result.image)
+        image = selectors.load_captions(result.image, new=result.created)
         data = s.ImageSerializer(image, context=self.get_serializer_context()).data
         data["duplicate"] = not result.created
         return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": data["urls"]["self"]})

@@ -153,6 +153,9 @@ IMGCAP_MICRO_BATCH_WAIT_MS = env.int(
 # A worker refreshes its claims' heartbeat every IMGCAP_HEARTBEAT_S while it captions them; a claim
 # silent for IMGCAP_STALE_AFTER_S (its worker was killed) is handed back by the reaper.
 IMGCAP_HEARTBEAT_S = env.float("IMGCAP_HEARTBEAT_S", default=5.0)
+# Captioning workers lower their CPU priority by this much (nice; 0: not at all): on a machine they
+# share with the web server, a request waits for no model call, and captions take what is left.
+IMGCAP_WORKER_NICE = env.int("IMGCAP_WORKER_NICE", default=10)
 # Monitoring (Prometheus): GET /metrics on the web side, needing this bearer token when set; each
 # worker serves its own figures on IMGCAP_WORKER_METRICS_PORT when set (docs/operations.md).
 IMGCAP_METRICS_TOKEN = env.str("IMGCAP_METRICS_TOKEN", default="")

@@ -407,6 +407,9 @@ def test_a_fetch_only_worker_downloads_urls_without_loading_the_model(
         text = log.read_text()
         assert f"imgcap batch {body['id']}: fetched 1 URL, refused 0" in text
         assert "captioner" not in text  # never tried to load one (it would have logged the failure)
+        # The captioning worker yields the CPU to web requests (IMGCAP_WORKER_NICE); the fetcher need not.
+        assert os.getpriority(os.PRIO_PROCESS, worker.process.pid) == 10
+        assert os.getpriority(os.PRIO_PROCESS, fetcher.pid) == 0
         maps = Path(f"/proc/{fetcher.pid}/maps").read_text()
         assert "tensorflow" not in maps and "libtensorflow" not in maps
     finally:
