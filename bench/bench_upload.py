@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.bench_upload                     # 8 clients, 400 timed uploads
     .venv/bin/python -m bench.bench_upload --requests 48       # smoke run (well under a minute)
+    .venv/bin/python -m bench.bench_upload --busy-worker       # a worker captioning all the while
 
 The web side only: gunicorn (`-w 4` sync workers by default: the (2 x cores) rule of thumb on
 2 cores) with the production settings on a fresh Postgres database and Redis as the broker; no
@@ -10,11 +11,16 @@ that POSTs one image per request (multipart field `image`, `Authorization: Token
 connection. Every request sends different bytes (Flickr8k dev images, each with a JPEG comment
 naming the request), so the per-owner dedupe never short-circuits one. Request bodies are built
 before the clock starts.
+
+`--busy-worker` starts a Celery worker (`models/default`, solo pool, the default IMGCAP_WORKER_NICE)
+on the same machine, gives it a backlog of `--backlog` images first and times the uploads while it
+captions them: the worker shares the two cores with gunicorn and the clients, as in `make run`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import threading
@@ -36,12 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", default="imgcap_bench", help="Postgres database (dropped and recreated)")
     parser.add_argument("--redis-db", type=int, default=pe.BENCH_REDIS_DB)
     parser.add_argument("--keep", action="store_true", help="keep the database and files afterwards")
+    parser.add_argument("--busy-worker", action="store_true", help="a Celery worker captions meanwhile")
+    parser.add_argument("--backlog", type=int, default=300, help="images queued before timing (busy worker)")
     args = parser.parse_args(argv)
 
     env_start, work, env = pe.fresh_platform("upload", db_name=args.db, redis_db=args.redis_db)
     user, token = pe.make_user("bench-upload")
 
-    total = args.warmup + args.requests
+    backlog = args.backlog if args.busy_worker else 0
+    total = backlog + args.warmup + args.requests
     sources = pe.dev_images(min(total, 1000))
     run = uuid.uuid4().hex[:8]
     bodies = []
@@ -56,10 +65,22 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
+    captioned = None
     try:
-        with pe.Gunicorn(env, work / "gunicorn.log", workers=args.web_workers) as web:
-            warm = _run(web.port, token, bodies[: args.warmup], args.clients)
-            timed = _run(web.port, token, bodies[args.warmup :], args.clients)
+        with contextlib.ExitStack() as running:
+            web = running.enter_context(pe.Gunicorn(env, work / "gunicorn.log", workers=args.web_workers))
+            if args.busy_worker:
+                running.enter_context(pe.CeleryWorker(env, work / "worker.log"))
+                _run(web.port, token, bodies[:backlog], args.clients)
+            warm = _run(web.port, token, bodies[backlog : backlog + args.warmup], args.clients)
+            before = _done_count(user) if args.busy_worker else 0
+            timed = _run(web.port, token, bodies[backlog + args.warmup :], args.clients)
+            if args.busy_worker:
+                captioned = _done_count(user) - before
+                busy = _done_count(user, pending=True)
+                print(
+                    f"the worker captioned {captioned} images while the uploads were timed; {busy} still wait"
+                )
         from captions.models import Image
 
         stored = Image.objects.filter(owner=user).count()
@@ -75,13 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"throughput: {rate:.1f} requests/s over {timed['wall_s']:.1f} s; errors: {timed['errors']}; "
         f"statuses {dict(timed['statuses'])}; duplicates reported: {timed['duplicates']}; "
-        f"images stored: {stored} (expected {args.warmup + args.requests - warm['errors'] - timed['errors']})"
+        f"images stored: {stored} (expected {total - warm['errors'] - timed['errors']})"
     )
     env_end = pe.environment()
     path = write_results(
-        "upload",
+        "upload_busy_worker" if args.busy_worker else "upload",
         {
-            "what": "POST /api/v1/images/ (one JPEG per request), gunicorn sync workers, no Celery worker",
+            "what": "POST /api/v1/images/ (one JPEG per request), gunicorn sync workers, "
+            + ("a Celery worker captioning a backlog meanwhile" if args.busy_worker else "no Celery worker"),
             "args": vars(args),
             "environment_start": env_start,
             "environment_end": env_end,
@@ -95,10 +117,18 @@ def main(argv: list[str] | None = None) -> int:
             "duplicates": timed["duplicates"],
             "images_stored": stored,
             "warmup_errors": warm["errors"],
+            "captioned_while_timed": captioned,
         },
     )
     print(f"-> {path}")
     return 0 if timed["errors"] == 0 else 1
+
+
+def _done_count(user, *, pending: bool = False) -> int:
+    from captions.models import Image
+
+    statuses = ["pending", "processing"] if pending else ["done", "failed"]
+    return Image.objects.filter(owner=user, status__in=statuses).count()
 
 
 def _run(port: int, token: str, bodies: list[tuple[bytes, str]], clients: int) -> dict:

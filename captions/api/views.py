@@ -100,7 +100,9 @@ class ImageListView(generics.GenericAPIView):
             batch=batch,
         )
         image = selectors.load_captions(result.image, new=result.created)
-        data = s.ImageSerializer(image, context=self.get_serializer_context()).data
+        # A new image has no captions yet: no active model version to look up for choosing one.
+        context = {"request": request, "active": None} if result.created else self.get_serializer_context()
+        data = s.ImageSerializer(image, context=context).data
         data["duplicate"] = not result.created
         return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": data["urls"]["self"]})
 
