@@ -1,19 +1,21 @@
 """Caption exports as CSV or JSON Lines: their rows (read through what a user may see, as every
-selector reads) and their rendering, row by row so any size streams in constant memory."""
+selector reads) and their rendering, row by row so any size streams in constant memory. By default
+one row per image, the caption the site shows for it; `every_caption` adds every candidate."""
 
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from django.contrib.postgres.aggregates import StringAgg
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import Case, F, IntegerField, OuterRef, QuerySet, Subquery, Value, When
 
 from captions.models import Caption, ImageTag
 from captions.search import filter_captions
-from captions.selectors import filter_all_images, list_images
+from captions.selectors import active_model_version, filter_all_images, list_images
 
 EXPORT_FORMATS = ("csv", "jsonl")
 COLUMNS = (
@@ -58,13 +60,17 @@ def export_rows(
     q: str | None = None,
     mine: bool = False,
     all_images: bool = False,
+    every_caption: bool = False,
     chunk_size: int = 2000,
 ) -> Iterator[ExportRow]:
-    """Every caption of the visible images matching the filters (checked by the caller: the API's
-    ExportFilterSerializer, the command's choices), streamed from the database in chunks."""
+    """The shown caption of each visible image matching the filters (checked by the caller: the API's
+    ExportFilterSerializer, the command's choices), or with `every_caption` every caption of them
+    (each model run's N-best list and the human ones), streamed from the database in chunks."""
     captions = _export_queryset(
         user, batch=batch, status=status, source=source, model=model, q=q, mine=mine, all_images=all_images
     )
+    if not every_caption:
+        captions = _shown(captions)
     rows = captions.values_list(
         "image_id",
         "image__file",
@@ -125,6 +131,38 @@ def _export_queryset(
     )
     captions = captions.annotate(image_tags=Subquery(tags))
     return captions.order_by("image_id", "source", "model_version_id", "rank", "id")
+
+
+def _shown(captions: QuerySet[Caption]) -> QuerySet[Caption]:
+    """Of each image's captions, the one selectors.choose_captions shows, picked in SQL (DISTINCT ON)
+    so the export still streams: the newest human caption, else rank 0 of the active model version's
+    list, else rank 0 of the newest model run."""
+    active = active_model_version()
+    newest_run = (
+        Caption.objects.filter(image_id=OuterRef("image_id"), source=Caption.Source.MODEL)
+        .order_by("-created_at", "-id")
+        .values("model_version_id")[:1]
+    )
+
+    def first_if(condition: When) -> Case:
+        return Case(condition, default=Value(1), output_field=IntegerField())
+
+    return (
+        captions.annotate(
+            not_human=first_if(When(source=Caption.Source.HUMAN, then=Value(0))),
+            human_order=Case(When(source=Caption.Source.HUMAN, then=-F("id")), default=Value(0)),
+            not_active=first_if(When(model_version_id=active.pk if active else None, then=Value(0))),
+            not_newest=first_if(When(model_version_id=Subquery(newest_run), then=Value(0))),
+        )
+        .order_by("image_id", "not_human", "human_order", "not_active", "not_newest", "rank", "id")
+        .distinct("image_id")
+    )
+
+
+def export_filename(fmt: str, *, batch: int | None = None, mine: bool = False, today: datetime.date) -> str:
+    """What the download is called: what was exported and when, e.g. imgcap-batch-3-2026-12-02.csv."""
+    parts = ["imgcap", *([f"batch-{batch}"] if batch else []), *(["mine"] if mine and not batch else [])]
+    return "-".join([*parts, today.isoformat()]) + f".{fmt}"
 
 
 class _Echo:

@@ -71,6 +71,12 @@ class ExportFilterSerializer(serializers.Serializer):
     model = serializers.CharField(required=False, help_text="only captions of this model version (its name)")
     q = serializers.CharField(required=False, help_text="only captions matching this full-text search")
     owner = serializers.ChoiceField(choices=["me"], required=False, help_text='"me": only your own images')
+    captions = serializers.ChoiceField(
+        choices=["shown", "all"],
+        required=False,
+        help_text='"shown" (the default): one row per image, the caption the site shows; "all": every '
+        "caption (each model run's N-best list and the human ones)",
+    )
 
     def selector_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for exports.export_rows."""
@@ -82,6 +88,7 @@ class ExportFilterSerializer(serializers.Serializer):
             "model": data.get("model"),
             "q": data.get("q"),
             "mine": data.get("owner") == "me",
+            "every_caption": data.get("captions") == "all",
         }
 
 

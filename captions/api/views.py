@@ -7,6 +7,7 @@ import mimetypes
 from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.urls import reverse
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
@@ -23,7 +24,7 @@ from captions import health, selectors, thumbnails
 from captions.api import serializers as s
 from captions.api.filters import ExportFilterSerializer, ImageFilterSerializer, read_filters
 from captions.api.pagination import SearchPagination
-from captions.exports import CONTENT_TYPES, export_rows, render_rows
+from captions.exports import CONTENT_TYPES, export_filename, export_rows, render_rows
 from captions.ingest import RejectedInput
 from captions.location import without_location
 from captions.services.images import (
@@ -308,9 +309,10 @@ class SearchView(generics.GenericAPIView):
 
 
 class ExportView(APIView):
-    """Stream every caption of the images you can see as CSV or JSON Lines: image_url, caption, score,
-    model_version, source (+ rank, image_id, original_name, created_at). Filters: batch, status, source
-    (model/human), model (version name), q (full-text), owner=me."""
+    """Stream the captions of the images you can see as CSV or JSON Lines: image_url, caption, score,
+    model_version, source (+ rank, image_id, original_name, created_at, tags); one row per image (the
+    caption shown), or every caption with captions=all. Filters: batch, status, source (model/human),
+    model (version name), q (full-text), owner=me. Named after what it holds and the day."""
 
     renderer_classes = [JSONRenderer]
     content_negotiation_class = _FirstRenderer
@@ -331,7 +333,13 @@ class ExportView(APIView):
         response = StreamingHttpResponse(
             render_rows(rows, self.fmt, url_for), content_type=CONTENT_TYPES[self.fmt]
         )
-        response["Content-Disposition"] = f'attachment; filename="captions.{self.fmt}"'
+        name = export_filename(
+            self.fmt,
+            batch=filters.validated_data.get("batch"),
+            mine=filters.selector_kwargs()["mine"],
+            today=timezone.localdate(),
+        )
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
         return response
 
 

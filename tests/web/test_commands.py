@@ -160,13 +160,17 @@ def test_export_captions(user, other_user, make_image, model_version, save_capti
     out_file = tmp_path / "all.csv"
     _, err = run("export_captions", "--format", "csv", "--out", str(out_file))
     rows = list(csv.DictReader(out_file.open()))
-    assert sorted(r["caption"] for r in rows) == ["a dog", "a dog runs", "a private cat"]  # admin: everything
+    assert sorted(r["caption"] for r in rows) == ["a dog runs", "a private cat"]  # admin: every image
     assert rows[0]["image_url"].startswith("https://imgcap.example.org/media/images/")
+    assert "2 captions exported" in err
+    _, err = run("export_captions", "--format", "csv", "--all-captions", "--out", str(out_file))
+    rows = list(csv.DictReader(out_file.open()))
+    assert sorted(r["caption"] for r in rows) == ["a dog", "a dog runs", "a private cat"]
     assert "3 captions exported" in err
 
     out, _ = run("export_captions", "--format", "jsonl", "--user", "bob", "-q", "dogs")
     assert [json.loads(line)["caption"] for line in out.splitlines()] == []
-    out, _ = run("export_captions", "--format", "jsonl", "--user", "alice", "-q", "dogs")
+    out, _ = run("export_captions", "--format", "jsonl", "--user", "alice", "-q", "dogs", "--all-captions")
     assert sorted(json.loads(line)["caption"] for line in out.splitlines()) == ["a dog", "a dog runs"]
 
 

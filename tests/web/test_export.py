@@ -8,7 +8,9 @@ import json
 
 import pytest
 from django.http import StreamingHttpResponse
+from django.utils import timezone
 
+from captions.models import ModelVersion
 from captions.services.images import add_human_caption
 from captions.services.intake import IncomingFile, create_batch
 from captions.services.model_versions import ensure_model_version
@@ -49,10 +51,10 @@ def jsonl_rows(response) -> list[dict]:
 
 
 def test_csv_has_every_visible_caption_with_absolute_urls(api, library):
-    response = api.get("/api/v1/export.csv")
+    response = api.get("/api/v1/export.csv", {"captions": "all"})
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/csv")
-    assert 'filename="captions.csv"' in response["Content-Disposition"]
+    assert f'filename="imgcap-{timezone.localdate().isoformat()}.csv"' in response["Content-Disposition"]
     rows = csv_rows(response)
     assert list(rows[0])[:5] == ["image_url", "caption", "score", "model_version", "source"]
     captions = {r["caption"] for r in rows}
@@ -76,7 +78,7 @@ def test_csv_has_every_visible_caption_with_absolute_urls(api, library):
 
 
 def test_jsonl_has_the_same_rows(api, library):
-    response = api.get("/api/v1/export.jsonl")
+    response = api.get("/api/v1/export.jsonl", {"captions": "all"})
     assert response.status_code == 200
     assert response["Content-Type"].startswith("application/x-ndjson")
     rows = jsonl_rows(response)
@@ -92,6 +94,7 @@ def test_jsonl_has_the_same_rows(api, library):
 
 def test_filters(api, anon_api, library):
     def captions(**params) -> set[str]:
+        params = {"captions": "all", **params}
         return {r["caption"] for r in jsonl_rows(api.get("/api/v1/export.jsonl", params))}
 
     assert captions(source="human") == {"kids at the park, with a red ball"}
@@ -105,8 +108,49 @@ def test_filters(api, anon_api, library):
     assert captions(owner="me", q="cat") == set()
     assert captions(q="cat") == {"a cat on a sofa"}
     assert captions(status="pending") == set()
-    anon = {r["caption"] for r in csv_rows(anon_api.get("/api/v1/export.csv"))}
+    anon = {r["caption"] for r in csv_rows(anon_api.get("/api/v1/export.csv", {"captions": "all"}))}
     assert anon == {"a cat on a sofa"}
+
+
+def test_by_default_one_row_per_image_the_caption_the_site_shows(
+    api, user, library, make_image, save_captions
+):
+    response = api.get("/api/v1/export.csv", {"batch": library["batch"].pk})
+    batch = library["batch"].pk
+    day = timezone.localdate().isoformat()
+    assert f'filename="imgcap-batch-{batch}-{day}.csv"' in response["Content-Disposition"]
+    rows = csv_rows(response)
+    # The human caption beats the model's; rank 0 of the model's list otherwise.
+    assert [(r["original_name"], r["caption"]) for r in rows] == [
+        ("beach.jpg", "a dog runs on the beach"),
+        ("park.jpg", "kids at the park, with a red ball"),
+    ]
+    assert rows[0]["rank"] == "0" and rows[0]["source"] == "model"
+    # What the export shows is what the API shows, for every visible image.
+    shown = {r["image_id"]: r["caption"] for r in jsonl_rows(api.get("/api/v1/export.jsonl"))}
+    for image_id, caption in shown.items():
+        assert api.get(f"/api/v1/images/{image_id}/").json()["caption"]["text"] == caption
+    assert len(shown) == 3  # alice's two and bob's public one
+    assert 'filename="imgcap-mine-' in api.get("/api/v1/export.csv", {"owner": "me"})["Content-Disposition"]
+
+
+def test_the_shown_caption_is_the_active_models_else_the_newest_runs(api, user, make_image, save_captions):
+    image = make_image(user)
+    first = ensure_model_version(name="imgcap-first", encoder="efficientnet_lite0", metrics={})
+    second = ensure_model_version(name="imgcap-second", encoder="efficientnet_lite0", metrics={})
+    save_captions(image, first, ["a dog on grass", "a dog"], [-0.2, -0.6])
+    save_captions(image, second, ["a brown dog runs", "a dog runs"], [-0.3, -0.5])
+
+    def shown() -> list[str]:
+        return [r["caption"] for r in jsonl_rows(api.get("/api/v1/export.jsonl", {"owner": "me"}))]
+
+    def api_shows() -> list[str]:
+        return [api.get(f"/api/v1/images/{image.pk}/").json()["caption"]["text"]]
+
+    assert first.active and shown() == ["a dog on grass"] == api_shows()  # the active version's rank 0
+    ModelVersion.objects.update(active=False)
+    assert shown() == ["a brown dog runs"] == api_shows()  # no active version: the newest run's
+    assert len(jsonl_rows(api.get("/api/v1/export.jsonl", {"owner": "me", "captions": "all"}))) == 4
 
 
 def test_bad_filters_are_400_before_streaming(api, library):
@@ -119,7 +163,7 @@ def test_bad_filters_are_400_before_streaming(api, library):
 def test_export_is_streamed_from_a_database_iterator(user, library):
     from captions.exports import export_rows
 
-    rows = export_rows(user, chunk_size=2)
+    rows = export_rows(user, every_caption=True, chunk_size=2)
     first = next(rows)
     assert first.caption
     assert len([first, *rows]) == 6
@@ -130,9 +174,10 @@ def test_csv_cells_that_would_run_as_formulas_stay_text(api, user, make_image, m
     image = make_image(user, name="=HYPERLINK(evil).jpg")
     save_captions(image, model_version, ["-2+3 dogs"])
     add_human_caption(image=image, text="@SUM(A1:A9) on a beach", author=user)
-    rows = csv_rows(api.get("/api/v1/export.csv", {"owner": "me"}))
+    rows = csv_rows(api.get("/api/v1/export.csv", {"owner": "me", "captions": "all"}))
     assert {r["caption"] for r in rows} == {"'-2+3 dogs", "'@SUM(A1:A9) on a beach"}
     assert {r["original_name"] for r in rows} == {"'=HYPERLINK(evil).jpg"}
     assert all(not r["score"].startswith("'") for r in rows)  # numbers are written as they are
-    jsonl = {r["caption"] for r in jsonl_rows(api.get("/api/v1/export.jsonl", {"owner": "me"}))}
+    every = {"owner": "me", "captions": "all"}
+    jsonl = {r["caption"] for r in jsonl_rows(api.get("/api/v1/export.jsonl", every))}
     assert jsonl == {"-2+3 dogs", "@SUM(A1:A9) on a beach"}  # JSON is data, not a sheet: unchanged

@@ -1,4 +1,5 @@
-"""`manage.py export_captions --format csv|jsonl [--out FILE]`: every caption, to a file or stdout."""
+"""`manage.py export_captions --format csv|jsonl [--out FILE] [--all-captions]`: each image's shown
+caption (or every caption), to a file or stdout."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ class Command(BaseCommand):
         parser.add_argument("--source", choices=EXPORT_SOURCES)
         parser.add_argument("--model", help="only captions of this model version (its name)")
         parser.add_argument("-q", "--query", help="only captions matching this full-text search")
+        parser.add_argument(
+            "--all-captions", action="store_true", help="every caption, not only the one each image shows"
+        )
 
     def handle(self, *args, fmt: str, out: Path | None, user: str | None, **options) -> None:
         owner = get_user(user) if user else None
@@ -38,6 +42,7 @@ class Command(BaseCommand):
                 model=options["model"],
                 q=options["query"],
                 all_images=owner is None,
+                every_caption=options["all_captions"],
             )
         except RejectedInput as exc:
             raise CommandError(exc.message) from None
