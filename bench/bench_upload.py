@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.bench_upload                     # 8 clients, 400 timed uploads
     .venv/bin/python -m bench.bench_upload --requests 48       # smoke run (well under a minute)
     .venv/bin/python -m bench.bench_upload --busy-worker       # a worker captioning all the while
+    .venv/bin/python -m bench.bench_upload --rate 30           # 30 uploads/s offered, not as fast as possible
 
 The web side only: gunicorn (`-w 4` sync workers by default: the (2 x cores) rule of thumb on
 2 cores) with the production settings on a fresh Postgres database and Redis as the broker; no
@@ -15,6 +16,12 @@ before the clock starts.
 `--busy-worker` starts a Celery worker (`models/default`, solo pool, the default IMGCAP_WORKER_NICE)
 on the same machine, gives it a backlog of `--backlog` images first and times the uploads while it
 captions them: the worker shares the two cores with gunicorn and the clients, as in `make run`.
+
+By default each client sends its next upload as soon as the last is answered (closed loop: the
+figures are the server's capacity, and latency is clients / throughput by Little's law). `--rate R`
+offers R uploads a second in all instead, evenly spaced, whatever the answers (open loop: latency
+at a given load); each latency then counts from when its upload was due, so a server falling
+behind shows its queue (no "coordinated omission").
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the database and files afterwards")
     parser.add_argument("--busy-worker", action="store_true", help="a Celery worker captions meanwhile")
     parser.add_argument("--backlog", type=int, default=300, help="images queued before timing (busy worker)")
+    parser.add_argument("--rate", type=float, default=0, help="uploads/s offered in all (0: closed loop)")
     args = parser.parse_args(argv)
 
     env_start, work, env = pe.fresh_platform("upload", db_name=args.db, redis_db=args.redis_db)
@@ -74,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 _run(web.port, token, bodies[:backlog], args.clients)
             warm = _run(web.port, token, bodies[backlog : backlog + args.warmup], args.clients)
             before = _done_count(user) if args.busy_worker else 0
-            timed = _run(web.port, token, bodies[backlog + args.warmup :], args.clients)
+            timed = _run(web.port, token, bodies[backlog + args.warmup :], args.clients, rate=args.rate)
             if args.busy_worker:
                 captioned = _done_count(user) - before
                 busy = _done_count(user, pending=True)
@@ -103,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         "upload_busy_worker" if args.busy_worker else "upload",
         {
             "what": "POST /api/v1/images/ (one JPEG per request), gunicorn sync workers, "
-            + ("a Celery worker captioning a backlog meanwhile" if args.busy_worker else "no Celery worker"),
+            + ("a Celery worker captioning a backlog meanwhile" if args.busy_worker else "no Celery worker")
+            + (f", {args.rate:g} uploads/s offered" if args.rate else ", closed loop"),
             "args": vars(args),
             "environment_start": env_start,
             "environment_end": env_end,
@@ -131,9 +140,11 @@ def _done_count(user, *, pending: bool = False) -> int:
     return Image.objects.filter(owner=user, status__in=statuses).count()
 
 
-def _run(port: int, token: str, bodies: list[tuple[bytes, str]], clients: int) -> dict:
-    """POST every body to /api/v1/images/ from `clients` threads; latencies of the successful ones."""
+def _run(port: int, token: str, bodies: list[tuple[bytes, str]], clients: int, rate: float = 0) -> dict:
+    """POST every body to /api/v1/images/ from `clients` threads; latencies of the successful ones.
+    With `rate`, upload i is due at i / rate seconds and its latency counts from then."""
     lock = threading.Lock()
+    started = time.perf_counter()
     next_index = iter(range(len(bodies)))
     seconds: list[float] = []
     statuses: Counter[int | str] = Counter()
@@ -149,10 +160,15 @@ def _run(port: int, token: str, bodies: list[tuple[bytes, str]], clients: int) -
                 return
             body, content_type = bodies[i]
             headers = {"Authorization": f"Token {token}", "Content-Type": content_type}
+            due = started + i / rate if rate else None
+            if due is not None:
+                time.sleep(max(0.0, due - time.perf_counter()))
             try:
                 status, _, answer, elapsed = pe.request(
                     port, "POST", "/api/v1/images/", body=body, headers=headers
                 )
+                if due is not None:
+                    elapsed = time.perf_counter() - due
             except OSError as exc:
                 with lock:
                     statuses[type(exc).__name__] += 1
@@ -166,7 +182,6 @@ def _run(port: int, token: str, bodies: list[tuple[bytes, str]], clients: int) -
                 elif len(error_samples) < 5:
                     error_samples.append(f"{status}: {answer[:300]!r}")
 
-    started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=clients) as pool:
         futures = [pool.submit(client) for _ in range(clients)]
     for future in futures:

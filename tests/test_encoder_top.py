@@ -131,5 +131,7 @@ def test_the_default_model_is_unchanged():
         assert r.caption == want["caption"], name
         assert r.score == pytest.approx(want["score"], abs=1e-5)
         assert [t.label for t in r.tags] == [label for label, _ in want["tags"]]
-        assert [t.score for t in r.tags] == pytest.approx([s for _, s in want["tags"]], abs=1e-6)
-        assert r.confidence == pytest.approx(want["confidence"], abs=1e-6)
+        # TensorFlow's threaded reductions differ in the last digits from run to run (seen: 1.1e-6 on a
+        # loaded machine): far below any change of the model, which moves these by orders more.
+        assert [t.score for t in r.tags] == pytest.approx([s for _, s in want["tags"]], abs=1e-5)
+        assert r.confidence == pytest.approx(want["confidence"], abs=1e-5)
