@@ -115,7 +115,9 @@ def make_heic() -> Callable[..., bytes]:
     def make(source: Path | None = None, exif: bytes | None = None) -> bytes:
         with Image.open(source or real_photo(COCO_MINI / "val2017")) as picture:
             out = io.BytesIO()
-            picture.convert("RGB").save(out, "HEIF", quality=70, **({"exif": exif} if exif else {}))
+            # x265's fastest preset: a second less per photo on a busy machine, the same kind of file.
+            extra = {"exif": exif} if exif else {}
+            picture.convert("RGB").save(out, "HEIF", quality=70, enc_params={"preset": "ultrafast"}, **extra)
         return out.getvalue()
 
     return make
