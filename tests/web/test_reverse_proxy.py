@@ -339,7 +339,9 @@ def test_a_chunked_body_is_cut_off_at_the_limit_while_it_streams(stack):
         body = response.read()
     assert response.status == 413, body[:300]
     assert json.loads(body)["error"]["code"] == "request_too_large"
-    assert sent <= 54 * len(chunk), f"{sent} bytes sent before the 413; the limit is 50 MiB + 64 KiB"
+    # The limit plus what the loopback's socket buffers hold before the 413 shows (a few MiB, more when
+    # the machine is busy); a proxy that read it all would have taken the 80 MiB.
+    assert sent <= 60 * len(chunk), f"{sent} bytes sent before the 413; the limit is 50 MiB + 64 KiB"
     assert not app_saw(stack, marker)
 
 
