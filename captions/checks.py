@@ -27,3 +27,21 @@ def static_files_collected(app_configs=None, **kwargs) -> list[checks.CheckMessa
             id="imgcap.W001",
         )
     ]
+
+
+@checks.register()
+def pixel_cap_within_pillows(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """Pillow refuses to open images above ml.images.MAX_PIXELS whatever the setting says, and the worker
+    reads with that limit: a higher IMGCAP_MAX_PIXELS would promise uploads that are refused anyway."""
+    from ml.images import MAX_PIXELS
+
+    if settings.IMGCAP_MAX_PIXELS <= MAX_PIXELS:
+        return []
+    return [
+        checks.Warning(
+            f"IMGCAP_MAX_PIXELS ({settings.IMGCAP_MAX_PIXELS:,}) is above {MAX_PIXELS:,}, "
+            "the most Pillow opens",
+            hint=f"images over {MAX_PIXELS:,} pixels are refused as too_many_pixels whatever the setting",
+            id="imgcap.W002",
+        )
+    ]

@@ -15,7 +15,7 @@ class MultipleFileField(forms.FileField):
     """Many files in one field (Django's documented recipe); contents are checked by captions.ingest."""
 
     def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": "image/*"}))
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": "image/*,.heic,.heif"}))
         super().__init__(*args, **kwargs)
 
     def clean(self, data, initial=None):

@@ -3,6 +3,9 @@
 A thumbnail is stored as thumbs/<size>/<sha[:2]>/<sha>.webp, so owners sharing the same bytes share it and
 it never needs invalidating (an image's bytes never change). Serving goes through the same visibility check
 as the full image (captions.api.views.ThumbnailView).
+
+The largest size, DISPLAY_SIZE, is what the image page shows instead of the original when browsers cannot
+display the original's format (HEIC/HEIF, TIFF); the original stays the download.
 """
 
 from __future__ import annotations
@@ -16,14 +19,21 @@ from PIL import Image as PILImage
 from PIL import ImageOps
 
 from captions.models import Image
+from ml.images import register_heif
 
 logger = logging.getLogger(__name__)
 
-# Longest side in pixels: 320 fills a gallery card, 640 the same card on a high-density screen.
-SIZES = (320, 640)
+# Longest side in pixels: 320 fills a gallery card, 640 the same card on a high-density screen, 1600 the
+# image page's photo (about 800 CSS pixels wide) on one.
+SIZES = (320, 640, 1600)
 DEFAULT_SIZE = SIZES[0]
+DISPLAY_SIZE = SIZES[-1]
+# Formats we accept that browsers cannot show (only Safari shows HEIC; none shows TIFF but Safari).
+UNDISPLAYABLE_FORMATS = frozenset({"HEIF", "TIFF"})
 CONTENT_TYPE = "image/webp"
 _QUALITY = 80
+
+register_heif()
 
 
 class ThumbnailError(Exception):
@@ -32,6 +42,11 @@ class ThumbnailError(Exception):
 
 def thumbnail_name(sha256: str, size: int) -> str:
     return f"thumbs/{size}/{sha256[:2]}/{sha256}.webp"
+
+
+def needs_display_copy(image: Image) -> bool:
+    """Whether pages show `image` through its DISPLAY_SIZE WebP rather than its original file."""
+    return image.format in UNDISPLAYABLE_FORMATS
 
 
 def thumbnail_for(image: Image, size: int = DEFAULT_SIZE) -> str:
@@ -53,7 +68,8 @@ def make_thumbnail(data: bytes, size: int) -> bytes:
     """WebP bytes of the picture in `data`, its longest side `size` pixels (never enlarged), EXIF-rotated."""
     try:
         with PILImage.open(io.BytesIO(data)) as picture:
-            picture.draft("RGB", (size, size))  # JPEG: decode at a reduced scale, much faster
+            # JPEG: decode at a reduced scale; HEIF: decode an embedded thumbnail at least this large if any.
+            picture.draft("RGB", (size, size))
             picture = ImageOps.exif_transpose(picture)
             has_alpha = picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info
             picture = picture.convert("RGBA" if has_alpha else "RGB")

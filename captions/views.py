@@ -11,9 +11,10 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from captions import selectors
+from captions import selectors, thumbnails
 from captions.forms import CaptionForm, GalleryFilterForm, LocationForm, UploadForm, VisibilityForm
 from captions.ingest import RejectedInput
 from captions.services.accounts import regenerate_api_token
@@ -88,8 +89,16 @@ def image_page(request: HttpRequest, pk: int) -> HttpResponse:
     image = selectors.get_image(request.user, pk)
     choice = selectors.choose_captions(image, selectors.active_model_version())
     model_best = choice.candidates[0] if choice.candidates else None
+    # HEIC and TIFF: browsers other than Safari show nothing, so the page shows a large WebP of it.
+    display_copy = thumbnails.needs_display_copy(image)
+    if display_copy:
+        photo_url = f"{reverse('thumbnail', args=[image.pk])}?size={thumbnails.DISPLAY_SIZE}"
+    else:
+        photo_url = reverse("media", args=[image.file.name])
     context = {
         "image": image,
+        "photo_url": photo_url,
+        "display_copy": display_copy,
         "choice": choice,
         "model_best": model_best,
         "has_attention": bool(model_best is not None and model_best.attention),

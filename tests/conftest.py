@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import functools
+import io
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -88,6 +91,48 @@ def tiny_references(tiny_run) -> dict[str, str]:
 
     refs = load_dataset("flickr8k", FLICKR8K, split="train").captions_by_image()
     return {path: refs[path][0] for path in list(refs)[:8]}
+
+
+def real_photo(folder: Path, index: int = 0) -> Path:
+    found = sorted(folder.glob("*.jpg"))
+    if len(found) <= index:
+        pytest.skip(f"real photos not found in {folder}")
+    return found[index]
+
+
+@pytest.fixture(scope="session")
+def make_heic() -> Callable[..., bytes]:
+    """make_heic(source=None, exif=None) -> HEIC bytes encoded by pillow-heif (as an iPhone's are, HEVC
+    in a `heic`-branded file) from a real photo: by default the first COCO photo (640x426, not square);
+    `exif` (bytes) goes into the file's Exif item. Made once per argument set and session."""
+    from PIL import Image
+
+    from ml.images import register_heif
+
+    register_heif()
+
+    @functools.cache
+    def make(source: Path | None = None, exif: bytes | None = None) -> bytes:
+        with Image.open(source or real_photo(COCO_MINI / "val2017")) as picture:
+            out = io.BytesIO()
+            # x265's fastest preset: a second less per photo on a busy machine, the same kind of file.
+            extra = {"exif": exif} if exif else {}
+            picture.convert("RGB").save(out, "HEIF", quality=70, enc_params={"preset": "ultrafast"}, **extra)
+        return out.getvalue()
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def jpeg_48mp(tmp_path_factory) -> Path:
+    """A 48-megapixel (8000x6000) JPEG, as a phone's main camera takes, made once a session by enlarging
+    the first COCO photo (nearest neighbour, quality 70: about a second, 2 MB; 200 MB while it is made)."""
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("big") / "48mp.jpg"
+    with Image.open(real_photo(COCO_MINI / "val2017")) as picture:
+        picture.convert("RGB").resize((8000, 6000), Image.Resampling.NEAREST).save(path, quality=70)
+    return path
 
 
 def read_log(run: Path) -> list[dict[str, str]]:

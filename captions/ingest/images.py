@@ -1,6 +1,7 @@
 """Check that uploaded bytes are one image we accept, without trusting the file's name or headers.
 
-Animated images (GIF, WEBP, APNG) are accepted: the first frame is what gets captioned.
+Animated images (GIF, WEBP, APNG, HEIF sequences) are accepted: the first frame is what gets captioned.
+HEIC/HEIF (iPhones' default) is read by pillow-heif, registered with Pillow by ml.images.
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ import io
 import warnings
 from dataclasses import dataclass
 
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL.Image import Image as PILImage
 
 from captions.duplicates import perceptual_hashes
+from ml.images import register_heif
 
 from .errors import RejectedInput, human_sizes, label
 
@@ -23,12 +26,32 @@ ALLOWED_FORMATS: dict[str, tuple[str, str]] = {
     "GIF": ("image/gif", "gif"),
     "BMP": ("image/bmp", "bmp"),
     "TIFF": ("image/tiff", "tif"),
+    # HEVC-coded HEIF is "HEIC" (brands heic, heix, ...): what iPhones write. Other brands (mif1) are
+    # stored as .heif with image/heif (see _heif_type).
+    "HEIF": ("image/heic", "heic"),
 }
+# ISOBMFF brands (the `ftyp` box): HEVC-coded HEIF, which pillow-heif reads, the generic ones (HEVC or
+# AV1 inside) and AVIF's, which it does not read (its AVIF support went to Pillow's own plugin).
+_HEVC_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs")
+_HEIF_BRANDS = (*_HEVC_BRANDS, b"mif1", b"msf1")
+_AVIF_BRANDS = (b"avif", b"avis")
 # Multi-picture JPEGs (many phone and camera photos) open as "MPO" through Pillow's JPEG decoder.
 _ALIASES = {"MPO": "JPEG"}
 # EXIF orientations that turn the picture by 90 degrees, so width and height swap on display.
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}
+# What turns a picture of each EXIF orientation upright (as ImageOps.exif_transpose does).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 _EXIF_ORIENTATION = 0x0112
+
+register_heif()
 
 
 @dataclass(frozen=True)
@@ -80,11 +103,11 @@ def inspect_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "
     if unsupported:
         raise _unsupported(who, unsupported)
 
-    # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that; both mean "bomb" here.
-    # (The warning filter is process-wide; a concurrent call could at worst miss the conversion,
-    # and our own max_pixels check below still applies.)
+    # Pillow warns above MAX_IMAGE_PIXELS (~89 M) and raises above twice that (a refusal here too);
+    # between the two our own max_pixels check below decides, so the setting may be 100 M. (The
+    # warning filter is process-wide; a concurrent call could at worst log the warning.)
     with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         image = _open(data, who, max_pixels)
         try:
             fmt = _ALIASES.get(image.format or "", image.format or "")
@@ -95,13 +118,13 @@ def inspect_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "
             _decode_first_frame(image, who, max_pixels)
             orientation = _orientation(image)
             animated = bool(getattr(image, "is_animated", False))
-            hashes = perceptual_hashes(ImageOps.exif_transpose(image))
+            hashes = perceptual_hashes(_small_upright(image, orientation))
         finally:
             image.close()
 
     if orientation in _TRANSPOSED_ORIENTATIONS:
         width, height = height, width
-    mime, extension = ALLOWED_FORMATS[fmt]
+    mime, extension = _heif_type(data) if fmt == "HEIF" else ALLOWED_FORMATS[fmt]
     return ImageInfo(
         width=width,
         height=height,
@@ -118,9 +141,15 @@ def _open(data: bytes, who: str, max_pixels: int) -> ImageFile.ImageFile:
     """Parse the header only (Pillow opens lazily), trying just the decoders we accept."""
     try:
         return Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
         raise _bomb(who, max_pixels, detail="a likely decompression bomb") from None
     except UnidentifiedImageError:
+        if data[8:12] in _HEIF_BRANDS:  # a HEIF brand whose boxes pillow-heif could not parse
+            raise RejectedInput(
+                "image_corrupt",
+                f"{who}: the HEIF file is truncated or corrupt and cannot be read",
+                status=422,
+            ) from None
         other = _name_other_format(data)
         if other:
             raise _unsupported(who, other) from None
@@ -140,12 +169,23 @@ def _decode_first_frame(image: ImageFile.ImageFile, who: str, max_pixels: int) -
         image.draft(image.mode, (max(1, image.size[0] // 8), max(1, image.size[1] // 8)))
     try:
         image.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
         raise _bomb(who, max_pixels, detail="a likely decompression bomb") from None
     except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, EOFError...) on bad data
         raise _corrupt(who, exc) from None
     # Some formats only learn their true size while decoding; check again.
     _check_pixels(who, image.size[0], image.size[1], max_pixels)
+
+
+def _small_upright(image: ImageFile.ImageFile, orientation: int) -> PILImage:
+    """The decoded picture, upright, reduced (a box filter) to 256-511 px for its perceptual hash (made
+    at 128 px): a big HEIF, PNG or TIFF is not copied whole by the turn and the greyscale conversion."""
+    factor = min(image.size) // 256
+    small: PILImage = image
+    if factor >= 2 and image.mode not in ("P", "1", "I;16", "I;16B", "I;16L"):  # modes reduce() refuses
+        small = image.reduce(factor)
+    turn = _UPRIGHT.get(orientation)
+    return small.transpose(turn) if turn is not None else small
 
 
 def _check_pixels(who: str, width: int, height: int, max_pixels: int) -> None:
@@ -204,10 +244,10 @@ def _sniff_unsupported(data: bytes) -> str | None:
         return "a ZIP archive"
     if head[4:8] == b"ftyp":
         brand = head[8:12]
-        if brand in (b"avif", b"avis"):
+        if brand in _AVIF_BRANDS or (brand in (b"mif1", b"msf1") and _is_avif(data)):
             return "AVIF"
-        if brand in (b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1", b"heim", b"heis"):
-            return "HEIC/HEIF"
+        if brand in _HEIF_BRANDS:
+            return None  # pillow-heif reads it
         return "a video or ISO media file"
     if head.startswith((b"\x00\x00\x00\x0cjP  ", b"\xff\x4f\xff\x51")):
         return "JPEG 2000"
@@ -217,6 +257,28 @@ def _sniff_unsupported(data: bytes) -> str | None:
     if text.startswith((b"<?xml", b"<svg", b"<!doctype svg")) and b"<svg" in data[:4096].lower():
         return "SVG"
     return None
+
+
+def _ftyp_brands(data: bytes) -> list[bytes]:
+    """The major and compatible brands of an ISOBMFF file's leading `ftyp` box."""
+    size = int.from_bytes(data[:4], "big")
+    if data[4:8] != b"ftyp" or not 16 <= size <= min(len(data), 4096):
+        return []
+    return [data[8:12]] + [data[i : i + 4] for i in range(16, size - 3, 4)]
+
+
+def _is_hevc(data: bytes) -> bool:
+    return any(brand in _HEVC_BRANDS for brand in _ftyp_brands(data))
+
+
+def _is_avif(data: bytes) -> bool:
+    """A generic-brand (mif1) file is AVIF when it names AV1's brands and none of HEVC's."""
+    return any(brand in _AVIF_BRANDS for brand in _ftyp_brands(data)) and not _is_hevc(data)
+
+
+def _heif_type(data: bytes) -> tuple[str, str]:
+    """(MIME type, extension) of an accepted HEIF: HEIC when its brands say HEVC (as iPhones' do)."""
+    return ALLOWED_FORMATS["HEIF"] if _is_hevc(data) else ("image/heif", "heif")
 
 
 def _name_other_format(data: bytes) -> str | None:

@@ -193,8 +193,13 @@ IMGCAP_SPELLING_SAMPLE = env.int("IMGCAP_SPELLING_SAMPLE", default=20000)
 IMGCAP_SPELLING_CACHE_S = env.int("IMGCAP_SPELLING_CACHE_S", default=300)
 
 # --- input limits (checked by captions.ingest; every breach is a 4xx that stores nothing) -----------
-IMGCAP_MAX_UPLOAD_BYTES = env.int("IMGCAP_MAX_UPLOAD_BYTES", default=20 * 1024 * 1024)
-IMGCAP_MAX_PIXELS = env.int("IMGCAP_MAX_PIXELS", default=40_000_000)
+# One image: 50 MiB holds a 48-megapixel phone JPEG (~25 MB) or a 100-megapixel camera's; the nginx
+# template (deploy/nginx/) writes the same number, and tests/web/test_compose.py checks they agree.
+IMGCAP_MAX_UPLOAD_BYTES = env.int("IMGCAP_MAX_UPLOAD_BYTES", default=50 * 1024 * 1024)
+# The hard pixel cap, read from the header before any pixel is decoded (a decompression bomb costs
+# nothing); bigger photos than the model needs are captioned from a reduced copy, the original kept.
+# At most ml.images.MAX_PIXELS (~179 M, Pillow's own refusal): captions/checks.py warns above it.
+IMGCAP_MAX_PIXELS = env.int("IMGCAP_MAX_PIXELS", default=100_000_000)
 IMGCAP_MAX_BATCH_FILES = env.int("IMGCAP_MAX_BATCH_FILES", default=500)
 # A batch's files together (checked on their sizes before any is read), and its URLs: at most this
 # many, fetched by a worker (the "fetch" queue) after the batch is answered, all within

@@ -76,8 +76,14 @@ class Encoder(ABC):
             image = image.resize((self.image_size, self.image_size), Image.BILINEAR)
         return np.asarray(image, dtype=np.uint8)
 
+    @property
+    def read_size(self) -> int:
+        """The smallest side `load_image` may shrink a big photo to before `resize`: twice the input, so
+        the final resize still averages several pixels into each, as it does from a full decode."""
+        return 2 * self.image_size
+
     def preprocess(self, images: Sequence[ImageInput]) -> np.ndarray:
-        pixels = np.stack([self.resize(load_image(im)) for im in images])
+        pixels = np.stack([self.resize(load_image(im, min_size=self.read_size)) for im in images])
         return self.scale(pixels)
 
     def encode(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray:
@@ -96,7 +102,8 @@ class Encoder(ABC):
         readable, pixels, errors = [], [], {}
         for i, image in enumerate(images):
             try:
-                pixels.append(self.resize(load_image(image, name=names[i] if names else None)))
+                name = names[i] if names else None
+                pixels.append(self.resize(load_image(image, name=name, min_size=self.read_size)))
                 readable.append(i)
             except ImageError as exc:
                 errors[i] = str(exc)

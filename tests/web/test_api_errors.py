@@ -113,7 +113,7 @@ def test_a_request_announcing_too_many_bytes_is_refused_unread(api, client, sett
         )
 
     error = assert_json_error(announce("/api/v1/images/", 64 * 1024 * 1024), 413, "request_too_large")
-    assert "over the limit of 20.1 MiB for /api/v1/images/" in error["message"]
+    assert "over the limit of 50.1 MiB for /api/v1/images/" in error["message"]
     settings.IMGCAP_MAX_REQUEST_BYTES = 1024 * 1024
     assert_json_error(announce("/api/v1/batches/", 2 * 1024 * 1024), 413, "request_too_large")
     page = announce("/upload/", 2 * 1024 * 1024, via=client)

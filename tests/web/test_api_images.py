@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import re
+import struct
+import zlib
 from io import StringIO
 from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image as PILImage
 
 from captions import queue
 from captions.models import Caption, Image
@@ -315,3 +319,49 @@ def test_another_users_batch_id_lists_nothing(api, other_user, photo):
     assert api.get(IMAGES, {"batch": theirs.pk}).json()["count"] == 0  # their public image is not listed
     export = b"".join(api.get("/api/v1/export.csv", {"batch": theirs.pk}).streaming_content).decode()
     assert export.count("\n") == 1  # the header only
+
+
+# --- HEIC and big photos ------------------------------------------------------------------------------
+
+
+def test_a_heic_upload_is_accepted_with_its_size_and_format_and_kept_as_sent(api, make_heic, media_root):
+    data = make_heic()  # a real COCO photo, 640x426, encoded as an iPhone does (HEVC, brand heic)
+    response = api.post(
+        IMAGES,
+        {"image": SimpleUploadedFile("IMG_0042.HEIC", data, "image/heic"), "visibility": "public"},
+        format="multipart",
+    )
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert (body["width"], body["height"], body["format"]) == (640, 426, "HEIF")
+    assert body["urls"]["file"].endswith(".heic")
+    served = api.get(body["urls"]["file"])
+    assert served["Content-Type"] == "image/heic"
+    assert b"".join(served.streaming_content) == data  # the original, as uploaded
+
+    # Thumbnails (WebP, which every browser shows) at each size, the largest for the image page.
+    for size, expected in ((320, (320, 213)), (640, (640, 426)), (1600, (640, 426))):
+        thumb = api.get(body["urls"]["thumb"], {"size": size})
+        assert thumb.status_code == 200 and thumb["Content-Type"] == "image/webp"
+        picture = PILImage.open(io.BytesIO(b"".join(thumb.streaming_content)))
+        assert (picture.format, picture.size) == ("WEBP", expected)
+
+
+def test_a_48_megapixel_photo_is_accepted_and_kept_whole(api, jpeg_48mp, media_root):
+    data = jpeg_48mp.read_bytes()
+    body = upload(api, data, "PXL_0001.jpg").json()
+    assert (body["width"], body["height"], body["status"]) == (8000, 6000, "pending")
+    assert (media_root / Image.objects.get(pk=body["id"]).file.name).read_bytes() == data
+
+
+def test_a_150_megapixel_header_is_refused_as_too_many_pixels(api, media_root):
+    # A PNG whose header says 15000 x 10000 and whose pixel data is a stub: decoding it would be
+    # "image_corrupt", so too_many_pixels means the header was checked first.
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 15_000, 10_000, 8, 0, 0, 0, 0))
+    stub = b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(bytes(100))) + chunk(b"IEND", b"")
+    error = assert_error(upload(api, stub, "pano.png"), 413, "too_many_pixels")
+    assert "the limit is 100,000,000 pixels" in error["message"]
+    assert Image.objects.count() == 0

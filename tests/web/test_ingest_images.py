@@ -134,8 +134,93 @@ def test_multi_picture_jpeg_counts_as_jpeg():
     assert inspect_image(data, **LIMITS).format == "JPEG"
 
 
-def test_allowed_formats_are_the_documented_six():
-    assert list(ALLOWED_FORMATS) == ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"]
+def test_allowed_formats_are_the_documented_seven():
+    assert list(ALLOWED_FORMATS) == ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF"]
+
+
+# --- HEIC/HEIF ----------------------------------------------------------------------------------------
+
+
+def test_a_heic_made_from_a_real_flickr_photo(make_heic):
+    source = sorted(FLICKR_IMAGES.glob("*.jpg"))[:1] or pytest.skip("no Flickr8k photos")
+    data = make_heic(source[0])
+    assert data[4:12] == b"ftypheic"  # what iPhones write
+    info = inspect_image(data, **LIMITS, name="IMG_0001.HEIC")
+    assert (info.format, info.mime, info.extension, info.width, info.height, info.animated) == (
+        "HEIF",
+        "image/heic",
+        "heic",
+        224,
+        224,
+        False,
+    )
+    # Near-duplicates: the HEIC of a photo hashes like the photo's JPEG.
+    jpeg = inspect_image(source[0].read_bytes(), **LIMITS).perceptual_hashes[0]
+    assert sum(a != b for a, b in zip(info.perceptual_hashes[0], jpeg, strict=True)) <= 4
+
+
+def test_a_turned_heic_reports_its_displayed_size(make_heic):
+    # pillow-heif turns the picture while decoding and resets the EXIF tag to 1: swapped once, not twice.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upright = make_heic()
+    turned = make_heic(exif=exif.tobytes())
+    assert (inspect_image(upright, **LIMITS).width, inspect_image(upright, **LIMITS).height) == (640, 426)
+    info = inspect_image(turned, **LIMITS)
+    assert (info.width, info.height) == (426, 640)
+
+
+def test_a_heif_without_hevc_brands_is_stored_as_heif(make_heic):
+    # The generic brand (mif1) with HEVC inside but no HEVC brand named: image/heif, .heif.
+    data = bytearray(make_heic())
+    size = int.from_bytes(data[:4], "big")
+    data[8:12] = b"mif1"
+    data[16:size] = b"mif1" * ((size - 16) // 4)
+    info = inspect_image(bytes(data), **LIMITS)
+    assert (info.format, info.mime, info.extension) == ("HEIF", "image/heif", "heif")
+
+
+def test_a_truncated_heic_is_corrupt(make_heic):
+    data = make_heic()
+    for cut in (data[: len(data) // 2], data[:200]):
+        error = rejected(cut, name="cut.heic")
+        assert (error.code, error.status) == ("image_corrupt", 422), error.message
+        assert "cut.heic" in error.message
+
+
+def test_avif_is_still_refused_by_name():
+    # Pillow reads AVIF itself, but pillow-heif does not and we do not take it: named in the message.
+    data = encode(gradient(), "AVIF", quality=60)
+    assert data[4:12] == b"ftypavif"
+    error = rejected(data, name="a.avif")
+    assert (error.code, error.status) == ("unsupported_format", 415)
+    assert "AVIF" in error.message
+    # The generic brand with AV1's brands among its compatible ones is AVIF too.
+    generic = bytearray(data)
+    generic[8:12] = b"mif1"
+    assert "AVIF" in rejected(bytes(generic)).message
+
+
+# --- big photos: the platform's own limits ------------------------------------------------------------
+
+
+def platform_limits() -> dict[str, int]:
+    from django.conf import settings
+
+    return dict(max_bytes=settings.IMGCAP_MAX_UPLOAD_BYTES, max_pixels=settings.IMGCAP_MAX_PIXELS)
+
+
+def test_a_48_megapixel_phone_photo_is_accepted_with_the_default_limits(jpeg_48mp):
+    info = inspect_image(jpeg_48mp.read_bytes(), **platform_limits(), name="PXL_0001.jpg")
+    assert (info.format, info.width, info.height) == ("JPEG", 8000, 6000)
+
+
+def test_a_150_megapixel_header_is_refused_before_decoding_with_the_default_limits():
+    # 15000 x 10000 = 150 M pixels in the header, over the 100 M default; the pixel data is a stub, so
+    # decoding would say "corrupt": too_many_pixels proves nothing was decoded.
+    error = rejected(png_declaring(15_000, 10_000), **platform_limits(), name="pano.png")
+    assert (error.code, error.status) == ("too_many_pixels", 413)
+    assert "15000x10000" in error.message and "100,000,000" in error.message
 
 
 # --- refused ----------------------------------------------------------------------------------
@@ -179,14 +264,15 @@ def test_not_an_image():
         (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>', "SVG"),
         (b'<svg xmlns="http://www.w3.org/2000/svg"><rect width="5" height="5"/></svg>', "SVG"),
         (b"8BPS\x00\x01" + b"\x00" * 100, "PSD"),
-        (b"\x00\x00\x00\x1cftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64, "HEIC"),
+        (b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf" + b"\x00" * 64, "AVIF"),
+        (b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00isommp42" + b"\x00" * 64, "video"),
     ],
 )
 def test_foreign_formats_are_named(data, named):
     error = rejected(data, name="upload.bin")
     assert (error.code, error.status) == ("unsupported_format", 415)
     assert named in error.message
-    assert "JPEG, PNG, WEBP, GIF, BMP, TIFF" in error.message
+    assert "JPEG, PNG, WEBP, GIF, BMP, TIFF, HEIF" in error.message
 
 
 @pytest.mark.parametrize(("fmt", "named"), [("ICO", "ICO"), ("PCX", "PCX"), ("TGA", "TGA")])
@@ -207,9 +293,17 @@ def test_bomb_over_our_limit_is_refused_from_the_header_before_decoding():
     assert rejected(png_declaring(100, 100)).code == "image_corrupt"  # the same stub, small: corrupt
 
 
-@pytest.mark.parametrize("side", [10_000, 30_000])  # Pillow warns above 89 M pixels, raises above 179 M
-def test_pillow_decompression_bomb_checks_become_rejections(side):
-    error = rejected(png_declaring(side, side), max_pixels=10**12)
+def test_between_pillows_warning_and_its_refusal_our_limit_decides():
+    # Pillow warns above 89 M pixels: 10000 x 10000 = 100 M is ours to take or refuse (the 100 M default
+    # takes it; the stub then fails to decode), and refused one pixel lower.
+    stub = png_declaring(10_000, 10_000)
+    assert rejected(stub, max_pixels=100_000_000).code == "image_corrupt"
+    assert rejected(stub, max_pixels=99_999_999).code == "too_many_pixels"
+
+
+def test_pillows_own_refusal_is_a_rejection_whatever_our_limit():
+    # Above 179 M pixels Pillow refuses to open at all (ml.images.MAX_PIXELS).
+    error = rejected(png_declaring(30_000, 30_000), max_pixels=10**12)
     assert (error.code, error.status) == ("too_many_pixels", 413)
 
 
@@ -244,3 +338,12 @@ def test_rejection_is_a_client_error():
     assert str(error) == error.message
     with pytest.raises(ValueError):
         RejectedInput("x", "server faults are not rejections", status=500)
+
+
+def test_a_pixel_cap_above_what_pillow_opens_is_a_check_warning(settings):
+    from captions.checks import pixel_cap_within_pillows
+
+    assert pixel_cap_within_pillows() == []  # the 100 M default
+    settings.IMGCAP_MAX_PIXELS = 200_000_000
+    (warning,) = pixel_cap_within_pillows()
+    assert warning.id == "imgcap.W002" and "178,956,970" in warning.msg

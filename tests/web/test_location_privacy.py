@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 
 import pytest
 from PIL import Image as PILImage
@@ -96,3 +97,43 @@ def test_only_the_owner_changes_it(client, other_user, user, make_image):
     assert client.post(f"/images/{image.pk}/location/", {"share_location": "true"}).status_code == 403
     image.refresh_from_db()
     assert image.share_location is False
+
+
+def test_a_heic_loses_its_gps_in_place_and_keeps_every_pixel(make_heic):
+    exif = PILImage.Exif()
+    exif[0x010F] = "TestCam"
+    exif[0x0112] = 6
+    exif[GPS_IFD] = PARIS
+    data = make_heic(exif=exif.tobytes())
+    assert exif_of(data).get_ifd(GPS_IFD)[1] == "N"
+    stripped = without_location(data)
+    assert stripped is not None and len(stripped) == len(data)  # edited in place: every offset holds
+    kept = exif_of(stripped)
+    assert GPS_IFD not in kept and kept.get_ifd(GPS_IFD) == {} and kept[0x010F] == "TestCam"
+    # Not just unlinked: the coordinates themselves are zeroed in the Exif item's TIFF block.
+    tiff = data.index(b"Exif\x00\x00MM\x00*") + 6
+    coordinates = [b"N\x00", struct.pack(">II", 48, 1), struct.pack(">II", 29, 1)]
+    assert all(c in data[tiff : tiff + 400] for c in coordinates)
+    assert not any(c in stripped[tiff : tiff + 400] for c in coordinates)
+    with PILImage.open(io.BytesIO(data)) as a, PILImage.open(io.BytesIO(stripped)) as b:
+        assert b.size == a.size == (426, 640) and a.tobytes() == b.tobytes()  # still turned, not re-encoded
+    assert without_location(make_heic()) is None  # no GPS: served as it is
+
+
+def test_others_get_a_heic_without_its_position(api, other_api, make_heic):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    exif = PILImage.Exif()
+    exif[GPS_IFD] = PARIS
+    data = make_heic(exif=exif.tobytes())
+    upload = SimpleUploadedFile("IMG_0042.HEIC", data, content_type="image/heic")
+    body = api.post("/api/v1/images/", {"image": upload, "visibility": "public"}, format="multipart").json()
+    url = body["urls"]["file"].replace("http://testserver", "")
+    assert b"".join(api.get(url).streaming_content) == data  # the owner: as uploaded
+    served = other_api.get(url)
+    assert served.status_code == 200 and served["Content-Type"] == "image/heic"
+    assert GPS_IFD not in exif_of(served.content) and len(served.content) == len(data)
+    # The display copy the image page shows is a WebP without any EXIF.
+    thumb = other_api.get(body["urls"]["thumb"], {"size": 1600})
+    with PILImage.open(io.BytesIO(b"".join(thumb.streaming_content))) as picture:
+        assert picture.format == "WEBP" and "exif" not in picture.info

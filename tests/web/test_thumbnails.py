@@ -63,7 +63,7 @@ def test_an_unknown_size_is_a_clear_400(client, user, make_image):
     response = client.get(f"/thumbs/{image.pk}/", {"size": 100})
     assert response.status_code == 400
     error = response.json()["error"]
-    assert error == {"code": "bad_size", "message": "size must be one of 320, 640; got 100"}
+    assert error == {"code": "bad_size", "message": "size must be one of 320, 640, 1600; got 100"}
     assert client.get(f"/thumbs/{image.pk}/", {"size": "big"}).status_code == 400
 
 
@@ -103,3 +103,30 @@ def _rgba_png(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_the_image_page_shows_a_heic_as_a_webp_and_links_the_original(alice, user, make_image, make_heic):
+    heic = make_image(user, data=make_heic(), name="IMG_0042.HEIC")
+    page = alice.get(f"/images/{heic.pk}/").content.decode()
+    display = f"/thumbs/{heic.pk}/?size={thumbnails.DISPLAY_SIZE}"
+    assert f'<img id="photo" src="{display}"' in page
+    assert f'href="/media/{heic.file.name}">original file</a> (HEIF; shown above as a WebP copy)' in page
+    shown = alice.get(display)
+    assert shown.status_code == 200 and shown["Content-Type"] == "image/webp"
+    assert _picture(shown).size == (640, 426)  # never enlarged
+    # A JPEG is shown as it is: every browser displays it.
+    jpeg = make_image(user)
+    page = alice.get(f"/images/{jpeg.pk}/").content.decode()
+    assert f'<img id="photo" src="/media/{jpeg.file.name}"' in page and "WebP copy" not in page
+
+
+def test_a_big_heic_or_tiff_gets_a_display_copy_of_1600_pixels(user, make_image, media_root):
+    big = PILImage.new("RGB", (3000, 2000), (40, 90, 160))
+    buffer = io.BytesIO()
+    big.save(buffer, format="TIFF", compression="tiff_deflate")
+    tiff = make_image(user, data=buffer.getvalue(), name="scan.tif")
+    assert thumbnails.needs_display_copy(tiff)
+    name = thumbnails.thumbnail_for(tiff, thumbnails.DISPLAY_SIZE)
+    assert PILImage.open(media_root / name).size == (1600, 1067)
+    with pytest.raises(ValueError):
+        thumbnails.thumbnail_for(tiff, 2048)
