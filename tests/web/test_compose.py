@@ -313,6 +313,14 @@ def test_gunicorn_serves_the_project_wsgi_application(services):
     assert services["web"]["expose"] == ["8000"]
 
 
+def test_webhook_urls_name_the_site_clients_reach(services):
+    assert services["web"]["environment"]["IMGCAP_SITE_URL"].startswith("${IMGCAP_SITE_URL:-http")
+    assert (
+        services["worker"]["environment"]["IMGCAP_SITE_URL"]
+        == services["web"]["environment"]["IMGCAP_SITE_URL"]
+    )
+
+
 def celery_services(services) -> dict[str, list[str]]:
     return {name: argv(s) for name, s in services.items() if argv(s)[:1] == ["celery"]}
 
@@ -344,6 +352,8 @@ def test_contract_queues_are_the_ones_settings_route_to(settings):
     assert settings.CELERY_TASK_DEFAULT_QUEUE == "default"
     assert settings.CELERY_TASK_ROUTES["imgcap.caption_images"] == {"queue": "caption"}
     assert settings.CELERY_TASK_ROUTES["imgcap.fetch_urls"] == {"queue": "fetch"}
+    # A webhook delivery waits on the receiver: never on the captioning workers' solo pool.
+    assert settings.CELERY_TASK_ROUTES["imgcap.deliver_webhook"] == {"queue": "fetch"}
 
 
 def test_every_manage_py_command_is_a_real_django_command(services):
