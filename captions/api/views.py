@@ -20,13 +20,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from captions import health, selectors, thumbnails
+from captions import health, long_poll, selectors, thumbnails
 from captions.api import serializers as s
 from captions.api.filters import ExportFilterSerializer, ImageFilterSerializer, read_filters
 from captions.api.pagination import SearchPagination
 from captions.exports import CONTENT_TYPES, export_filename, export_rows, render_rows
 from captions.ingest import RejectedInput
 from captions.location import without_location
+from captions.models import Image
 from captions.services import webhooks
 from captions.services.images import (
     add_human_caption,
@@ -124,12 +125,39 @@ class ImageDetailView(generics.GenericAPIView):
     def get_serializer_context(self):
         return {**super().get_serializer_context(), "active": selectors.active_model_version()}
 
-    def _show(self, request: Request, pk: int, code: int = status.HTTP_200_OK) -> Response:
-        image = selectors.get_image(request.user, pk)
-        return Response(s.ImageSerializer(image, context=self.get_serializer_context()).data, status=code)
+    def _show(self, request: Request, pk: int, image: Image | None = None) -> Response:
+        image = image or selectors.get_image(request.user, pk)
+        return Response(s.ImageSerializer(image, context=self.get_serializer_context()).data)
 
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "wait",
+                float,
+                OpenApiParameter.QUERY,
+                description="Long poll: while the image is pending or processing, answer once it is done "
+                f"or failed, or after this many seconds (above 0, at most {long_poll.MAX_WAIT_S}).",
+            ),
+            OpenApiParameter(
+                long_poll.WAITED_HEADER,
+                str,
+                OpenApiParameter.HEADER,
+                response=[200],
+                description="With `wait`: the seconds the answer waited (0.0 when the image had settled "
+                "already, or when this server had too many waiting requests to wait).",
+            ),
+        ],
+        responses=s.ImageSerializer,
+    )
     def get(self, request: Request, pk: int) -> Response:
-        return self._show(request, pk)
+        seconds = long_poll.parse_wait(request.query_params.get("wait"))
+        if seconds is None:
+            return self._show(request, pk)
+        image = selectors.get_image(request.user, pk)  # a 404 does not wait
+        waited = long_poll.wait_until_settled(image, seconds)
+        response = self._show(request, pk, None if waited else image)  # read again: it may have changed
+        response[long_poll.WAITED_HEADER] = f"{waited:.1f}"
+        return response
 
     @extend_schema(request=s.ImagePatchSerializer, responses=s.ImageSerializer)
     def patch(self, request: Request, pk: int) -> Response:
