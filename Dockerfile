@@ -35,4 +35,4 @@ RUN mkdir -p /app/var/media /app/var/cache /app/var/static \
 
 USER imgcap
 EXPOSE 8000
-CMD ["gunicorn", "imgcap_site.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "60", "--access-logfile", "-"]
+CMD ["gunicorn", "imgcap_site.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--worker-class", "gthread", "--threads", "8", "--timeout", "60", "--access-logfile", "-"]

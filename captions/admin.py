@@ -3,7 +3,7 @@
 from django.contrib import admin, messages
 from django.template.defaultfilters import pluralize
 
-from captions.models import Batch, BatchItem, Caption, Image, ModelVersion
+from captions.models import Batch, BatchItem, Caption, Image, ModelVersion, Webhook, WebhookDelivery
 from captions.services.images import requeue_images
 from captions.services.model_versions import set_active_model
 
@@ -78,3 +78,20 @@ class BatchItemInline(admin.TabularInline):
 class BatchAdmin(admin.ModelAdmin):
     list_display = ["id", "owner", "idempotency_key", "created_at"]
     inlines = [BatchItemInline]
+
+
+@admin.register(Webhook)
+class WebhookAdmin(admin.ModelAdmin):
+    list_display = ["id", "owner", "url", "events", "active", "created_at"]
+    list_filter = ["active"]
+    search_fields = ["url", "owner__username"]
+    exclude = ["secret"]  # its owner saw it once; nobody else needs it
+    readonly_fields = ["owner", "deactivated_reason", "created_at"]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    list_display = ["id", "webhook", "event", "image", "status", "attempts", "response_status", "created_at"]
+    list_filter = ["status", "event"]
+    raw_id_fields = ["webhook", "image"]
+    readonly_fields = [f.name for f in WebhookDelivery._meta.fields if f.name not in ("webhook", "image")]

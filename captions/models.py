@@ -240,3 +240,72 @@ class BatchItem(models.Model):
 
     def __str__(self) -> str:
         return f"batch {self.batch_id} item {self.image_id}"
+
+
+class Webhook(models.Model):
+    """Where a user wants to hear about their images' captions (captions/services/webhooks.py): each
+    event they subscribe to becomes a WebhookDelivery, POSTed to `url` signed with `secret` (Standard
+    Webhooks: HMAC-SHA256)."""
+
+    class Event(models.TextChoices):
+        CAPTION_DONE = "caption.done"
+        CAPTION_FAILED = "caption.failed"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhooks")
+    url = models.CharField(max_length=2048)
+    # "whsec_" + base64 of 32 random bytes; kept as it is, since every delivery is signed with it.
+    secret = models.CharField(max_length=100)
+    events = models.JSONField(default=list)  # a subset of Event.values
+    active = models.BooleanField(default=True)
+    # Why the platform turned it off (the receiver answered 410 Gone); empty otherwise.
+    deactivated_reason = models.CharField(max_length=300, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["owner", "url"], name="webhook_url_per_owner")]
+
+    def __str__(self) -> str:
+        return f"webhook {self.pk} ({self.url})"
+
+
+class WebhookDelivery(models.Model):
+    """One event for one webhook: its body, and how sending it went. Pending until the receiver
+    answers 2xx (delivered) or the retries run out (failed)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=50)
+    # Kept when the image is deleted: the delivery still says what was sent.
+    image = models.ForeignKey(
+        Image, null=True, blank=True, on_delete=models.SET_NULL, related_name="webhook_deliveries"
+    )
+    payload = models.JSONField(default=dict)  # the whole body sent: {"type", "timestamp", "data"}
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")  # the receiver's answer, or the network error
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)  # the last HTTP status
+    # When the next attempt is due (while pending); an attempt in flight holds it a little ahead.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # When a task for it was last sent (or, for a retry sent with a delay, when it is due to arrive):
+    # the reaper sends again those due whose message seems lost.
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["webhook", "-created_at", "-id"], name="webhook_delivery_newest"),
+            # The reaper looks for due deliveries: only pending rows are in this index.
+            models.Index(
+                fields=["next_attempt_at"], name="webhook_delivery_due", condition=Q(status="pending")
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"delivery {self.pk} ({self.event}, {self.status})"

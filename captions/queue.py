@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from captions.attention import encode_attention
 from captions.models import IMAGE_FEATURE_DIM, Caption, Image, ImageTag, ModelVersion
+from captions.services import webhooks
 from imgcap_site.queues import CAPTION_TASK, FETCH_TASK
 
 logger = logging.getLogger(__name__)
@@ -138,7 +139,8 @@ def store_captions(
 
     One commit for a worker's whole micro-batch rather than one per image. Replaces only that model version's
     captions (a retry never duplicates them); human captions and other versions' captions stay. Images
-    deleted meanwhile are skipped. Returns the ids stored.
+    deleted meanwhile are skipped. Returns the ids stored. The owners' webhooks get a caption.done
+    delivery from the same transaction (captions/services/webhooks.py).
 
     `analyses` (by image id): the images' tags replace their earlier tags; their features and photo
     embedding are stored; the best candidate's embedding becomes the image's search vector unless a
@@ -191,6 +193,7 @@ def store_captions(
             heartbeat_at=None,
             updated_at=now,
         )
+        webhooks.images_captioned(locked, model_version=model_version)  # caption.done, same transaction
     for image_id in locked:
         image = wanted[image_id][0]
         image.status, image.error, image.captioned_at = Image.Status.DONE, "", now
@@ -228,13 +231,15 @@ def _store_analyses(version: ModelVersion, analyses: dict[int, ImageAnalysis], b
 
 def mark_failed(*, image: Image, error: str) -> None:
     """Record that captioning `image` failed, with the reason; `retry_image` can queue it again."""
-    Image.objects.filter(pk=image.pk).update(
-        status=Image.Status.FAILED,
-        error=error or "failed",
-        processing_started_at=None,
-        heartbeat_at=None,
-        updated_at=timezone.now(),
-    )
+    with transaction.atomic():
+        Image.objects.filter(pk=image.pk).update(
+            status=Image.Status.FAILED,
+            error=error or "failed",
+            processing_started_at=None,
+            heartbeat_at=None,
+            updated_at=timezone.now(),
+        )
+        webhooks.images_failed([image.pk])  # caption.failed, same transaction
     image.status, image.error = Image.Status.FAILED, error or "failed"
 
 
@@ -272,6 +277,7 @@ def requeue_stale(
                 heartbeat_at=None,
                 updated_at=now,
             )
+            webhooks.images_failed(give_up)  # caption.failed, same transaction
         if requeue:
             Image.objects.filter(id__in=requeue).update(
                 status=Image.Status.PENDING, processing_started_at=None, heartbeat_at=None, updated_at=now

@@ -18,7 +18,7 @@ from rest_framework.authtoken.models import Token
 
 from captions.attention import AttentionFormatError, decode_attention
 from captions.ingest import RejectedInput
-from captions.models import Batch, BatchItem, Caption, Image, ImageTag, ModelVersion
+from captions.models import Batch, BatchItem, Caption, Image, ImageTag, ModelVersion, Webhook, WebhookDelivery
 from captions.search import SearchResults, search_images, similar
 
 STATUSES = tuple(Image.Status.values)
@@ -211,6 +211,26 @@ def list_batches(user) -> QuerySet[Batch]:
     if user is None or not user.is_authenticated:
         return Batch.objects.none()
     return Batch.objects.filter(owner=user).annotate(n_items=Count("items")).order_by("-created_at", "-id")
+
+
+def list_webhooks(user) -> QuerySet[Webhook]:
+    """The user's webhooks, newest first (webhooks are never anyone else's to see)."""
+    if user is None or not user.is_authenticated:
+        return Webhook.objects.none()
+    return Webhook.objects.filter(owner=user).order_by("-created_at", "-id")
+
+
+def get_webhook(user, webhook_id: int | str) -> Webhook:
+    """The user's own webhook, or Http404."""
+    try:
+        return list_webhooks(user).get(pk=int(webhook_id))
+    except (Webhook.DoesNotExist, ValueError, TypeError):
+        raise Http404("no such webhook") from None
+
+
+def list_deliveries(webhook: Webhook) -> QuerySet[WebhookDelivery]:
+    """A webhook's deliveries, newest first."""
+    return WebhookDelivery.objects.filter(webhook=webhook).order_by("-created_at", "-id")
 
 
 # What a search hit shows (captions.api.serializers.SearchHitSerializer, the search page), and what

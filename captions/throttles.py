@@ -1,5 +1,5 @@
 """Request rates: how often one user (an anonymous client: one address) may upload, send a batch,
-re-caption or search, for the API and the HTML pages alike.
+re-caption, search or change webhooks, for the API and the HTML pages alike.
 
 DRF's scoped throttle, counting in the shared cache (settings.CACHES: Redis beside the broker, or a
 folder for the embedded platform), so every web process sees the same counts. The rates are read from
@@ -18,7 +18,7 @@ from django.template.loader import render_to_string
 from rest_framework.throttling import SimpleRateThrottle
 
 # The scopes a view throttles, by HTTP method (views without one are not throttled).
-UPLOAD, BATCH, RECAPTION, SEARCH = "upload", "batch", "recaption", "search"
+UPLOAD, BATCH, RECAPTION, SEARCH, WEBHOOK = "upload", "batch", "recaption", "search", "webhook"
 
 View = Callable[..., HttpResponse]
 

@@ -1,5 +1,5 @@
-"""Celery tasks (thin): the work is in worker/micro_batches.py, captions/queue.py and
-captions/services/url_fetches.py.
+"""Celery tasks (thin): the work is in worker/micro_batches.py, captions/queue.py,
+captions/services/url_fetches.py and captions/services/webhooks.py.
 
 acks_late and reject_on_worker_lost come from settings: a message is acknowledged only after its
 batch is stored, so one taken by a worker that dies before claiming is delivered again (Redis).
@@ -18,8 +18,8 @@ from django.conf import settings
 from django.template.defaultfilters import pluralize
 
 from captions import queue
-from captions.services import url_fetches
-from imgcap_site.queues import CAPTION_QUEUE, CAPTION_TASK, FETCH_TASK, REAPER_TASK
+from captions.services import url_fetches, webhooks
+from imgcap_site.queues import CAPTION_QUEUE, CAPTION_TASK, DELIVER_TASK, FETCH_TASK, REAPER_TASK
 from worker import micro_batches, monitoring, runtime
 from worker.micro_batches import DATABASE_AWAY
 
@@ -67,6 +67,21 @@ def fetch_urls(self, batch_id: int) -> dict[str, Any]:
     return {"fetched": len(report.fetched), "rejected": len(report.rejected), "skipped": report.skipped}
 
 
+# On the fetch queue (it waits on other servers); the same retries for a database that is away. A
+# receiver that fails is the delivery's own retry (webhooks.py), not this task's.
+@shared_task(
+    name=DELIVER_TASK,
+    autoretry_for=DATABASE_AWAY,
+    retry_backoff=1,
+    retry_backoff_max=30,
+    retry_jitter=False,
+    max_retries=None,
+)
+def deliver_webhook(delivery_id: int) -> dict[str, Any]:
+    report = webhooks.deliver(delivery_id)
+    return {"delivery": report.delivery, "status": report.status, "skipped": report.skipped}
+
+
 @shared_task(name=REAPER_TASK)
 def requeue_stale() -> list[int]:
     ids = queue.requeue_stale(
@@ -80,6 +95,13 @@ def requeue_stale() -> list[int]:
     if batches:
         logger.info(
             "imgcap reaper: asked again for the URLs of batch%s %s", pluralize(len(batches), "es"), batches
+        )
+    deliveries = webhooks.resend_due_deliveries(after_s=settings.IMGCAP_RESEND_PENDING_AFTER_S)
+    if deliveries:
+        logger.info(
+            "imgcap reaper: sent webhook deliver%s %s again",
+            pluralize(len(deliveries), "y,ies"),
+            deliveries,
         )
     return ids
 

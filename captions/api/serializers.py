@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils.http import RFC3986_SUBDELIMS
 from rest_framework import serializers
 
-from captions.models import Caption, Image
+from captions.models import Caption, Image, Webhook, WebhookDelivery
 from captions.selectors import BatchStatus, choose_captions
 
 # --- requests ---------------------------------------------------------------------------------------
@@ -55,6 +55,35 @@ class BatchCreateSerializer(serializers.Serializer):
         child=serializers.CharField(max_length=2048), required=False, help_text="http(s) URLs of images."
     )
     visibility = serializers.ChoiceField(choices=Image.Visibility.choices, default=Image.Visibility.PRIVATE)
+
+
+def _events_field(**kwargs: Any) -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.ChoiceField(choices=Webhook.Event.choices),
+        allow_empty=False,
+        help_text="What to be told of: caption.done (captions stored), caption.failed (captioning gave up).",
+        **kwargs,
+    )
+
+
+class WebhookCreateSerializer(serializers.Serializer):
+    url = serializers.CharField(
+        max_length=2048,
+        help_text="The http(s) URL events are POSTed to; it must reach a public address.",
+    )
+    events = _events_field(required=False)  # default: every event
+    active = serializers.BooleanField(default=True)
+
+
+class WebhookPatchSerializer(serializers.Serializer):
+    url = serializers.CharField(max_length=2048, required=False)
+    events = _events_field(required=False)
+    active = serializers.BooleanField(required=False, help_text="false: events are not delivered meanwhile.")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs:
+            raise serializers.ValidationError('send "url", "events" and/or "active"')
+        return attrs
 
 
 # --- answers ----------------------------------------------------------------------------------------
@@ -344,3 +373,65 @@ class AttentionSerializer(serializers.Serializer):
     def get_peaks(self, attention) -> list[float]:
         flat = attention.maps.reshape(attention.maps.shape[0], -1)
         return [round(float(p), 4) for p in flat.max(axis=1, initial=0.0)]
+
+
+class WebhookSerializer(serializers.ModelSerializer):
+    """A webhook, without its secret (shown only when it is made or rotated)."""
+
+    events = serializers.ListField(child=serializers.ChoiceField(choices=Webhook.Event.choices))
+    deactivated_reason = serializers.CharField(
+        help_text="Why the platform turned it off (its receiver answered 410 Gone); empty otherwise."
+    )
+    urls = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Webhook
+        fields = ["id", "url", "events", "active", "deactivated_reason", "created_at", "urls"]
+        read_only_fields = fields
+
+    def get_urls(self, webhook: Webhook) -> dict[str, str]:
+        request = self.context.get("request")
+        return {
+            "self": absolute(request, reverse("api:webhook-detail", args=[webhook.pk])),
+            "deliveries": absolute(request, reverse("api:webhook-deliveries", args=[webhook.pk])),
+        }
+
+
+class WebhookWithSecretSerializer(WebhookSerializer):
+    secret = serializers.CharField(
+        help_text="The signing secret (whsec_…): shown only in this answer; verify deliveries with it."
+    )
+
+    class Meta(WebhookSerializer.Meta):
+        fields = [*WebhookSerializer.Meta.fields, "secret"]
+        read_only_fields = fields
+
+
+class WebhookDeliverySerializer(serializers.ModelSerializer):
+    """One event sent (or being sent) to a webhook, and how that went."""
+
+    image = serializers.IntegerField(source="image_id", allow_null=True, help_text="null for webhook.test")
+    response_status = serializers.IntegerField(
+        allow_null=True, help_text="The receiver's last HTTP status; null when it could not be reached."
+    )
+    last_error = serializers.CharField(
+        help_text="The receiver's non-2xx answer, or why it could not be reached; empty once delivered."
+    )
+    payload = serializers.DictField(help_text="The body sent: {type, timestamp, data}.")
+
+    class Meta:
+        model = WebhookDelivery
+        fields = [
+            "id",
+            "event",
+            "image",
+            "status",
+            "attempts",
+            "response_status",
+            "last_error",
+            "next_attempt_at",
+            "created_at",
+            "delivered_at",
+            "payload",
+        ]
+        read_only_fields = fields

@@ -20,13 +20,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from captions import health, selectors, thumbnails
+from captions import health, long_poll, selectors, thumbnails
 from captions.api import serializers as s
 from captions.api.filters import ExportFilterSerializer, ImageFilterSerializer, read_filters
 from captions.api.pagination import SearchPagination
 from captions.exports import CONTENT_TYPES, export_filename, export_rows, render_rows
 from captions.ingest import RejectedInput
 from captions.location import without_location
+from captions.models import Image
+from captions.services import webhooks
 from captions.services.images import (
     add_human_caption,
     delete_image,
@@ -36,7 +38,7 @@ from captions.services.images import (
     set_visibility,
 )
 from captions.services.intake import create_batch, upload_file
-from captions.throttles import BATCH, RECAPTION, SEARCH, UPLOAD
+from captions.throttles import BATCH, RECAPTION, SEARCH, UPLOAD, WEBHOOK
 
 
 def _query(name: str, description: str, required: bool = False) -> OpenApiParameter:
@@ -123,12 +125,39 @@ class ImageDetailView(generics.GenericAPIView):
     def get_serializer_context(self):
         return {**super().get_serializer_context(), "active": selectors.active_model_version()}
 
-    def _show(self, request: Request, pk: int, code: int = status.HTTP_200_OK) -> Response:
-        image = selectors.get_image(request.user, pk)
-        return Response(s.ImageSerializer(image, context=self.get_serializer_context()).data, status=code)
+    def _show(self, request: Request, pk: int, image: Image | None = None) -> Response:
+        image = image or selectors.get_image(request.user, pk)
+        return Response(s.ImageSerializer(image, context=self.get_serializer_context()).data)
 
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "wait",
+                float,
+                OpenApiParameter.QUERY,
+                description="Long poll: while the image is pending or processing, answer once it is done "
+                f"or failed, or after this many seconds (above 0, at most {long_poll.MAX_WAIT_S}).",
+            ),
+            OpenApiParameter(
+                long_poll.WAITED_HEADER,
+                str,
+                OpenApiParameter.HEADER,
+                response=[200],
+                description="With `wait`: the seconds the answer waited (0.0 when the image had settled "
+                "already, or when this server had too many waiting requests to wait).",
+            ),
+        ],
+        responses=s.ImageSerializer,
+    )
     def get(self, request: Request, pk: int) -> Response:
-        return self._show(request, pk)
+        seconds = long_poll.parse_wait(request.query_params.get("wait"))
+        if seconds is None:
+            return self._show(request, pk)
+        image = selectors.get_image(request.user, pk)  # a 404 does not wait
+        waited = long_poll.wait_until_settled(image, seconds)
+        response = self._show(request, pk, None if waited else image)  # read again: it may have changed
+        response[long_poll.WAITED_HEADER] = f"{waited:.1f}"
+        return response
 
     @extend_schema(request=s.ImagePatchSerializer, responses=s.ImageSerializer)
     def patch(self, request: Request, pk: int) -> Response:
@@ -341,6 +370,107 @@ class ExportView(APIView):
         )
         response["Content-Disposition"] = f'attachment; filename="{name}"'
         return response
+
+
+class WebhookListView(generics.GenericAPIView):
+    """Your webhooks (GET), or register one (POST, 201): its URL is sent `caption.done` and/or
+    `caption.failed` events for your images, signed per the Standard Webhooks spec with the secret in
+    this answer, which is shown only here (and when rotated)."""
+
+    serializer_class = s.WebhookSerializer
+    permission_classes = [IsAuthenticated]
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+    throttle_scopes = {"POST": WEBHOOK}
+
+    def get_serializer_class(self):
+        if self.request is not None and self.request.method == "POST":
+            return s.WebhookCreateSerializer
+        return s.WebhookSerializer
+
+    @extend_schema(responses=s.WebhookSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        page = self.paginate_queryset(selectors.list_webhooks(request.user))
+        return self.get_paginated_response(
+            s.WebhookSerializer(page, many=True, context={"request": request}).data
+        )
+
+    @extend_schema(request=s.WebhookCreateSerializer, responses={201: s.WebhookWithSecretSerializer})
+    def post(self, request: Request) -> Response:
+        form = s.WebhookCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        webhook = webhooks.create_webhook(owner=request.user, **form.validated_data)
+        data = s.WebhookWithSecretSerializer(webhook, context={"request": request}).data
+        return Response(data, status=status.HTTP_201_CREATED, headers={"Location": data["urls"]["self"]})
+
+
+class WebhookDetailView(generics.GenericAPIView):
+    """One of your webhooks (404 for anyone else's); PATCH changes its URL, events or `active`; DELETE
+    removes it and its deliveries."""
+
+    serializer_class = s.WebhookSerializer
+    permission_classes = [IsAuthenticated]
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+
+    def get_serializer_class(self):
+        if self.request is not None and self.request.method == "PATCH":
+            return s.WebhookPatchSerializer
+        return s.WebhookSerializer
+
+    def get(self, request: Request, pk: int) -> Response:
+        webhook = selectors.get_webhook(request.user, pk)
+        return Response(s.WebhookSerializer(webhook, context={"request": request}).data)
+
+    @extend_schema(request=s.WebhookPatchSerializer, responses=s.WebhookSerializer)
+    def patch(self, request: Request, pk: int) -> Response:
+        webhook = selectors.get_webhook(request.user, pk)
+        form = s.WebhookPatchSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        webhooks.update_webhook(webhook=webhook, **form.validated_data)
+        return Response(s.WebhookSerializer(webhook, context={"request": request}).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, pk: int) -> Response:
+        webhooks.delete_webhook(webhook=selectors.get_webhook(request.user, pk))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class WebhookRotateSecretView(generics.GenericAPIView):
+    """A new signing secret for the webhook, in this answer only; the old one stops signing at once."""
+
+    serializer_class = s.WebhookWithSecretSerializer
+    permission_classes = [IsAuthenticated]
+    throttle_scopes = {"POST": WEBHOOK}
+
+    @extend_schema(request=None, responses=s.WebhookWithSecretSerializer)
+    def post(self, request: Request, pk: int) -> Response:
+        webhook = webhooks.rotate_secret(webhook=selectors.get_webhook(request.user, pk))
+        return Response(s.WebhookWithSecretSerializer(webhook, context={"request": request}).data)
+
+
+class WebhookTestView(generics.GenericAPIView):
+    """Send a `webhook.test` event to the webhook now and answer with the delivery: `delivered`, or
+    `failed` with the receiver's status or why it could not be reached (never retried)."""
+
+    serializer_class = s.WebhookDeliverySerializer
+    permission_classes = [IsAuthenticated]
+    throttle_scopes = {"POST": WEBHOOK}
+
+    @extend_schema(request=None, responses=s.WebhookDeliverySerializer)
+    def post(self, request: Request, pk: int) -> Response:
+        delivery = webhooks.send_test(webhook=selectors.get_webhook(request.user, pk))
+        return Response(s.WebhookDeliverySerializer(delivery).data)
+
+
+class WebhookDeliveryListView(generics.GenericAPIView):
+    """The webhook's deliveries, newest first: each event, its status, attempts and last error."""
+
+    serializer_class = s.WebhookDeliverySerializer
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses=s.WebhookDeliverySerializer(many=True))
+    def get(self, request: Request, pk: int) -> Response:
+        page = self.paginate_queryset(selectors.list_deliveries(selectors.get_webhook(request.user, pk)))
+        return self.get_paginated_response(s.WebhookDeliverySerializer(page, many=True).data)
 
 
 class ModelVersionListView(generics.GenericAPIView):

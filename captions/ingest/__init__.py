@@ -7,11 +7,20 @@ tested alone. Every refusal is a `RejectedInput` carrying a code, a message and 
 from .archives import extract_archive, is_os_junk, safe_member_name, strip_unsafe_chars
 from .errors import RejectedInput
 from .images import ALLOWED_FORMATS, ImageInfo, inspect_image
-from .urls import FetchedFile, check_url, fetch_url, is_forbidden_address, is_metadata_address
+from .urls import (
+    FetchedFile,
+    PostAnswer,
+    check_url,
+    fetch_url,
+    is_forbidden_address,
+    is_metadata_address,
+    post_json,
+)
 
 __all__ = [
     "ALLOWED_FORMATS",
     "FetchedFile",
+    "PostAnswer",
     "ImageInfo",
     "RejectedInput",
     "check_url",
@@ -21,6 +30,7 @@ __all__ = [
     "is_os_junk",
     "is_forbidden_address",
     "is_metadata_address",
+    "post_json",
     "safe_member_name",
     "strip_unsafe_chars",
 ]

@@ -1,10 +1,12 @@
-"""Fetch an image (or archive) a user gave by URL, without letting the URL reach inside our network (SSRF).
+"""Fetch an image (or archive) a user gave by URL, or POST a webhook delivery to a user's URL, without
+letting the URL reach inside our network (SSRF).
 
 Every hop is checked the same way: http or https only, no user:password@, the host resolved once and
 refused if any of its addresses is not public; then the connection goes to that checked address
 itself (so a DNS answer that changes between check and use cannot redirect us: "DNS rebinding"),
 while the Host header, TLS SNI and certificate check use the host name. Redirects are followed by
-hand, each one checked again. One deadline covers the whole fetch, DNS and redirects included.
+hand, each one checked again (a POST follows none). One deadline covers the whole fetch, DNS and
+redirects included.
 
 Proxy environment variables are ignored on purpose: a proxy would make the address checks moot.
 """
@@ -18,9 +20,10 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from .errors import RejectedInput, human_bytes, human_sizes
@@ -44,6 +47,7 @@ _REDIRECTS = {301, 302, 303, 307, 308}
 _CHUNK = 1 << 16
 _USER_AGENT = "imgcap/0.1 (+image captioning; fetches one file per request)"
 _UNSAFE_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f/\\]")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,47 @@ def check_url(url: str, *, allow_private: bool = False) -> str:
             f"{url}: {target.host} is {what}; only public internet addresses can be fetched",
         )
     return url
+
+
+@dataclass(frozen=True)
+class PostAnswer:
+    """What a receiver answered a POST: its status and reason, and the start of its body (at most the
+    cap given to post_json; the rest is never read)."""
+
+    status: int
+    reason: str
+    body: bytes
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+def post_json(
+    url: str,
+    body: bytes,
+    *,
+    headers: Mapping[str, str],
+    timeout: float,
+    allow_private: bool = False,
+    max_answer_bytes: int = 1024,
+) -> PostAnswer:
+    """POST `body` (JSON) to `url` with the same guards as fetch_url: http/https only, the host
+    resolved once and refused unless public, the connection made to that checked address, one
+    deadline for everything. A redirect is not followed (it is the answer, like any other status);
+    at most `max_answer_bytes` of the answer's body are read.
+
+    Returns the answer, whatever its status; raises RejectedInput when there is none (url_invalid,
+    url_scheme, url_userinfo, url_forbidden_host, url_unreachable, url_tls, url_timeout, url_error).
+    """
+    deadline = time.monotonic() + timeout
+    target = _Target.parse(url)
+    addresses = _resolve_checked(target, allow_private=allow_private, deadline=deadline, timeout=timeout)
+
+    def talk(conn: http.client.HTTPConnection) -> PostAnswer:
+        return _post(conn, target, body, headers, deadline=deadline, timeout=timeout, cap=max_answer_bytes)
+
+    return _pinned(target, addresses, deadline=deadline, timeout=timeout, talk=talk)
 
 
 @dataclass(frozen=True)
@@ -260,6 +305,25 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 def _get(
     target: _Target, addresses: list[str], *, deadline: float, timeout: float, max_bytes: int
 ) -> _Response:
+    return _pinned(
+        target,
+        addresses,
+        deadline=deadline,
+        timeout=timeout,
+        talk=lambda conn: _exchange(conn, target, deadline=deadline, timeout=timeout, max_bytes=max_bytes),
+    )
+
+
+def _pinned(
+    target: _Target,
+    addresses: list[str],
+    *,
+    deadline: float,
+    timeout: float,
+    talk: Callable[[http.client.HTTPConnection], _T],
+) -> _T:
+    """Connect to the first of the checked `addresses` that answers (naming the host, for TLS too),
+    then `talk` over that connection, all before the deadline (a watchdog shuts a dripping socket)."""
     last_error: OSError | None = None
     for ip in addresses:
         remaining = deadline - time.monotonic()
@@ -278,7 +342,7 @@ def _get(
                         raise _timeout(target, timeout) from None
                     last_error = exc
                     continue  # try the host's next address
-                return _exchange(conn, target, deadline=deadline, timeout=timeout, max_bytes=max_bytes)
+                return talk(conn)
         finally:
             conn.close()
     raise RejectedInput("url_unreachable", f"{target.url}: cannot connect to {target.host} ({last_error})")
@@ -338,6 +402,50 @@ def _exchange(
         if time.monotonic() >= deadline or isinstance(exc, TimeoutError):
             raise _timeout(target, timeout) from None
         raise RejectedInput("url_error", f"{target.url}: the download failed ({_reason(exc)})") from None
+
+
+def _post(
+    conn: http.client.HTTPConnection,
+    target: _Target,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    deadline: float,
+    timeout: float,
+    cap: int,
+) -> PostAnswer:
+    try:
+        conn.request(
+            "POST",
+            target.path,
+            body=body,
+            headers={
+                "User-Agent": _USER_AGENT,
+                "Content-Type": "application/json",
+                "Accept-Encoding": "identity",
+                "Connection": "close",
+                **headers,
+            },
+        )
+        response = conn.getresponse()
+    except ssl.SSLError as exc:
+        raise RejectedInput("url_tls", f"{target.url}: TLS failed ({_reason(exc)})") from None
+    except (OSError, http.client.HTTPException) as exc:
+        if time.monotonic() >= deadline or isinstance(exc, TimeoutError):
+            raise _timeout(target, timeout) from None
+        raise RejectedInput("url_error", f"{target.url}: the request failed ({_reason(exc)})") from None
+    # The status is the answer; the body is only a hint for people (a receiver's error message), so
+    # a slow or broken one is cut short rather than counted against the delivery.
+    start = bytearray()
+    with suppress(OSError, http.client.HTTPException):
+        while len(start) < cap and time.monotonic() < deadline:
+            if conn.sock is not None:
+                conn.sock.settimeout(max(0.001, deadline - time.monotonic()))
+            chunk = response.read1(cap - len(start))
+            if not chunk:
+                break
+            start += chunk
+    return PostAnswer(status=response.status, reason=response.reason or "", body=bytes(start))
 
 
 @contextmanager

@@ -217,6 +217,19 @@ IMGCAP_URL_TIMEOUT_S = env.float("IMGCAP_URL_TIMEOUT_S", default=10.0)
 IMGCAP_URL_MAX_REDIRECTS = env.int("IMGCAP_URL_MAX_REDIRECTS", default=3)
 IMGCAP_URL_ALLOW_PRIVATE = env.bool("IMGCAP_URL_ALLOW_PRIVATE", default=False)  # tests only
 
+# --- webhooks and long polls -------------------------------------------------------------------------
+# Webhook deliveries (captions/services/webhooks.py): POSTed by a fetch worker within this time each,
+# retried after these delays on any non-2xx answer or network error (then failed); a user keeps at
+# most this many webhooks. Same address rules as URL fetches (IMGCAP_URL_ALLOW_PRIVATE).
+IMGCAP_WEBHOOK_TIMEOUT_S = env.float("IMGCAP_WEBHOOK_TIMEOUT_S", default=10.0)
+IMGCAP_WEBHOOK_RETRY_DELAYS_S = env.list(
+    "IMGCAP_WEBHOOK_RETRY_DELAYS_S", cast=int, default=[10, 60, 300, 1800, 7200, 21600]
+)
+IMGCAP_MAX_WEBHOOKS_PER_USER = env.int("IMGCAP_MAX_WEBHOOKS_PER_USER", default=10)
+# GET /api/v1/images/{id}/?wait=N holds a web thread while it waits: at most this many do at once per
+# web process (the others answer at once), so waits never take every thread of a gunicorn worker.
+IMGCAP_MAX_WAITING_REQUESTS = env.int("IMGCAP_MAX_WAITING_REQUESTS", default=4)
+
 # Files above 64 KiB spool to a temporary file instead of memory, so a batch of 500 photos is on
 # disk while it is parsed, not in the web process (intake then reads a few megabytes at a time). The
 # size limit itself is checked before an upload is read (a clean 413). Other fields stay small.
@@ -273,6 +286,8 @@ IMGCAP_THROTTLE_RATES = {
     "batch": env.str("IMGCAP_THROTTLE_BATCH", default="30/minute"),
     "recaption": env.str("IMGCAP_THROTTLE_RECAPTION", default="120/minute"),
     "search": env.str("IMGCAP_THROTTLE_SEARCH", default="300/minute"),
+    # Creating webhooks, rotating their secrets and test deliveries (each one a POST to the user's URL).
+    "webhook": env.str("IMGCAP_THROTTLE_WEBHOOK", default="30/minute"),
 }
 # What one user may keep and have waiting (0: no limit): the bytes of their stored images, and their
 # images not yet captioned (pending or processing). Checked where every upload is stored.
@@ -294,6 +309,7 @@ CELERY_TASK_DEFAULT_QUEUE = queues.DEFAULT_QUEUE
 CELERY_TASK_ROUTES = {
     queues.CAPTION_TASK: {"queue": queues.CAPTION_QUEUE},
     queues.FETCH_TASK: {"queue": queues.FETCH_QUEUE},
+    queues.DELIVER_TASK: {"queue": queues.FETCH_QUEUE},
 }
 CELERY_BEAT_SCHEDULE = {
     "requeue-stale": {"task": queues.REAPER_TASK, "schedule": IMGCAP_REAPER_INTERVAL_S},

@@ -311,3 +311,56 @@ def photo_server(photo):
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+class WebhookReceiver:
+    """What a client's webhook endpoint saw: every POST's path, headers (lower-case names) and body.
+    It answers the statuses in `answers` in turn, then 200; a status of 302 redirects to /moved."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.received: list[dict] = []
+        self.answers: list[int] = []
+        self.lock = threading.Lock()
+
+    def wait_for(self, count: int, timeout: float) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.received) >= count:
+                    return list(self.received)
+            time.sleep(0.05)
+        raise AssertionError(f"{count} webhook POSTs expected within {timeout} s; got {len(self.received)}")
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    """A real HTTP server on 127.0.0.1 taking webhook POSTs (settings.IMGCAP_URL_ALLOW_PRIVATE must be
+    on for the platform to reach it): receiver.url, receiver.received, receiver.answers."""
+    receiver: WebhookReceiver
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            with receiver.lock:
+                receiver.received.append({"path": self.path, "headers": headers, "body": body})
+                status = receiver.answers.pop(0) if receiver.answers else 200
+            self.send_response(status)
+            if status == 302:
+                self.send_header("Location", "/moved")
+            answer = b'{"ok": true}' if status < 300 else b"receiver says no"
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    receiver = WebhookReceiver(f"http://127.0.0.1:{server.server_address[1]}/hooks/imgcap")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield receiver
+    server.shutdown()
+    server.server_close()

@@ -5,12 +5,15 @@ from __future__ import annotations
 import io
 import re
 import struct
+import threading
+import time
 import zlib
 from io import StringIO
 from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 from PIL import Image as PILImage
 
 from captions import queue
@@ -365,3 +368,100 @@ def test_a_150_megapixel_header_is_refused_as_too_many_pixels(api, media_root):
     error = assert_error(upload(api, stub, "pano.png"), 413, "too_many_pixels")
     assert "the limit is 100,000,000 pixels" in error["message"]
     assert Image.objects.count() == 0
+
+
+# --- long poll: GET /api/v1/images/{id}/?wait=N -----------------------------------------------------
+
+
+def waited(response) -> float:
+    return float(response["X-Imgcap-Waited"])
+
+
+@pytest.mark.parametrize("wait", ["0", "31", "abc", "-1", "nan", "inf", "", "1e9"])
+def test_wait_must_be_a_number_of_seconds_up_to_30(api, user, make_image, wait):
+    image = make_image(user)
+    assert_error(api.get(f"{IMAGES}{image.pk}/", {"wait": wait}), 400, "bad_wait")
+
+
+def test_a_long_poll_on_a_pending_image_answers_after_the_wait(api, other_api, user, make_image):
+    from prometheus_client import REGISTRY
+
+    image = make_image(user)
+    labels = {"view": "api:image-detail", "method": "GET", "status": "2xx"}
+    timed_before = REGISTRY.get_sample_value("imgcap_http_request_duration_seconds_sum", labels) or 0.0
+    started = time.monotonic()
+    response = api.get(f"{IMAGES}{image.pk}/", {"wait": "1.2"})
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200 and response.json()["status"] == "pending"
+    assert 1.2 <= waited(response) <= elapsed < 2.5
+    # The request timing leaves the wait out: the client asked for it.
+    timed = REGISTRY.get_sample_value("imgcap_http_request_duration_seconds_sum", labels) - timed_before
+    assert timed < 0.5
+
+    # Nothing to wait for: a 404 at once, and a settled image at once.
+    started = time.monotonic()
+    assert_error(other_api.get(f"{IMAGES}{image.pk}/", {"wait": 5}), 404, "not_found")
+    queue.mark_failed(image=image, error="broken")
+    response = api.get(f"{IMAGES}{image.pk}/", {"wait": 5})
+    assert response.json()["status"] == "failed" and waited(response) == 0.0
+    assert time.monotonic() - started < 1
+    assert "X-Imgcap-Waited" not in api.get(f"{IMAGES}{image.pk}/")  # only with wait
+
+
+def store_after(seconds: float, image, version, text: str) -> threading.Thread:
+    """A thread that stores the image's captions as the worker does, `seconds` from now."""
+
+    def store() -> None:
+        try:
+            time.sleep(seconds)
+            candidates = [queue.CandidateData(text=text, score=-0.3)]
+            queue.store_captions(
+                model_version=version, results=[(Image.objects.get(pk=image.pk), candidates)]
+            )
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=store)
+    thread.start()
+    return thread
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_long_poll_answers_as_soon_as_the_captions_are_stored(api, user, make_image, model_version):
+    image = make_image(user)
+    thread = store_after(1.0, image, model_version, "a dog runs on the grass")
+    started = time.monotonic()
+    response = api.get(f"{IMAGES}{image.pk}/", {"wait": 20})
+    elapsed = time.monotonic() - started
+    thread.join()
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["status"] == "done" and body["caption"]["text"] == "a dog runs on the grass"
+    assert 1.0 <= waited(response) <= elapsed < 2.5  # re-read every 0.5 s, not at the end of the wait
+
+
+@pytest.mark.django_db(transaction=True)
+def test_past_the_waiting_limit_a_long_poll_answers_at_once(user, make_image, settings):
+    from tests.web.conftest import token_client
+
+    settings.IMGCAP_MAX_WAITING_REQUESTS = 1
+    image = make_image(user)
+    detail = f"{IMAGES}{image.pk}/"
+    first: dict = {}
+
+    def wait_first() -> None:
+        try:
+            first["response"] = token_client(user).get(detail, {"wait": 2})
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=wait_first)
+    thread.start()
+    time.sleep(0.5)  # the first request holds this process's one waiting slot
+    started = time.monotonic()
+    second = token_client(user).get(detail, {"wait": 5})
+    assert time.monotonic() - started < 0.5 and waited(second) == 0.0
+    assert second.json()["status"] == "pending"
+    thread.join()
+    assert 2.0 <= waited(first["response"]) < 3
+    assert waited(token_client(user).get(detail, {"wait": 0.5})) >= 0.5  # the slot is free again

@@ -313,6 +313,39 @@ def test_gunicorn_serves_the_project_wsgi_application(services):
     assert services["web"]["expose"] == ["8000"]
 
 
+def option(words: list[str], name: str) -> str:
+    """`--name=value` or `--name value` of a command line."""
+    for i, word in enumerate(words):
+        if word.startswith(f"{name}="):
+            return word.split("=", 1)[1]
+        if word == name:
+            return words[i + 1]
+    raise AssertionError(f"{name} not in {words}")
+
+
+def test_web_has_threads_for_long_polls_and_the_database_has_connections_for_them(services, settings):
+    # GET /api/v1/images/{id}/?wait=30 holds a thread: gthread workers, with threads to spare beyond
+    # the waits one process allows (captions/long_poll.py).
+    words = argv(services["web"])
+    assert option(words, "--worker-class") == "gthread"
+    threads, processes = int(option(words, "--threads")), int(option(words, "--workers"))
+    assert 0 < settings.IMGCAP_MAX_WAITING_REQUESTS < threads
+    cmd = next(args for instruction, args in dockerfile_instructions() if instruction == "CMD")
+    assert option(json.loads(cmd), "--worker-class") == "gthread" and option(json.loads(cmd), "--threads")
+    # Each thread keeps its own connection (CONN_MAX_AGE): with the workers' (a solo caption worker,
+    # the fetcher's threads, a GPU worker) well under Postgres' default max_connections of 100.
+    fetcher = int(option(argv(services["fetcher"]), "--concurrency"))
+    assert processes * threads + fetcher + 2 <= 50
+
+
+def test_webhook_urls_name_the_site_clients_reach(services):
+    assert services["web"]["environment"]["IMGCAP_SITE_URL"].startswith("${IMGCAP_SITE_URL:-http")
+    assert (
+        services["worker"]["environment"]["IMGCAP_SITE_URL"]
+        == services["web"]["environment"]["IMGCAP_SITE_URL"]
+    )
+
+
 def celery_services(services) -> dict[str, list[str]]:
     return {name: argv(s) for name, s in services.items() if argv(s)[:1] == ["celery"]}
 
@@ -344,6 +377,8 @@ def test_contract_queues_are_the_ones_settings_route_to(settings):
     assert settings.CELERY_TASK_DEFAULT_QUEUE == "default"
     assert settings.CELERY_TASK_ROUTES["imgcap.caption_images"] == {"queue": "caption"}
     assert settings.CELERY_TASK_ROUTES["imgcap.fetch_urls"] == {"queue": "fetch"}
+    # A webhook delivery waits on the receiver: never on the captioning workers' solo pool.
+    assert settings.CELERY_TASK_ROUTES["imgcap.deliver_webhook"] == {"queue": "fetch"}
 
 
 def test_every_manage_py_command_is_a_real_django_command(services):

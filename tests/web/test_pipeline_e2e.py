@@ -267,6 +267,41 @@ def test_a_url_batch_is_answered_at_once_then_fetched_and_captioned_by_the_worke
     assert f"imgcap batch {body['id']}: fetched 2 URLs, refused 1" in worker.log.read_text()
 
 
+def test_a_webhook_hears_of_an_uploaded_images_caption_and_a_long_poll_answers_with_it(
+    worker, api, webhook_receiver, settings
+):
+    from standardwebhooks import Webhook as Verifier
+
+    settings.IMGCAP_URL_ALLOW_PRIVATE = True  # the receiver is on 127.0.0.1 (the worker's env too)
+    registered = api.post(
+        "/api/v1/webhooks/", {"url": webhook_receiver.url, "events": ["caption.done"]}, format="json"
+    )
+    assert registered.status_code == 201, registered.content
+    hook = registered.json()
+    photo = real_photos(FLICKR_IMAGES, 1)[0]
+    image_id = upload(api, photo.name, unique_jpeg(photo))["id"]
+
+    # One request that waits for the worker, instead of polling.
+    polled = api.get(f"/api/v1/images/{image_id}/", {"wait": 30})
+    assert polled.status_code == 200 and polled.json()["status"] == "done", polled.json()
+    assert float(polled["X-Imgcap-Waited"]) < 30
+
+    # The worker's fetch queue POSTs caption.done, signed with the webhook's secret.
+    (post,) = webhook_receiver.wait_for(1, CAPTION_TIMEOUT_S)
+    body = Verifier(hook["secret"]).verify(post["body"], post["headers"])
+    assert (body["type"], body["data"]["id"], body["data"]["status"]) == ("caption.done", image_id, "done")
+    assert body["data"]["caption"] == polled.json()["caption"]["text"]
+    assert body["data"]["model_version"] == polled.json()["caption"]["model"]
+
+    def delivered() -> list | None:
+        found = api.get(hook["urls"]["deliveries"]).json()["results"]
+        return found if found and found[0]["status"] == "delivered" else None
+
+    (delivery,) = wait_for(delivered, 30, "the delivery to be recorded", worker.log)
+    assert (delivery["attempts"], delivery["response_status"], delivery["image"]) == (1, 200, image_id)
+    assert f"delivery {delivery['id']} (caption.done) delivered" in worker.log.read_text()
+
+
 def test_broken_file_fails_with_its_error_and_recaption_then_retry_recover(worker, api):
     photo = real_photos(FLICKR_IMAGES, 3)[2]
     image_id = upload(api, photo.name, unique_jpeg(photo))["id"]

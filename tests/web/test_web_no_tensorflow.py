@@ -78,7 +78,12 @@ def test_web_process_imports_every_module_without_tensorflow():
     }
     assert expected <= set(probe["imported"])
     assert any(name.startswith("captions.api") for name in probe["imported"])
-    assert probe["tasks"] == ["imgcap.caption_images", "imgcap.requeue_stale"]
+    assert probe["tasks"] == [
+        "imgcap.caption_images",
+        "imgcap.deliver_webhook",
+        "imgcap.fetch_urls",
+        "imgcap.requeue_stale",
+    ]
     assert probe["login"] == ["/accounts/login/", 200]
 
 
