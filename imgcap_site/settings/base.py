@@ -283,6 +283,10 @@ else:
     CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_broker(VAR_DIR / "broker")
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# A micro-batch in flight when the broker connection drops (Redis restarting) is finished and stored,
+# not cancelled: its message is gone with Redis anyway, and the claims say who captions what. Pinned
+# because Celery 6 turns this on by default.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = queues.DEFAULT_QUEUE
 CELERY_TASK_ROUTES = {queues.CAPTION_TASK: {"queue": queues.CAPTION_QUEUE}}
