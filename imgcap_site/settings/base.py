@@ -153,8 +153,8 @@ IMGCAP_MICRO_BATCH_WAIT_MS = env.int(
 # A worker refreshes its claims' heartbeat every IMGCAP_HEARTBEAT_S while it captions them; a claim
 # silent for IMGCAP_STALE_AFTER_S (its worker was killed) is handed back by the reaper. With the
 # reaper's interval these bound how long a fault holds an image back: a killed worker's claims move
-# within STALE_AFTER + REAPER_INTERVAL (20 s), work lost with Redis within RESEND_PENDING_AFTER +
-# REAPER_INTERVAL (15 s), so every image is done within 30 s of either (tests/web/test_faults.py).
+# within STALE_AFTER + REAPER_INTERVAL (18 s), work lost with Redis within RESEND_PENDING_AFTER +
+# REAPER_INTERVAL (13 s), so every image is done within 30 s of either (tests/web/test_faults.py).
 # STALE_AFTER stays well above HEARTBEAT: a database away for up to 12 s hands back no live claim.
 IMGCAP_HEARTBEAT_S = env.float("IMGCAP_HEARTBEAT_S", default=3.0)
 # Monitoring (Prometheus): GET /metrics on the web side, needing this bearer token when set; each
@@ -166,7 +166,7 @@ IMGCAP_STALE_AFTER_S = env.int("IMGCAP_STALE_AFTER_S", default=15)
 # disk), at most IMGCAP_RESEND_PENDING_MAX images a run. Duplicates are harmless, so this is short.
 IMGCAP_RESEND_PENDING_AFTER_S = env.int("IMGCAP_RESEND_PENDING_AFTER_S", default=10)
 IMGCAP_RESEND_PENDING_MAX = env.int("IMGCAP_RESEND_PENDING_MAX", default=256)
-IMGCAP_REAPER_INTERVAL_S = env.float("IMGCAP_REAPER_INTERVAL_S", default=5.0)
+IMGCAP_REAPER_INTERVAL_S = env.float("IMGCAP_REAPER_INTERVAL_S", default=3.0)
 IMGCAP_MAX_ATTEMPTS = env.int("IMGCAP_MAX_ATTEMPTS", default=3)
 IMGCAP_N_BEST = env.int("IMGCAP_N_BEST", default=3)
 IMGCAP_BEAM_SIZE = env.int("IMGCAP_BEAM_SIZE", default=None)
