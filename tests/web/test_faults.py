@@ -11,7 +11,8 @@ done within FAULT_BOUND_S of the fault, and none failed.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -58,7 +59,8 @@ def platform(tiny_run, tmp_path_factory) -> Iterator[Platform]:
             redis_server.stop()
 
 
-def accepted_batch(platform: Platform, user: str, photos) -> list[int]:
+def accepted_batch(platform: Platform, user: str, photos: Sequence[Path]) -> list[int]:
+    """The ids of a batch upload's images (202: all stored, then queued at once)."""
     answer = platform.client(user).upload_batch(photos)
     assert answer.status == 202, answer.body[:500]
     ids = platform.batch_image_ids(answer.json()["id"])
@@ -66,7 +68,7 @@ def accepted_batch(platform: Platform, user: str, photos) -> list[int]:
     return ids
 
 
-def processing(platform: Platform, ids) -> set[int]:
+def processing(platform: Platform, ids: Iterable[int]) -> set[int]:
     return {i for i, state in platform.images(ids).items() if state.status == "processing"}
 
 
