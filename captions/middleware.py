@@ -7,7 +7,13 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-from captions.api.error_views import DATABASE_UNAVAILABLE, database_unavailable, error_response, is_api_path
+from captions.api.error_views import (
+    RETRY_AFTER_S,
+    SERVICE_UNAVAILABLE,
+    error_response,
+    is_api_path,
+    service_unavailable,
+)
 from captions.ingest.errors import human_sizes
 
 # Multipart headers and form fields around an upload's file.
@@ -17,17 +23,22 @@ ONE_IMAGE_PATHS = ("/api/v1/images/",)
 
 
 class DatabaseUnavailableMiddleware:
-    """A view that meets a database it cannot reach answers 503 with Retry-After, not 500 (with
-    DEBUG on too; handler500 does the same for errors outside views)."""
+    """A view that meets a database (or the shared cache) it cannot reach answers 503 with Retry-After,
+    not 500 (with DEBUG on too; handler500 does the same for errors outside views). Any other 503 (the
+    health check while a dependency is down) gets the same Retry-After: a 503 always says when to
+    come back."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        return self.get_response(request)
+        response = self.get_response(request)
+        if response.status_code == 503 and not response.has_header("Retry-After"):
+            response["Retry-After"] = str(RETRY_AFTER_S)
+        return response
 
     def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
-        return database_unavailable(request, exc) if isinstance(exc, DATABASE_UNAVAILABLE) else None
+        return service_unavailable(request, exc) if isinstance(exc, SERVICE_UNAVAILABLE) else None
 
 
 class RequestSizeMiddleware:

@@ -76,7 +76,9 @@ def claim_micro_batch(*, max_images: int | None = None, wait_ms: int | None = No
     """Claim up to max_images pending images (in turns across owners).
 
     When the first claim finds some but fewer than max_images, keep claiming newly pending ones until
-    wait_ms have passed since it or the micro-batch is full. Finding none at all returns at once.
+    wait_ms have passed since it or the micro-batch is full. Finding none at all returns at once. A
+    database that goes away while it waits ends the wait: what is claimed is captioned (its store
+    waits for the database), rather than left `processing` with no worker until the reaper.
     """
     max_images = settings.IMGCAP_MICRO_BATCH_MAX if max_images is None else max_images
     wait_ms = settings.IMGCAP_MICRO_BATCH_WAIT_MS if wait_ms is None else wait_ms
@@ -89,7 +91,16 @@ def claim_micro_batch(*, max_images: int | None = None, wait_ms: int | None = No
         if left <= 0:
             break
         time.sleep(min(CLAIM_POLL_S, left))
-        images += queue.claim_images(limit=max_images - len(images))
+        try:
+            images += queue.claim_images(limit=max_images - len(images))
+        except DATABASE_AWAY as exc:
+            logger.warning(
+                "imgcap micro-batch: database away while waiting for more images (%s); captioning the %s "
+                "claimed",
+                exc,
+                _images(len(images)),
+            )
+            break
     return images
 
 

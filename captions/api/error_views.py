@@ -19,12 +19,18 @@ from django.utils.http import escape_leading_slashes
 from django.views import defaults
 from django.views.decorators.common import no_append_slash
 from django.views.decorators.csrf import csrf_exempt
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 logger = logging.getLogger(__name__)
 
 # The database cannot be reached, dropped the connection or has no connection left ("too many
 # clients"): psycopg2 raises these. A bad query (ProgrammingError, DataError) stays a 500.
 DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+# The shared cache (Redis, where the request rates are counted before a view runs) cannot be reached,
+# e.g. while Redis restarts: redis-py raises these. Not the client's fault either, and nothing was done.
+CACHE_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError)
+SERVICE_UNAVAILABLE = DATABASE_UNAVAILABLE + CACHE_UNAVAILABLE
 RETRY_AFTER_S = 5
 
 
@@ -94,6 +100,13 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Http
     return defaults.page_not_found(request, exception)
 
 
+def service_unavailable(request: HttpRequest, exc: BaseException) -> HttpResponse:
+    """503 with Retry-After for a database or cache that does not answer (SERVICE_UNAVAILABLE)."""
+    if isinstance(exc, CACHE_UNAVAILABLE):
+        return cache_unavailable(request, exc)
+    return database_unavailable(request, exc)
+
+
 def database_unavailable(request: HttpRequest, exc: BaseException) -> HttpResponse:
     """503 with Retry-After: not the client's fault and not permanent, and nothing was stored, so a
     retry is safe. JSON in the API's error shape under /api/, a short page elsewhere."""
@@ -106,12 +119,25 @@ def database_unavailable(request: HttpRequest, exc: BaseException) -> HttpRespon
     return HttpResponse(page, status=503, headers=retry)
 
 
+def cache_unavailable(request: HttpRequest, exc: BaseException) -> HttpResponse:
+    """As database_unavailable, for the shared cache: request rates are checked there before anything is
+    done, so nothing was stored and the same request can be sent again."""
+    logger.warning("cache unavailable for %s %s: %s", request.method, request.path, exc)
+    retry = {"Retry-After": str(RETRY_AFTER_S)}
+    message = (
+        "a service of the site (its cache) is not answering; nothing was stored, try again in a few seconds"
+    )
+    if is_api_path(request):
+        return error_response(503, "service_unavailable", message, **retry)
+    return HttpResponse(f"{message}\n", status=503, headers=retry, content_type="text/plain; charset=utf-8")
+
+
 def handler500(request: HttpRequest) -> HttpResponse:
     # Django calls this while handling the exception: one from a middleware (a session saved while
     # the database is down) reaches here rather than DatabaseUnavailableMiddleware.
     exc = sys.exc_info()[1]
-    if isinstance(exc, DATABASE_UNAVAILABLE):
-        return database_unavailable(request, exc)
+    if isinstance(exc, SERVICE_UNAVAILABLE):
+        return service_unavailable(request, exc)
     if is_api_path(request):
         # The traceback goes to the log (django.request), never to the client.
         return error_response(500, "server_error", "the server failed to answer this request")

@@ -151,8 +151,12 @@ IMGCAP_MICRO_BATCH_WAIT_MS = env.int(
     "IMGCAP_MICRO_BATCH_WAIT_MS", default=env.int("IMGCAP_BATCH_WAIT_MS", default=200)
 )
 # A worker refreshes its claims' heartbeat every IMGCAP_HEARTBEAT_S while it captions them; a claim
-# silent for IMGCAP_STALE_AFTER_S (its worker was killed) is handed back by the reaper.
-IMGCAP_HEARTBEAT_S = env.float("IMGCAP_HEARTBEAT_S", default=5.0)
+# silent for IMGCAP_STALE_AFTER_S (its worker was killed) is handed back by the reaper. With the
+# reaper's interval these bound how long a fault holds an image back: a killed worker's claims move
+# within STALE_AFTER + REAPER_INTERVAL (18 s), work lost with Redis within RESEND_PENDING_AFTER +
+# REAPER_INTERVAL (13 s), so every image is done within 30 s of either (tests/web/test_faults.py).
+# STALE_AFTER stays well above HEARTBEAT: a database away for up to 12 s hands back no live claim.
+IMGCAP_HEARTBEAT_S = env.float("IMGCAP_HEARTBEAT_S", default=3.0)
 # Captioning workers lower their CPU priority by this much (nice; 0: not at all): on a machine they
 # share with the web server, a request waits for no model call, and captions take what is left.
 IMGCAP_WORKER_NICE = env.int("IMGCAP_WORKER_NICE", default=10)
@@ -160,12 +164,12 @@ IMGCAP_WORKER_NICE = env.int("IMGCAP_WORKER_NICE", default=10)
 # worker serves its own figures on IMGCAP_WORKER_METRICS_PORT when set (docs/operations.md).
 IMGCAP_METRICS_TOKEN = env.str("IMGCAP_METRICS_TOKEN", default="")
 IMGCAP_WORKER_METRICS_PORT = env.int("IMGCAP_WORKER_METRICS_PORT", default=None)
-IMGCAP_STALE_AFTER_S = env.int("IMGCAP_STALE_AFTER_S", default=30)
+IMGCAP_STALE_AFTER_S = env.int("IMGCAP_STALE_AFTER_S", default=15)
 # Pending this long since its last send: sent again (its message may be lost: Redis keeps nothing on
 # disk), at most IMGCAP_RESEND_PENDING_MAX images a run. Duplicates are harmless, so this is short.
-IMGCAP_RESEND_PENDING_AFTER_S = env.int("IMGCAP_RESEND_PENDING_AFTER_S", default=20)
+IMGCAP_RESEND_PENDING_AFTER_S = env.int("IMGCAP_RESEND_PENDING_AFTER_S", default=10)
 IMGCAP_RESEND_PENDING_MAX = env.int("IMGCAP_RESEND_PENDING_MAX", default=256)
-IMGCAP_REAPER_INTERVAL_S = env.float("IMGCAP_REAPER_INTERVAL_S", default=10.0)
+IMGCAP_REAPER_INTERVAL_S = env.float("IMGCAP_REAPER_INTERVAL_S", default=3.0)
 IMGCAP_MAX_ATTEMPTS = env.int("IMGCAP_MAX_ATTEMPTS", default=3)
 IMGCAP_N_BEST = env.int("IMGCAP_N_BEST", default=3)
 IMGCAP_BEAM_SIZE = env.int("IMGCAP_BEAM_SIZE", default=None)
@@ -304,6 +308,10 @@ else:
     CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_broker(VAR_DIR / "broker")
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# A micro-batch in flight when the broker connection drops (Redis restarting) is finished and stored,
+# not cancelled: its message is gone with Redis anyway, and the claims say who captions what. Pinned
+# because Celery 6 turns this on by default.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = queues.DEFAULT_QUEUE
 CELERY_TASK_ROUTES = {

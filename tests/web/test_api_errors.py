@@ -94,6 +94,8 @@ def test_a_database_that_does_not_answer_is_a_503_with_retry_after(api, client, 
     page = client.get("/")
     assert page.status_code == 503 and page["Retry-After"] == "5"
     assert "Back in a moment" in page.content.decode()
+    health = api.get("/api/v1/health/")  # the view's own 503 says when to come back too
+    assert health.status_code == 503 and health["Retry-After"] == "5"
     database_outage.end()
     # The database back: the same requests answer again, and the refused upload stored nothing.
     assert api.get("/api/v1/images/").status_code == 200
@@ -168,3 +170,29 @@ def test_a_browser_opening_the_api_gets_json_not_a_500(alice, path):
 def test_api_errors_are_json_for_a_browser_too(alice):
     response = alice.get("/api/v1/images/999999/", HTTP_ACCEPT=BROWSER_ACCEPT)
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
+def test_a_cache_that_does_not_answer_is_a_503_with_retry_after(api, client, photo, settings):
+    """The request rates are counted in the shared cache (Redis beside the broker): while it cannot be
+    reached (Redis restarting) a counted request is refused with a 503, never a 500, and does nothing."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from captions.models import Image
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:9/0",
+        }
+    }
+    upload = {"image": SimpleUploadedFile("a.jpg", photo(), "image/jpeg")}
+    for response in (
+        api.get("/api/v1/search/?q=dog"),
+        api.post("/api/v1/images/", upload, format="multipart"),
+    ):
+        error = assert_json_error(response, 503, "service_unavailable")
+        assert response["Retry-After"] == "5" and "nothing was stored" in error["message"]
+    assert not Image.objects.exists()
+    page = client.get("/search/?q=dog")  # the pages count their searches in the same cache
+    assert page.status_code == 503 and page["Retry-After"] == "5"
+    assert api.get("/api/v1/images/").status_code == 200  # what counts nothing still answers

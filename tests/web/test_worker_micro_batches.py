@@ -317,3 +317,43 @@ def test_a_claim_stays_its_workers_while_its_heartbeat_runs(tiny_settings, owner
     Image.objects.filter(pk=image.pk).update(heartbeat_at=a_minute_ago)
     assert queue.requeue_stale(older_than_s=30) == [image.pk]
     assert Image.objects.get(pk=image.pk).status == "pending"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_images_claimed_before_the_database_goes_away_are_captioned_not_left_processing(
+    tiny_settings, tiny_captioner, owner, database_outage
+):
+    import threading
+
+    import psycopg2
+    from django.db import connection
+
+    image = upload(owner, photos(1)[0])
+    tiny_settings.IMGCAP_MICRO_BATCH_WAIT_MS = 5000  # claimed, then waiting for more when the database goes
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+    server = connection.get_connection_params()  # where the server really is, for a second connection
+    dropped = []
+
+    def database_goes() -> None:
+        # Reconnecting fails from now on, and the server drops the connection the claims use, as a
+        # database that stops does; back 1.5 s later.
+        connection.settings_dict.update(HOST="127.0.0.1", PORT="9")
+        admin = psycopg2.connect(**server)
+        try:
+            with admin.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s)", [backend])
+                dropped.append(cursor.fetchone()[0])
+        finally:
+            admin.close()
+        database_outage.timers.append(threading.Timer(1.5, database_outage.back))
+        database_outage.timers[-1].start()
+
+    database_outage.timers.append(threading.Timer(0.5, database_goes))
+    database_outage.timers[-1].start()
+    report = micro_batches.caption_pending(captioner=tiny_captioner)
+
+    assert dropped == [True]
+    assert report.claimed == report.done == [image.pk]
+    assert Image.objects.get(pk=image.pk).status == "done"
