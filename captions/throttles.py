@@ -8,6 +8,7 @@ settings.IMGCAP_THROTTLE_RATES at each request, so an environment variable or a 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -15,7 +16,11 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework.throttling import SimpleRateThrottle
+
+logger = logging.getLogger(__name__)
 
 # The scopes a view throttles, by HTTP method (views without one are not throttled).
 UPLOAD, BATCH, RECAPTION, SEARCH, WEBHOOK = "upload", "batch", "recaption", "search", "webhook"
@@ -36,7 +41,13 @@ class ScopedThrottle(SimpleRateThrottle):
         if not self.rate:
             return True
         self.num_requests, self.duration = self.parse_rate(self.rate)
-        return super().allow_request(request, view)
+        try:
+            return super().allow_request(request, view)
+        except (RedisConnectionError, RedisTimeoutError):
+            # The counts are away (Redis restarting): let the request through uncounted rather than
+            # refuse everyone for a cache, as a broker outage lets uploads in (the reaper sends them).
+            logger.warning("request rates not counted: the cache does not answer", exc_info=True)
+            return True
 
     def get_cache_key(self, request: Any, view: Any) -> str:
         user = getattr(request, "user", None)
