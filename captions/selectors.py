@@ -90,12 +90,17 @@ def list_images(
     visibility: str | None = None,
     ids: Sequence[int] | None = None,
     tag: str | None = None,
+    sha256: Sequence[str] | None = None,
 ) -> QuerySet[Image]:
     """Visible images, newest first, filtered (the filters are checked by their callers' forms and
-    filter serializers)."""
+    filter serializers). `sha256` lists only the user's own images: whether someone else has the
+    same bytes is theirs to know."""
     images = visible_images(user)
     if ids is not None:
         images = images.filter(pk__in=ids)
+    if sha256 is not None:
+        own = user is not None and user.is_authenticated
+        images = images.filter(owner=user, sha256__in=sha256) if own else images.none()
     if status:
         images = images.filter(status=status)
     if visibility:

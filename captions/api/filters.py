@@ -4,6 +4,7 @@ describe the parameters in the OpenAPI schema."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
@@ -36,6 +37,27 @@ class IdListField(serializers.CharField):
         return ids
 
 
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@extend_schema_field({"type": "string", "pattern": "^[0-9a-fA-F]{64}(,[0-9a-fA-F]{64})*$"})
+class Sha256ListField(serializers.CharField):
+    """Comma-separated SHA-256 hex digests, at most MAX_IDS: a client asks which of its files the server
+    already has (the command-line uploader resumes that way) without sending them."""
+
+    def to_internal_value(self, data: Any) -> list[str]:
+        raw = super().to_internal_value(data)
+        digests = [part.strip().lower() for part in raw.split(",") if part.strip()]
+        bad = next((d for d in digests if not SHA256.fullmatch(d)), None)
+        if bad is not None:
+            raise serializers.ValidationError(
+                f"must be comma-separated SHA-256 hex digests (64 hex digits each); got {bad[:100]!r}"
+            )
+        if len(digests) > MAX_IDS:
+            raise serializers.ValidationError(f"takes at most {MAX_IDS} digests; got {len(digests)}")
+        return digests
+
+
 class ImageFilterSerializer(serializers.Serializer):
     status = serializers.ChoiceField(
         choices=Image.Status.values, required=False, help_text="only images in this state"
@@ -48,6 +70,11 @@ class ImageFilterSerializer(serializers.Serializer):
     tag = serializers.CharField(
         required=False, max_length=100, help_text='only images with this concept tag, e.g. "cat"'
     )
+    sha256 = Sha256ListField(
+        required=False,
+        help_text=f"only your own images with these contents: comma-separated SHA-256 hex digests, "
+        f"at most {MAX_IDS}",
+    )
 
     def selector_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for selectors.list_images."""
@@ -59,6 +86,7 @@ class ImageFilterSerializer(serializers.Serializer):
             "visibility": data.get("visibility"),
             "ids": data.get("ids"),
             "tag": data.get("tag"),
+            "sha256": data.get("sha256"),
         }
 
 

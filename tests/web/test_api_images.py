@@ -284,6 +284,34 @@ def test_list_takes_many_ids_at_once_and_only_shows_visible_ones(api, user, othe
     assert_error(api.get(IMAGES, {"ids": ",".join(map(str, range(1, 202)))}), 400, "bad_filter")
 
 
+def test_list_by_content_hash_finds_only_your_own_uploads(api, other_api, anon_api, photo):
+    import hashlib
+
+    mine = [photo(), photo()]
+    bobs_public, bobs_copy_of_mine = photo(), mine[0]
+    for data in mine:
+        assert upload(api, data).status_code == 202
+    assert upload(other_api, bobs_public, visibility="public").status_code == 202
+    assert upload(other_api, bobs_copy_of_mine).status_code == 202
+    digests = [hashlib.sha256(data).hexdigest() for data in [*mine, bobs_public]] + ["0" * 64]
+
+    listed = api.get(IMAGES, {"sha256": ",".join(digests), "page_size": 200}).json()
+    # Bob's public photo is visible to Alice, but the hash filter answers for her own images only.
+    assert sorted(r["sha256"] for r in listed["results"]) == sorted(digests[:2])
+    assert {r["owner"] for r in listed["results"]} == {"alice"}
+    upper = api.get(IMAGES, {"sha256": digests[1].upper()}).json()["results"]
+    assert [r["sha256"] for r in upper] == [digests[1]]
+    assert other_api.get(IMAGES, {"sha256": digests[0]}).json()["count"] == 1  # Bob's own copy
+    assert anon_api.get(IMAGES, {"sha256": digests[2]}).json()["count"] == 0
+
+    error = assert_error(api.get(IMAGES, {"sha256": "abc"}), 400, "bad_filter")
+    assert error["message"].startswith("sha256:")
+    assert_error(api.get(IMAGES, {"sha256": ",".join(["a" * 64] * 201)}), 400, "bad_filter")
+    schema = api.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    params = {p["name"] for p in schema["paths"]["/api/v1/images/"]["get"]["parameters"]}
+    assert {"ids", "sha256"} <= params
+
+
 def test_files_sent_one_by_one_join_a_batch_with_their_rejections(
     api, other_api, photo, settings, media_root
 ):
