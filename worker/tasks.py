@@ -26,33 +26,27 @@ from worker.micro_batches import DATABASE_AWAY
 logger = logging.getLogger(__name__)
 
 
-# A database that is away is retried with backoff (1, 2, 4 … 30 s) for as long as it takes, instead
-# of acknowledging the message: its images stay pending (or processing: the reaper) and are never
-# marked failed for it. Only this; any other error is the images' (micro_batches marks them).
-@shared_task(
-    name=CAPTION_TASK,
-    autoretry_for=DATABASE_AWAY,
-    retry_backoff=1,
-    retry_backoff_max=30,
-    retry_jitter=False,
-    max_retries=None,
-)
+# Every task: a database that is away is retried with backoff (1, 2, 4 … 30 s) for as long as it
+# takes, instead of acknowledging the message, so nothing is marked failed for it. Only this; any
+# other error is the work's own (micro_batches marks images failed, a URL is the batch's rejection,
+# a receiver that fails is the delivery's own retry in webhooks.py).
+RETRY_WHILE_DATABASE_AWAY: dict[str, Any] = {
+    "autoretry_for": DATABASE_AWAY,
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "retry_jitter": False,
+    "max_retries": None,
+}
+
+
+@shared_task(name=CAPTION_TASK, **RETRY_WHILE_DATABASE_AWAY)
 def caption_images(image_ids: list[int]) -> dict[str, Any]:
     # The ids say what woke us; what is claimed is decided fairly across owners (queue.claim_images).
     report = micro_batches.caption_pending()
     return {"claimed": report.claimed, "done": report.done, "failed": report.failed}
 
 
-# The same retries for a database that is away; a URL that cannot be fetched is the batch's rejection.
-@shared_task(
-    name=FETCH_TASK,
-    bind=True,
-    autoretry_for=DATABASE_AWAY,
-    retry_backoff=1,
-    retry_backoff_max=30,
-    retry_jitter=False,
-    max_retries=None,
-)
+@shared_task(name=FETCH_TASK, bind=True, **RETRY_WHILE_DATABASE_AWAY)
 def fetch_urls(self, batch_id: int) -> dict[str, Any]:
     # The task id is the claim: a retry of this message goes on with the URLs it claimed.
     report = url_fetches.fetch_waiting_urls(batch_id, claim=self.request.id or f"batch-{batch_id}")
@@ -67,16 +61,8 @@ def fetch_urls(self, batch_id: int) -> dict[str, Any]:
     return {"fetched": len(report.fetched), "rejected": len(report.rejected), "skipped": report.skipped}
 
 
-# On the fetch queue (it waits on other servers); the same retries for a database that is away. A
-# receiver that fails is the delivery's own retry (webhooks.py), not this task's.
-@shared_task(
-    name=DELIVER_TASK,
-    autoretry_for=DATABASE_AWAY,
-    retry_backoff=1,
-    retry_backoff_max=30,
-    retry_jitter=False,
-    max_retries=None,
-)
+# On the fetch queue (settings' routes): it waits on other servers.
+@shared_task(name=DELIVER_TASK, **RETRY_WHILE_DATABASE_AWAY)
 def deliver_webhook(delivery_id: int) -> dict[str, Any]:
     report = webhooks.deliver(delivery_id)
     return {"delivery": report.delivery, "status": report.status, "skipped": report.skipped}

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ import psycopg2
 import pytest
 import redis
 
-from tests.web.platform_harness import free_port, wait_for
+from tests.web.platform_harness import free_port, unique_jpeg, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 FLICKR_IMAGES = REPO.parent / "shared" / "data" / "flickr8k" / "images"
@@ -52,13 +51,6 @@ def real_photos(n: int, start: int = 0) -> list[Path]:
     if len(found) < n:
         pytest.skip(f"real Flickr8k photos not found in {FLICKR_IMAGES}")
     return found
-
-
-def unique_jpeg(path: Path) -> bytes:
-    """The photo with a JPEG comment added: same pixels, bytes (so a stored image) of its own."""
-    data = path.read_bytes()
-    comment = f"imgcap faults {uuid.uuid4()}".encode()
-    return data[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + data[2:]
 
 
 # --- processes -----------------------------------------------------------------------------------------

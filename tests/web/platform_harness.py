@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -46,6 +47,13 @@ def database_url(name: str) -> str:
 
     parts = urllib.parse.urlsplit(settings.DATABASE_URL)
     return urllib.parse.urlunsplit(parts._replace(path="/" + name))
+
+
+def unique_jpeg(path: Path, tag: str = "imgcap test") -> bytes:
+    """The photo with a JPEG comment added: the same pixels, bytes (so a stored image) of its own."""
+    data = path.read_bytes()
+    comment = f"{tag} {uuid.uuid4()}".encode()
+    return data[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + data[2:]
 
 
 def free_port() -> int:

@@ -12,7 +12,6 @@ import io
 import json
 import os
 import re
-import struct
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ from rest_framework.test import APIClient
 
 from captions.models import Image, ModelVersion
 from imgcap_site.celery import app as celery_app
-from tests.web.platform_harness import database_url, wait_for
+from tests.web.platform_harness import database_url, unique_jpeg, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
@@ -53,13 +52,6 @@ def real_photos(folder: Path, n: int) -> list[Path]:
     if len(found) < n:
         pytest.skip(f"real photos not found in {folder}")
     return found
-
-
-def unique_jpeg(path: Path) -> bytes:
-    """Same pixels with a JPEG comment added: bytes (and so a stored file) no other test shares."""
-    data = path.read_bytes()
-    comment = f"imgcap e2e {uuid.uuid4()}".encode()
-    return data[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + data[2:]
 
 
 def reset_publisher() -> None:
