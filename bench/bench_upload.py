@@ -107,8 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         f"images stored: {stored} (expected {total - warm['errors'] - timed['errors']})"
     )
     env_end = pe.environment()
+    name = "upload" + ("_busy_worker" if args.busy_worker else "")
+    name += f"_rate{args.rate:g}" if args.rate else ""
     path = write_results(
-        "upload_busy_worker" if args.busy_worker else "upload",
+        name,
         {
             "what": "POST /api/v1/images/ (one JPEG per request), gunicorn sync workers, "
             + ("a Celery worker captioning a backlog meanwhile" if args.busy_worker else "no Celery worker")
