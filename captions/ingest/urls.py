@@ -396,12 +396,8 @@ def _exchange(
         return _Response(location=None, body=bytes(body), content_type=content_type)
     except RejectedInput:
         raise
-    except ssl.SSLError as exc:
-        raise RejectedInput("url_tls", f"{target.url}: TLS failed ({_reason(exc)})") from None
     except (OSError, http.client.HTTPException) as exc:
-        if time.monotonic() >= deadline or isinstance(exc, TimeoutError):
-            raise _timeout(target, timeout) from None
-        raise RejectedInput("url_error", f"{target.url}: the download failed ({_reason(exc)})") from None
+        raise _network_failure(target, exc, "download", deadline=deadline, timeout=timeout) from None
 
 
 def _post(
@@ -428,12 +424,8 @@ def _post(
             },
         )
         response = conn.getresponse()
-    except ssl.SSLError as exc:
-        raise RejectedInput("url_tls", f"{target.url}: TLS failed ({_reason(exc)})") from None
     except (OSError, http.client.HTTPException) as exc:
-        if time.monotonic() >= deadline or isinstance(exc, TimeoutError):
-            raise _timeout(target, timeout) from None
-        raise RejectedInput("url_error", f"{target.url}: the request failed ({_reason(exc)})") from None
+        raise _network_failure(target, exc, "request", deadline=deadline, timeout=timeout) from None
     # The status is the answer; the body is only a hint for people (a receiver's error message), so
     # a slow or broken one is cut short rather than counted against the delivery.
     start = bytearray()
@@ -493,6 +485,17 @@ def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
     if address in _NAT64:
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
+
+
+def _network_failure(
+    target: _Target, exc: BaseException, what: str, *, deadline: float, timeout: float
+) -> RejectedInput:
+    """What a GET or POST that failed on the network is refused as: TLS, the deadline, or the error."""
+    if isinstance(exc, ssl.SSLError):
+        return RejectedInput("url_tls", f"{target.url}: TLS failed ({_reason(exc)})")
+    if time.monotonic() >= deadline or isinstance(exc, TimeoutError):
+        return _timeout(target, timeout)
+    return RejectedInput("url_error", f"{target.url}: the {what} failed ({_reason(exc)})")
 
 
 def _timeout(target: _Target, timeout: float) -> RejectedInput:
