@@ -1,4 +1,4 @@
-"""Images, their captions, the batches they came in, and the model versions that captioned them.
+"""Images, their captions, the batches they came in, their albums, and the model versions that captioned them.
 
 Writes go through captions.services, reads through captions.selectors.
 """
@@ -44,6 +44,8 @@ class Batch(models.Model):
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="batches")
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    # What its owner calls it ("Lisbon, day 2"); empty: shown as "Batch N".
+    name = models.CharField(max_length=200, blank=True, default="")
     images = models.ManyToManyField("Image", through="BatchItem", related_name="batches", blank=True)
     # Items refused ({"name", "code", "message"}), so a retried request answers the same.
     rejected = models.JSONField(default=list, blank=True)
@@ -127,6 +129,11 @@ class Image(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     captioned_at = models.DateTimeField(null=True, blank=True)
 
+    # --- read from the file's metadata at intake (captions/metadata.py) ---
+    # EXIF DateTimeOriginal (with OffsetTimeOriginal when the camera wrote one, else read as UTC).
+    taken_at = models.DateTimeField(null=True, blank=True)
+    camera = models.CharField(max_length=200, blank=True, default="")  # EXIF Make + Model, "Apple iPhone 13"
+
     # --- search by meaning (captions/vectors.py) ---
     # The shown caption (the newest human one, else the active model's best) as a sentence embedding,
     # and which caption that was: when the shown caption changes, the vector follows it.
@@ -162,6 +169,7 @@ class Image(models.Model):
                 condition=models.Q(status="pending"),
             ),
             models.Index(fields=["owner", "-created_at"], name="image_owner_created"),
+            models.Index(fields=["owner", "-taken_at"], name="image_owner_taken"),
             models.Index(fields=["visibility", "-created_at"], name="image_visibility_created"),
             models.Index(fields=["sha256"], name="image_sha256"),
             _hnsw("image_caption_embedding_hnsw", "caption_embedding", "vector_cosine_ops"),
@@ -178,10 +186,15 @@ class Caption(models.Model):
     class Source(models.TextChoices):
         MODEL = "model"
         HUMAN = "human"
+        # A description the photo already carried (EXIF ImageDescription, XMP dc:description, IPTC
+        # Caption-Abstract), read at intake: a person's words, but nobody on this site wrote them.
+        METADATA = "metadata"
 
     image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="captions")
     text = models.TextField()
     score = models.FloatField(null=True, blank=True)  # the model's length-normalised score; None for people
+    # The model's calibrated probability that the caption is right (ml/confidence.py); None for people.
+    confidence = models.FloatField(null=True, blank=True)
     rank = models.PositiveSmallIntegerField(default=0)  # 0 = best of its N-best list
     model_version = models.ForeignKey(
         ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="captions"
@@ -223,6 +236,43 @@ class ImageTag(models.Model):
 
     def __str__(self) -> str:
         return f"{self.label} ({self.score:.2f})"
+
+
+class Album(models.Model):
+    """A named set of its owner's images (many-to-many: an image can be in several albums), shared
+    read-only with anyone who has its link while `share_token` is set."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="albums")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    images = models.ManyToManyField("Image", through="AlbumItem", related_name="albums", blank=True)
+    # The secret of its public link (/shared/<token>/); None: not shared. Revoking clears it, so an old
+    # link stops working; sharing again makes a new one.
+    share_token = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    shared_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        # Names are how people (and `imgcap_client upload --album NAME`) pick an album.
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="album_name_per_owner")]
+
+    def __str__(self) -> str:
+        return f"album {self.pk} ({self.name})"
+
+
+class AlbumItem(models.Model):
+    album = models.ForeignKey(Album, on_delete=models.CASCADE, related_name="items")
+    image = models.ForeignKey("Image", on_delete=models.CASCADE, related_name="album_items")
+    added_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["album_id", "added_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["album", "image"], name="album_item_unique")]
+
+    def __str__(self) -> str:
+        return f"album {self.album_id} item {self.image_id}"
 
 
 class BatchItem(models.Model):

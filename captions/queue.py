@@ -37,6 +37,7 @@ class CandidateData:
     score: float
     words: list[str] = field(default_factory=list)
     attention: np.ndarray | None = None
+    confidence: float | None = None  # the model's P(right); only the best candidate carries it
 
 
 @dataclass
@@ -169,6 +170,7 @@ def store_captions(
                     image_id=image_id,
                     text=candidate.text,
                     score=float(candidate.score),
+                    confidence=candidate.confidence,
                     rank=rank,
                     model_version=model_version,
                     source=Caption.Source.MODEL,

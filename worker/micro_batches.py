@@ -232,8 +232,14 @@ def _store(
             _fail(report, image, result.error, "unreadable_image")
             continue
         candidates = [
-            queue.CandidateData(text=c.text, score=float(c.score), words=list(c.words), attention=c.attention)
-            for c in result.candidates
+            queue.CandidateData(
+                text=c.text,
+                score=float(c.score),
+                words=list(c.words),
+                attention=c.attention,
+                confidence=None if rank or result.confidence is None else float(result.confidence),
+            )
+            for rank, c in enumerate(result.candidates)
         ]
         captioned.append((image, candidates))
         readable.append((image, result))

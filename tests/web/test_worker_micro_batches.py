@@ -92,6 +92,11 @@ def test_batch_stores_n_best_with_ranks_words_and_attention(tiny_settings, tiny_
         assert len(stored) == min(3, len(expected.candidates)) >= 1
         scores = [c.score for c in stored]
         assert scores == sorted(scores, reverse=True)
+        # The calibrated confidence belongs to the best caption only (None when the model has none).
+        assert stored[0].confidence == (
+            None if expected.confidence is None else pytest.approx(expected.confidence, abs=1e-6)
+        )
+        assert all(c.confidence is None for c in stored[1:])
         for caption, candidate in zip(stored, expected.candidates, strict=True):
             assert caption.source == Caption.Source.MODEL and caption.model_version_id == version.pk
             assert caption.words == candidate.words and detokenize(caption.words) == caption.text
