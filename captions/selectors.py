@@ -12,13 +12,35 @@ from dataclasses import dataclass, field
 import numpy as np
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.db.models import Case, Count, Prefetch, Q, QuerySet, When, prefetch_related_objects
+from django.db.models import (
+    Case,
+    Count,
+    Max,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    When,
+    prefetch_related_objects,
+)
 from django.http import Http404
 from rest_framework.authtoken.models import Token
 
 from captions.attention import AttentionFormatError, decode_attention
 from captions.ingest import RejectedInput
-from captions.models import Batch, BatchItem, Caption, Image, ImageTag, ModelVersion, Webhook, WebhookDelivery
+from captions.models import (
+    Album,
+    AlbumItem,
+    Batch,
+    BatchItem,
+    Caption,
+    Image,
+    ImageTag,
+    ModelVersion,
+    Webhook,
+    WebhookDelivery,
+)
 from captions.search import SearchResults, search_images, similar
 
 STATUSES = tuple(Image.Status.values)
@@ -91,6 +113,7 @@ def list_images(
     ids: Sequence[int] | None = None,
     tag: str | None = None,
     sha256: Sequence[str] | None = None,
+    album: int | None = None,
 ) -> QuerySet[Image]:
     """Visible images, newest first, filtered (the filters are checked by their callers' forms and
     filter serializers). `sha256` lists only the user's own images: whether someone else has the
@@ -110,6 +133,14 @@ def list_images(
         own = user is not None and user.is_authenticated
         images = (
             images.filter(batch_items__batch_id=batch, batch_items__batch__owner=user)
+            if own
+            else images.none()
+        )
+    if album is not None:
+        # As batches: someone else's album id lists nothing (their albums are reached by share links).
+        own = user is not None and user.is_authenticated
+        images = (
+            images.filter(album_items__album_id=album, album_items__album__owner=user)
             if own
             else images.none()
         )
@@ -236,6 +267,87 @@ def get_webhook(user, webhook_id: int | str) -> Webhook:
 def list_deliveries(webhook: Webhook) -> QuerySet[WebhookDelivery]:
     """A webhook's deliveries, newest first."""
     return WebhookDelivery.objects.filter(webhook=webhook).order_by("-created_at", "-id")
+
+
+# --- albums ------------------------------------------------------------------------------------------
+
+
+def _signed_in(user) -> bool:
+    return user is not None and user.is_authenticated
+
+
+def list_albums(user, *, name: str | None = None) -> QuerySet[Album]:
+    """The user's albums by name, each with `n_images`, `cover_id` (the image added last) and
+    `last_added`; `name`: only the album of that exact name (how the uploader finds one)."""
+    if not _signed_in(user):
+        return Album.objects.none()
+    albums = Album.objects.filter(owner=user)
+    if name is not None:
+        albums = albums.filter(name=" ".join(name.split()))
+    newest = AlbumItem.objects.filter(album=OuterRef("pk")).order_by("-added_at", "-id")
+    return albums.annotate(
+        n_images=Count("items"),
+        cover_id=Subquery(newest.values("image_id")[:1]),
+        last_added=Max("items__added_at"),
+    ).order_by("name", "id")
+
+
+def get_album(user, album_id: int | str) -> Album:
+    """The user's own album (with list_albums' annotations), or Http404: albums are their owner's."""
+    try:
+        return list_albums(user).get(pk=int(album_id))
+    except (Album.DoesNotExist, ValueError, TypeError):
+        raise Http404("no such album") from None
+
+
+def find_own_album(user, album_id: int) -> Album:
+    """The user's album for new uploads, or RejectedInput (400): naming an album is part of the input."""
+    try:
+        return get_album(user, album_id)
+    except Http404:
+        raise RejectedInput("unknown_album", f"you have no album {album_id}") from None
+
+
+def get_shared_album(token: str) -> Album:
+    """The album shared under `token` (anyone holding the link may see it), or Http404."""
+    if not token or "\x00" in token or len(token) > 64:
+        raise Http404("no such album")
+    try:
+        return Album.objects.select_related("owner").get(share_token=token)
+    except Album.DoesNotExist:
+        raise Http404("no such album") from None
+
+
+def album_images(album: Album) -> QuerySet[Image]:
+    """An album's images, the most recently added first, with what choose_captions needs. No visibility
+    filter: the album's owner owns them all, and a share link shows them whatever their visibility."""
+    return with_captions(Image.objects.filter(album_items__album=album)).order_by(
+        "-album_items__added_at", "-id"
+    )
+
+
+def get_shared_image(token: str, image_id: int | str) -> Image:
+    """An image of the album shared under `token`, or Http404."""
+    album = get_shared_album(token)
+    try:
+        return album_images(album).get(pk=int(image_id))
+    except (Image.DoesNotExist, ValueError, TypeError):
+        raise Http404("no such image") from None
+
+
+def albums_of(user, image: Image) -> list[Album]:
+    """The user's albums `image` is in, by name (the image page lists them to its owner)."""
+    if not _signed_in(user) or image.owner_id != user.pk:
+        return []
+    return list(Album.objects.filter(owner=user, items__image=image).order_by("name", "id"))
+
+
+def unknown_images(user, image_ids: Sequence[int]) -> list[int]:
+    """Those of `image_ids` that are not the user's own images (an album holds only its owner's)."""
+    if not _signed_in(user):
+        return sorted(set(image_ids))
+    own = set(Image.objects.filter(owner=user, pk__in=image_ids).values_list("pk", flat=True))
+    return sorted(set(image_ids) - own)
 
 
 # What a search hit shows (captions.api.serializers.SearchHitSerializer, the search page), and what

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from captions import views
+from captions import album_views, views
 
 app_name = "captions"
 
@@ -15,6 +15,18 @@ urlpatterns = [
     path("images/<int:pk>/visibility/", views.image_visibility, name="image-visibility"),
     path("images/<int:pk>/location/", views.image_location, name="image-location"),
     path("images/<int:pk>/delete/", views.image_delete, name="image-delete"),
+    path("images/<int:pk>/albums/", album_views.image_albums, name="image-albums"),
+    path("albums/", album_views.album_list, name="albums"),
+    path("albums/<int:pk>/", album_views.album_page, name="album"),
+    path("albums/<int:pk>/edit/", album_views.album_edit, name="album-edit"),
+    path("albums/<int:pk>/share/", album_views.album_share, name="album-share"),
+    path("albums/<int:pk>/delete/", album_views.album_delete, name="album-delete"),
+    path(
+        "albums/<int:pk>/images/<int:image_pk>/remove/",
+        album_views.album_remove_image,
+        name="album-remove-image",
+    ),
+    path("shared/<str:token>/", album_views.shared_album, name="shared-album"),
     path("search/", views.search, name="search"),
     path("batches/", views.batch_list, name="batches"),
     path("batches/<int:pk>/", views.batch_page, name="batch"),

@@ -65,10 +65,15 @@ def gallery(request: HttpRequest) -> HttpResponse:
 @throttle_page(BATCH)
 def upload(request: HttpRequest) -> HttpResponse:
     form = UploadForm(request.POST, request.FILES) if request.method == "POST" else UploadForm()
+    # ?album=ID (the album page's "upload into it") preselects that album.
+    chosen = (request.POST if request.method == "POST" else request.GET).get("album", "")
+    page = {"form": form, "albums": list(selectors.list_albums(request.user)), "chosen_album": chosen}
     if request.method == "POST" and form.is_valid():
         try:
+            album = selectors.find_own_album(request.user, _number(chosen)) if chosen else None
             result = create_batch(
                 owner=request.user,
+                album=album,
                 files=form.cleaned_data["images"],
                 archives=[form.cleaned_data["archive"]] if form.cleaned_data.get("archive") else [],
                 urls=form.cleaned_data["urls"],
@@ -78,11 +83,18 @@ def upload(request: HttpRequest) -> HttpResponse:
             form.add_error(None, exc.message)
             for item in getattr(exc, "rejected", [])[1:]:
                 form.add_error(None, item.message)
-            return render(request, "captions/upload.html", {"form": form}, status=exc.status)
+            return render(request, "captions/upload.html", page, status=exc.status)
         for item in result.batch.rejected:
             messages.warning(request, f"Not accepted: {item['message']}")
         return redirect("captions:batch", pk=result.batch.pk)
-    return render(request, "captions/upload.html", {"form": form}, status=400 if form.errors else 200)
+    return render(request, "captions/upload.html", page, status=400 if form.errors else 200)
+
+
+def _number(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise RejectedInput("unknown_album", f"no album {raw[:50]!r}") from None
 
 
 def image_page(request: HttpRequest, pk: int) -> HttpResponse:
@@ -107,6 +119,10 @@ def image_page(request: HttpRequest, pk: int) -> HttpResponse:
         "tags": list(image.tags.all()),
         "similar": selectors.similar_images(request.user, image, limit=8),
     }
+    if context["is_owner"]:
+        context["albums_in"] = selectors.albums_of(request.user, image)
+        inside = {album.pk for album in context["albums_in"]}
+        context["other_albums"] = [a for a in selectors.list_albums(request.user) if a.pk not in inside]
     return render(request, "captions/image.html", context)
 
 

@@ -7,6 +7,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 
+from captions.api.albums import SharedFileView, SharedThumbnailView
 from captions.api.error_views import api_not_found
 from captions.api.views import MediaView, ThumbnailView
 from captions.monitoring import metrics_view
@@ -19,6 +20,9 @@ urlpatterns = [
     path("media/<path:name>", MediaView.as_view(), name="media"),
     # Small WebP copies for the gallery, made on first request, behind the same check.
     path("thumbs/<int:pk>/", ThumbnailView.as_view(), name="thumbnail"),
+    # The images of an album shared by a link, for anyone holding it.
+    path("shared/<str:token>/images/<int:pk>/file", SharedFileView.as_view(), name="shared-file"),
+    path("shared/<str:token>/images/<int:pk>/thumb", SharedThumbnailView.as_view(), name="shared-thumbnail"),
     # Prometheus scrapes this (docs/operations.md); the worker processes serve their own figures.
     path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),

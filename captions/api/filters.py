@@ -63,6 +63,7 @@ class ImageFilterSerializer(serializers.Serializer):
         choices=Image.Status.values, required=False, help_text="only images in this state"
     )
     batch = _id_field("only images of this batch (id)")
+    album = _id_field("only images of this album of yours (id)")
     owner = serializers.ChoiceField(choices=["me"], required=False, help_text='"me": only your own images')
     mine = serializers.BooleanField(required=False, help_text="true: only your own images (as owner=me)")
     visibility = serializers.ChoiceField(choices=Image.Visibility.values, required=False)
@@ -87,6 +88,7 @@ class ImageFilterSerializer(serializers.Serializer):
             "ids": data.get("ids"),
             "tag": data.get("tag"),
             "sha256": data.get("sha256"),
+            "album": data.get("album"),
         }
 
 

@@ -27,6 +27,9 @@ class ImageUploadSerializer(serializers.Serializer):
         help_text="One of your batches: the image joins it (a rejection is listed in its `rejected`), so "
         "files sent one request each still make one batch, with its page and exports.",
     )
+    album = serializers.IntegerField(
+        required=False, help_text="One of your albums (id): the image is put in it, a duplicate too."
+    )
 
 
 class ImagePatchSerializer(serializers.Serializer):
@@ -55,6 +58,10 @@ class BatchCreateSerializer(serializers.Serializer):
         child=serializers.CharField(max_length=2048), required=False, help_text="http(s) URLs of images."
     )
     visibility = serializers.ChoiceField(choices=Image.Visibility.choices, default=Image.Visibility.PRIVATE)
+    album = serializers.IntegerField(
+        required=False,
+        help_text="One of your albums (id): every image of the batch is put in it (URLs' once fetched).",
+    )
 
 
 def _events_field(**kwargs: Any) -> serializers.ListField:
@@ -435,3 +442,135 @@ class WebhookDeliverySerializer(serializers.ModelSerializer):
             "payload",
         ]
         read_only_fields = fields
+
+
+# --- albums ---------------------------------------------------------------------------------------
+
+MAX_ALBUM_IDS = 500
+
+
+def _image_ids_field(help_text: str) -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=2**63 - 1),
+        required=False,
+        max_length=MAX_ALBUM_IDS,
+        help_text=help_text,
+    )
+
+
+class AlbumCreateSerializer(serializers.Serializer):
+    # Lengths are checked by captions.services.albums, with its own codes and messages.
+    name = serializers.CharField(max_length=10_000, allow_blank=True, help_text="Unique among your albums.")
+    description = serializers.CharField(required=False, allow_blank=True, max_length=100_000, default="")
+
+
+class AlbumPatchSerializer(serializers.Serializer):
+    name = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=100_000)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs:
+            raise serializers.ValidationError('send "name" and/or "description"')
+        return attrs
+
+
+class AlbumImagesSerializer(serializers.Serializer):
+    add = _image_ids_field(f"Ids of your images to put in the album (at most {MAX_ALBUM_IDS}).")
+    remove = _image_ids_field(f"Ids of images to take out of it (at most {MAX_ALBUM_IDS}).")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs.get("add") and not attrs.get("remove"):
+            raise serializers.ValidationError('send image ids in "add" and/or "remove"')
+        return attrs
+
+
+def shared_album_url(request, album) -> str | None:
+    if album.share_token is None:
+        return None
+    return absolute(request, reverse("captions:shared-album", args=[album.share_token]))
+
+
+class AlbumSerializer(serializers.Serializer):
+    """An album of yours (as selectors.list_albums annotates it)."""
+
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    images = serializers.IntegerField(source="n_images", help_text="How many images it holds.")
+    cover = serializers.SerializerMethodField(help_text="A thumbnail of the image added last, or null.")
+    shared = serializers.SerializerMethodField(help_text="Whether a public read-only link is on.")
+    share_url = serializers.SerializerMethodField(
+        help_text="The public read-only page anyone with this link may see; null when not shared."
+    )
+    shared_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    urls = serializers.SerializerMethodField()
+
+    def get_cover(self, album) -> str | None:
+        if album.cover_id is None:
+            return None
+        return absolute(self.context.get("request"), reverse("thumbnail", args=[album.cover_id]))
+
+    def get_shared(self, album) -> bool:
+        return album.share_token is not None
+
+    def get_share_url(self, album) -> str | None:
+        return shared_album_url(self.context.get("request"), album)
+
+    def get_urls(self, album) -> dict[str, str]:
+        request = self.context.get("request")
+        return {
+            "self": absolute(request, reverse("api:album-detail", args=[album.pk])),
+            "page": absolute(request, reverse("captions:album", args=[album.pk])),
+            "images": absolute(request, f"{reverse('api:image-list')}?album={album.pk}"),
+            "share": absolute(request, reverse("api:album-share", args=[album.pk])),
+        }
+
+
+class AlbumImagesResultSerializer(serializers.Serializer):
+    added = serializers.IntegerField(help_text="Images put in (those already in it are not counted).")
+    removed = serializers.IntegerField(help_text="Images taken out.")
+    album = AlbumSerializer()
+
+
+class SharedAlbumSerializer(serializers.Serializer):
+    """An album seen through its share link: what its owner chose to show, read-only."""
+
+    name = serializers.CharField()
+    description = serializers.CharField()
+    owner = serializers.CharField(source="owner.get_username")
+    images = serializers.IntegerField(source="n_images")
+    urls = serializers.SerializerMethodField()
+
+    def get_urls(self, album) -> dict[str, str]:
+        request = self.context.get("request")
+        token = album.share_token
+        return {
+            "self": absolute(request, reverse("api:shared-album", args=[token])),
+            "page": absolute(request, reverse("captions:shared-album", args=[token])),
+            "images": absolute(request, reverse("api:shared-album-images", args=[token])),
+        }
+
+
+class SharedImageSerializer(serializers.Serializer):
+    """An image of a shared album: its shown caption and its files under the share link. Context:
+    request, token, active (ModelVersion)."""
+
+    id = serializers.IntegerField()
+    caption = serializers.SerializerMethodField(help_text="The caption the site shows for it.")
+    width = serializers.IntegerField()
+    height = serializers.IntegerField()
+    taken_at = serializers.DateTimeField(allow_null=True)
+    urls = serializers.SerializerMethodField()
+
+    def get_caption(self, image: Image) -> str | None:
+        best = choose_captions(image, self.context.get("active")).best
+        return best.text if best is not None else None
+
+    def get_urls(self, image: Image) -> dict[str, str]:
+        request, token = self.context.get("request"), self.context["token"]
+        return {
+            "file": absolute(request, reverse("shared-file", args=[token, image.pk])),
+            "thumb": absolute(request, reverse("shared-thumbnail", args=[token, image.pk])),
+        }

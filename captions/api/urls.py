@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from captions.api import views
+from captions.api import albums, views
 from captions.api.docs import DocsView, SchemaView
 
 app_name = "api"
@@ -16,6 +16,12 @@ urlpatterns = [
     path("images/<int:pk>/similar/", views.ImageSimilarView.as_view(), name="image-similar"),
     path("batches/", views.BatchListView.as_view(), name="batch-list"),
     path("batches/<int:pk>/", views.BatchDetailView.as_view(), name="batch-detail"),
+    path("albums/", albums.AlbumListView.as_view(), name="album-list"),
+    path("albums/<int:pk>/", albums.AlbumDetailView.as_view(), name="album-detail"),
+    path("albums/<int:pk>/images/", albums.AlbumImagesView.as_view(), name="album-images"),
+    path("albums/<int:pk>/share/", albums.AlbumShareView.as_view(), name="album-share"),
+    path("shared/<str:token>/", albums.SharedAlbumView.as_view(), name="shared-album"),
+    path("shared/<str:token>/images/", albums.SharedAlbumImagesView.as_view(), name="shared-album-images"),
     path("search/", views.SearchView.as_view(), name="search"),
     path("export.csv", views.ExportView.as_view(fmt="csv"), name="export-csv"),
     path("export.jsonl", views.ExportView.as_view(fmt="jsonl"), name="export-jsonl"),

@@ -93,14 +93,17 @@ class ImageListView(generics.GenericAPIView):
     def post(self, request: Request) -> Response:
         form = s.ImageUploadSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        batch = None
+        batch = album = None
         if "batch" in form.validated_data:
             batch = selectors.find_own_batch(request.user, form.validated_data["batch"])
+        if "album" in form.validated_data:
+            album = selectors.find_own_album(request.user, form.validated_data["album"])
         result = upload_file(
             owner=request.user,
             uploaded=form.validated_data["image"],
             visibility=form.validated_data["visibility"],
             batch=batch,
+            album=album,
         )
         image = selectors.load_captions(result.image, new=result.created)
         # A new image has no captions yet: no active model version to look up for choosing one.
@@ -278,8 +281,12 @@ class BatchListView(generics.GenericAPIView):
     def post(self, request: Request) -> Response:
         form = s.BatchCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
+        album = None
+        if "album" in form.validated_data:
+            album = selectors.find_own_album(request.user, form.validated_data["album"])
         result = create_batch(
             owner=request.user,
+            album=album,
             files=form.validated_data.get("images", []),
             archives=[form.validated_data["archive"]] if form.validated_data.get("archive") else [],
             urls=form.validated_data.get("urls", []),
@@ -530,23 +537,27 @@ class MediaView(APIView):
     content_negotiation_class = _FirstRenderer
 
     def get(self, request: Request, name: str) -> HttpResponse:
-        image = selectors.get_image_by_file(request.user, name)
-        try:
-            handle = default_storage.open(image.file.name, "rb")
-        except FileNotFoundError:
-            raise Http404("file missing") from None
-        content_type = mimetypes.guess_type(image.file.name)[0] or "application/octet-stream"
-        if image.owner_id != request.user.pk and not image.share_location:
-            # Anyone but the owner gets the photo without where it was taken (captions/location.py).
-            with handle:
-                data = handle.read()
-            response = HttpResponse(without_location(data) or data, content_type=content_type)
-        else:
-            response = FileResponse(handle, content_type=content_type)
-        # Content-addressed, so it never changes; private because visibility can.
-        response["Cache-Control"] = "private, max-age=86400"
-        response["X-Content-Type-Options"] = "nosniff"
-        return response
+        return original_file(selectors.get_image_by_file(request.user, name), request.user)
+
+
+def original_file(image: Image, user, max_age: int = 86400) -> HttpResponse:
+    """The image's stored file as `user` may have it: anyone but the owner gets it without where it was
+    taken (captions/location.py) unless the owner shares that."""
+    try:
+        handle = default_storage.open(image.file.name, "rb")
+    except FileNotFoundError:
+        raise Http404("file missing") from None
+    content_type = mimetypes.guess_type(image.file.name)[0] or "application/octet-stream"
+    if image.owner_id != getattr(user, "pk", None) and not image.share_location:
+        with handle:
+            data = handle.read()
+        response = HttpResponse(without_location(data) or data, content_type=content_type)
+    else:
+        response = FileResponse(handle, content_type=content_type)
+    # Content-addressed, so it never changes; private because visibility can.
+    response["Cache-Control"] = f"private, max-age={max_age}"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 @extend_schema(exclude=True)
@@ -559,18 +570,31 @@ class ThumbnailView(APIView):
     content_negotiation_class = _FirstRenderer
 
     def get(self, request: Request, pk: int) -> FileResponse | HttpResponseRedirect:
-        size = _int_param(request, "size") or thumbnails.DEFAULT_SIZE
-        if size not in thumbnails.SIZES:
-            sizes = ", ".join(map(str, thumbnails.SIZES))
-            raise RejectedInput("bad_size", f"size must be one of {sizes}; got {size}")
+        size = thumbnail_size(request)
         image = selectors.get_image(request.user, pk)
-        try:
-            name = thumbnails.thumbnail_for(image, size)
-        except thumbnails.ThumbnailError:
-            # Readable enough to be accepted, not to be resized: the browser gets the original instead.
-            return HttpResponseRedirect(reverse("media", args=[image.file.name]))
-        response = FileResponse(default_storage.open(name, "rb"), content_type=thumbnails.CONTENT_TYPE)
-        # An image's bytes never change; private because its visibility can.
-        response["Cache-Control"] = "private, max-age=86400"
-        response["X-Content-Type-Options"] = "nosniff"
-        return response
+        return thumbnail_file(image, size, reverse("media", args=[image.file.name]))
+
+
+def thumbnail_size(request: Request) -> int:
+    """The `size` asked for (default thumbnails.DEFAULT_SIZE); RejectedInput (400) for another."""
+    size = _int_param(request, "size") or thumbnails.DEFAULT_SIZE
+    if size not in thumbnails.SIZES:
+        sizes = ", ".join(map(str, thumbnails.SIZES))
+        raise RejectedInput("bad_size", f"size must be one of {sizes}; got {size}")
+    return size
+
+
+def thumbnail_file(
+    image: Image, size: int, original_url: str, max_age: int = 86400
+) -> FileResponse | HttpResponseRedirect:
+    """The image's WebP thumbnail, or a redirect to `original_url` when it cannot be resized."""
+    try:
+        name = thumbnails.thumbnail_for(image, size)
+    except thumbnails.ThumbnailError:
+        # Readable enough to be accepted, not to be resized: the browser gets the original instead.
+        return HttpResponseRedirect(original_url)
+    response = FileResponse(default_storage.open(name, "rb"), content_type=thumbnails.CONTENT_TYPE)
+    # An image's bytes never change; private because its visibility can.
+    response["Cache-Control"] = f"private, max-age={max_age}"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

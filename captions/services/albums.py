@@ -113,3 +113,13 @@ def revoke_share(*, album: Album) -> Album:
         album.shared_at = None
         album.save(update_fields=["share_token", "shared_at", "updated_at"])
     return album
+
+
+def change_images(*, album: Album, add: Iterable[int] = (), remove: Iterable[int] = ()) -> tuple[int, int]:
+    """Put the owner's images `add` (ids) in `album` and take `remove` out, in one transaction; ids of
+    other people's images are skipped (the API refuses them first). Returns (added, removed)."""
+    add, remove = list(add), list(remove)
+    with transaction.atomic():
+        added = add_images(album=album, images=Image.objects.filter(owner_id=album.owner_id, pk__in=add))
+        removed = remove_images(album=album, images=Image.objects.filter(pk__in=remove)) if remove else 0
+    return added, removed

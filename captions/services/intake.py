@@ -35,8 +35,9 @@ from captions.ingest import (
     strip_unsafe_chars,
 )
 from captions.ingest.errors import human_sizes
-from captions.models import Batch, BatchItem, Image
+from captions.models import Album, Batch, BatchItem, Image
 from captions.queue import enqueue_captioning, enqueue_url_fetch
+from captions.services.albums import add_images
 from captions.services.files import cleanup_new_files_on_error, store_file
 from captions.services.images import check_visibility
 from captions.services.quotas import check_quotas
@@ -104,32 +105,44 @@ def upload_image(
     file: IncomingFile,
     visibility: str = Image.Visibility.PRIVATE,
     batch: Batch | None = None,
+    album: Album | None = None,
 ) -> UploadResult:
     """Check, store and queue one image. The same bytes from the same owner return the existing image
     (not queued again). Raises RejectedInput (nothing stored) for anything that is not an acceptable image.
 
     With `batch` (one of the owner's), the image joins it as its next item, and a rejection is listed in
     the batch's `rejected` as a batch's own bad items are: files sent one by one still make one batch.
+    With `album` (one of the owner's), the image is put in it, a duplicate too.
     """
     check_visibility(visibility)
     with _rejections_listed_in(batch, file.name):
         info = _inspect(file)
         position = BatchItem.objects.filter(batch=batch).count() if batch is not None else 0
         [result] = _consume(
-            owner=owner, checked=[(file, info)], visibility=visibility, batch=batch, position=position
+            owner=owner,
+            checked=[(file, info)],
+            visibility=visibility,
+            batch=batch,
+            position=position,
+            album=album,
         )
     enqueue_captioning(_new_ids([result]))
     return result
 
 
 def upload_file(
-    *, owner, uploaded: UploadedFile, visibility: str = Image.Visibility.PRIVATE, batch: Batch | None = None
+    *,
+    owner,
+    uploaded: UploadedFile,
+    visibility: str = Image.Visibility.PRIVATE,
+    batch: Batch | None = None,
+    album: Album | None = None,
 ) -> UploadResult:
     """`upload_image` for a file of a request; with `batch`, an oversized file is listed in its
     `rejected` too."""
     with _rejections_listed_in(batch, uploaded.name or "upload"):
         incoming = read_upload(uploaded)
-    return upload_image(owner=owner, file=incoming, visibility=visibility, batch=batch)
+    return upload_image(owner=owner, file=incoming, visibility=visibility, batch=batch, album=album)
 
 
 def create_batch(
@@ -140,6 +153,7 @@ def create_batch(
     urls: Sequence[str] = (),
     visibility: str = Image.Visibility.PRIVATE,
     idempotency_key: str | None = None,
+    album: Album | None = None,
 ) -> BatchResult:
     """Create a batch from uploaded files, zip archives and/or URLs, and queue its new images.
 
@@ -147,7 +161,8 @@ def create_batch(
     if none is acceptable, BatchRejected (4xx) and nothing is stored. URLs are checked here as far as
     that needs no network, then left in `batch.urls_waiting` for a fetch worker: the answer does not
     wait for other servers. A repeated `idempotency_key` from the same owner returns the batch the
-    first request created, without storing or queueing anything.
+    first request created, without storing or queueing anything. With `album` (one of the owner's),
+    every image of the batch is put in it (URLs' images when they are fetched).
     """
     check_visibility(visibility)
     key = (idempotency_key or "").strip()[:255] or None
@@ -199,6 +214,7 @@ def create_batch(
                     batch=batch,
                     position=position,
                     new_files=new_files,
+                    album=album,
                 )
                 position += len(checked)
                 new_ids += _new_ids(results)
@@ -208,6 +224,7 @@ def create_batch(
             # Each URL's item comes after the files, in the order given.
             batch.urls_waiting = [
                 {"url": url, "position": position + i, "visibility": visibility}
+                | ({"album": album.pk} if album is not None else {})
                 for i, url in enumerate(to_fetch)
             ]
             batch.urls_sent_at = timezone.now() if to_fetch else None
@@ -269,15 +286,20 @@ def create_batch_from_paths(
     return BatchResult(batch=batch, replayed=False)
 
 
-def add_fetched(*, batch: Batch, file: IncomingFile, position: int, visibility: str) -> UploadResult:
-    """One downloaded URL of `batch`, checked, stored as its item at `position` and queued; raises
-    RejectedInput (nothing stored) when it is not an acceptable image: the caller lists it."""
+def add_fetched(
+    *, batch: Batch, file: IncomingFile, position: int, visibility: str, album_id: int | None = None
+) -> UploadResult:
+    """One downloaded URL of `batch`, checked, stored as its item at `position` (and put in the album
+    `album_id` if the owner still has it) and queued; raises RejectedInput (nothing stored) when it is
+    not an acceptable image: the caller lists it."""
+    album = Album.objects.filter(pk=album_id, owner=batch.owner).first() if album_id is not None else None
     [result] = _consume(
         owner=batch.owner,
         checked=[(file, _inspect(file))],
         visibility=visibility,
         batch=batch,
         position=position,
+        album=album,
     )
     enqueue_captioning(_new_ids([result]))
     return result
@@ -294,12 +316,13 @@ def _consume(
     batch: Batch | None,
     position: int = 0,
     new_files: list[str] | None = None,
+    album: Album | None = None,
 ) -> list[UploadResult]:
-    """Store checked images (their items in `batch` numbered from `position`), with a few statements
-    for all of them, not several per image. Bytes the owner already has return that image (a
-    duplicate item); bytes sent twice in one call are one item. One result per distinct image, in
-    order; queueing the new ones is the caller's (batches queue theirs together). Files written are
-    removed on failure, and listed in `new_files` for a caller whose transaction is wider."""
+    """Store checked images (their items in `batch` numbered from `position`, each put in `album`),
+    with a few statements for all of them, not several per image. Bytes the owner already has return
+    that image (a duplicate item); bytes sent twice in one call are one item. One result per distinct
+    image, in order; queueing the new ones is the caller's (batches queue theirs together). Files
+    written are removed on failure, and listed in `new_files` for a caller whose transaction is wider."""
     with cleanup_new_files_on_error(new_files) as new_files, transaction.atomic():
         hashes = [hashlib.sha256(item.data).hexdigest() for item, _ in checked]
         known = {image.sha256: image for image in Image.objects.filter(owner=owner, sha256__in=set(hashes))}
@@ -355,6 +378,8 @@ def _consume(
         if batch is not None:
             # An image already in the batch (the same file sent again, file by file) keeps its item.
             BatchItem.objects.bulk_create(items, ignore_conflicts=True)
+        if album is not None:
+            add_images(album=album, images=[r.image for r in results.values()])
     return list(results.values())
 
 

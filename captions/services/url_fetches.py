@@ -162,7 +162,11 @@ def _settle(batch: Batch, entry: dict, outcome: IncomingFile | Rejection, claim:
         if isinstance(outcome, IncomingFile):
             try:
                 add_fetched(
-                    batch=locked, file=outcome, position=entry["position"], visibility=entry["visibility"]
+                    batch=locked,
+                    file=outcome,
+                    position=entry["position"],
+                    visibility=entry["visibility"],
+                    album_id=entry.get("album"),
                 )
             except RejectedInput as exc:
                 rejection = Rejection.of(entry["url"], exc)

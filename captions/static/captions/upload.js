@@ -25,6 +25,12 @@
     return select ? select.value : "private";
   }
 
+  // The album chosen for this visit's uploads ("" for none): every file and batch goes into it.
+  function album() {
+    var select = form.querySelector('[name="album"]');
+    return select ? select.value : "";
+  }
+
   function updateSummary() {
     var parts = [];
     if (counts.sent) parts.push(counts.sent + " uploaded");
@@ -140,6 +146,7 @@
     }
     var data = new FormData();
     data.append("visibility", visibility());
+    if (album()) data.append("album", album());
     if (group.batchId !== null) {
       data.append("image", job.file, job.file.name);
       data.append("batch", group.batchId);
@@ -187,6 +194,10 @@
   /* URLs and archives: one batch request; its items and rejections become rows. */
   function sendBatch(body, label) {
     var pending = addRow(label, null, 0);
+    if (album()) {
+      if (body instanceof FormData) body.append("album", album());
+      else body.album = Number(album());
+    }
     var request = body instanceof FormData
       ? ic.upload(form.dataset.batchApi, body, pending.progress)
       : ic.api("POST", form.dataset.batchApi, body);
