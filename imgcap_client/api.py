@@ -191,6 +191,10 @@ class Client:
     def get(self, path: str, query: dict[str, str] | None = None) -> Response:
         return self.request("GET", path, query=query)
 
+    def post_json(self, path: str, payload: object) -> Response:
+        body = json.dumps(payload).encode()
+        return self.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+
     def post_files(
         self, path: str, fields: dict[str, str], files: list[FilePart], headers: dict[str, str] | None = None
     ) -> Response:

@@ -20,8 +20,9 @@ from imgcap_client.upload import (
     FatalError,
     FileResult,
     Report,
-    check_album,
+    add_to_album,
     check_server,
+    find_album,
     hash_files,
     known_digests,
     upload_files,
@@ -82,7 +83,10 @@ def _parsers(prog: str | None = None) -> tuple[argparse.ArgumentParser, argparse
         "--concurrency", type=_concurrency, default=4, metavar="N", help="uploads at once (4)"
     )
     upload.add_argument(
-        "--album", metavar="NAME", help="add the photos to this album (needs a server with albums)"
+        "--album",
+        metavar="NAME",
+        help="put the photos in this album of yours, made if you have none of that name (files already "
+        "on the server too)",
     )
     upload.add_argument("--dry-run", action="store_true", help="list what would be uploaded, send nothing")
     upload.add_argument("--quiet", action="store_true", help="no progress; only failures and the summary")
@@ -141,8 +145,10 @@ def run_upload(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     report = Report()
     try:
         check_server(client)
+        album_id = None
         if args.album:
-            check_album(client, args.album)
+            album_id, report.album_created = find_album(client, args.album, create=not args.dry_run)
+            report.album = " ".join(args.album.split())
         if not scan.files:
             print(f"no images found ({scan.ignored} other files passed over)", file=out)
             return OK
@@ -159,12 +165,18 @@ def run_upload(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             else:
                 first[found] = path
         known = known_digests(client, list(first), progress)
-        report.results += [FileResult(path, "already", sha) for sha, path in first.items() if sha in known]
+        report.results += [
+            FileResult(path, "already", sha, image_id=known[sha])
+            for sha, path in first.items()
+            if sha in known
+        ]
         todo = [(path, sha) for sha, path in first.items() if sha not in known]
         if known and not args.dry_run:
             progress.note(f"{len(known)} file{'s' if len(known) != 1 else ''} already on the server: skipped")
         if args.dry_run:
             progress.finish()
+            if report.album and album_id is None:
+                print(f"would make the album {report.album!r}", file=out)
             for path, _ in todo:
                 print(f"would upload: {path}", file=out)
             for result in report.of("already"):
@@ -177,8 +189,16 @@ def run_upload(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 file=out,
             )
             return SOME_FAILED if report.count("failed") else OK
+        if album_id is not None and known:
+            # Skipped as already on the server: they still belong in the album asked for.
+            add_to_album(client, album_id, list(known.values()))
         results, sender, report.fatal = upload_files(
-            client, todo, visibility=args.visibility, concurrency=args.concurrency, progress=progress
+            client,
+            todo,
+            visibility=args.visibility,
+            concurrency=args.concurrency,
+            progress=progress,
+            album_id=album_id,
         )
         report.results += results
         report.batch_id, report.batch_page = sender.batch_id, sender.batch_page
@@ -213,3 +233,7 @@ def print_summary(report: Report, ignored: int, out: TextIO) -> None:
         print(f"passed over {ignored} file{'s' if ignored != 1 else ''} that are not images", file=out)
     if report.batch_page:
         print(f"batch {report.batch_id}: {report.batch_page}", file=out)
+    if report.album:
+        n = report.count("uploaded") + report.count("already")
+        made = " (new)" if report.album_created else ""
+        print(f"album {report.album!r}{made}: {n} photo{'s' if n != 1 else ''} of this run in it", file=out)

@@ -45,6 +45,8 @@ class Report:
     batch_id: int | None = None
     batch_page: str | None = None
     fatal: str | None = None  # why the run stopped early
+    album: str | None = None  # the album's name (--album)
+    album_created: bool = False
 
     def count(self, outcome: str) -> int:
         return sum(r.outcome == outcome for r in self.results)
@@ -67,18 +69,48 @@ def check_server(client: Client) -> None:
         raise FatalError(f"{client.server} does not look like an imgcap server (GET /api/v1/images/)")
 
 
-def check_album(client: Client, name: str) -> None:
-    """Albums are an option for a server that has them; none does yet, so this says so (FatalError) before
-    anything is sent. Adding to an album is to be wired here once the API has it."""
+def find_album(client: Client, name: str, *, create: bool = True) -> tuple[int | None, bool]:
+    """The id of the token owner's album called `name` and whether this call made it (`create`: make it
+    when there is none; else None). FatalError when the server has no albums or refuses the name."""
     try:
-        client.get("albums/", {"page_size": "1"})
+        for attempt in range(2):
+            found = client.get("albums/", {"name": name}).data.get("results", [])
+            if found:
+                return found[0]["id"], False
+            if not create:
+                return None, False
+            try:
+                return client.post_json("albums/", {"name": name}).data["id"], True
+            except ApiError as error:
+                if error.status != 409 or attempt:  # 409: made meanwhile by another run; look again
+                    raise
     except ApiError as error:
         if error.status in (404, 405):
             raise FatalError(f"albums are not supported by this server ({client.server})") from None
-        raise FatalError(f"cannot look up albums: {error}") from None
+        raise FatalError(f"cannot use the album {name!r}: {error.message} ({error.code})") from None
     except UnreachableError as error:
         raise FatalError(str(error)) from None
-    raise FatalError(f"this server has albums, but this version of imgcap-upload cannot add to {name!r} yet")
+    raise FatalError(f"cannot find or make the album {name!r}")
+
+
+# Image ids per request to put already-uploaded files in the album (the server takes 500).
+ALBUM_IDS_PER_REQUEST = 500
+
+
+def add_to_album(client: Client, album_id: int, image_ids: Sequence[int]) -> int:
+    """Put images (the owner's, e.g. files a resumed run found on the server) in the album; how many
+    were not in it yet."""
+    added = 0
+    ids = sorted(set(image_ids))
+    for start in range(0, len(ids), ALBUM_IDS_PER_REQUEST):
+        chunk = ids[start : start + ALBUM_IDS_PER_REQUEST]
+        try:
+            added += client.post_json(f"albums/{album_id}/images/", {"add": chunk}).data["added"]
+        except ApiError as error:
+            raise FatalError(f"cannot add images to the album: {error.message} ({error.code})") from None
+        except UnreachableError as error:
+            raise FatalError(str(error)) from None
+    return added
 
 
 def hash_files(paths: Sequence[Path], concurrency: int, progress: Progress) -> dict[Path, str | OSError]:
@@ -104,9 +136,10 @@ def hash_files(paths: Sequence[Path], concurrency: int, progress: Progress) -> d
     return found
 
 
-def known_digests(client: Client, digests: Sequence[str], progress: Progress) -> set[str]:
-    """Which of `digests` the token's owner already has on the server (the `sha256` filter)."""
-    known: set[str] = set()
+def known_digests(client: Client, digests: Sequence[str], progress: Progress) -> dict[str, int]:
+    """Which of `digests` the token's owner already has on the server (the `sha256` filter): digest →
+    image id."""
+    known: dict[str, int] = {}
     for start in range(0, len(digests), DIGESTS_PER_LOOKUP):
         asked = digests[start : start + DIGESTS_PER_LOOKUP]
         try:
@@ -117,12 +150,12 @@ def known_digests(client: Client, digests: Sequence[str], progress: Progress) ->
             raise FatalError(f"cannot ask the server which files it has: {error}") from None
         except UnreachableError as error:
             raise FatalError(str(error)) from None
-        found = {image.get("sha256") for image in answer.data.get("results", [])}
-        if not found <= set(asked):
+        found = {image.get("sha256"): image.get("id") for image in answer.data.get("results", [])}
+        if not set(found) <= set(asked):
             # An older server ignores the filter and lists other images: it cannot tell. Every file is
             # sent, and the server still keeps one image per content (answering "duplicate").
             progress.note("this server cannot tell which files it has (no sha256 filter): sending them all")
-            return known
+            return {}
         known |= found
     return known
 
@@ -130,9 +163,11 @@ def known_digests(client: Client, digests: Sequence[str], progress: Progress) ->
 class BatchSender:
     """Sends files into one batch: opened by the first file the server accepts, joined by the rest."""
 
-    def __init__(self, client: Client, visibility: str) -> None:
+    def __init__(self, client: Client, visibility: str, album_id: int | None = None) -> None:
         self.client = client
         self.visibility = visibility
+        # Every file sent goes into the album, a duplicate too (the server puts it there).
+        self.fields = {"visibility": visibility} | ({"album": str(album_id)} if album_id is not None else {})
         self.lock = threading.Lock()
         self.batch_id: int | None = None
         self.batch_page: str | None = None
@@ -149,7 +184,7 @@ class BatchSender:
                     return self._open(name, data)
         answer = self.client.post_files(
             "images/",
-            {"visibility": self.visibility, "batch": str(self.batch_id)},
+            {**self.fields, "batch": str(self.batch_id)},
             [FilePart("image", name, data)],
         )
         return answer.data, bool(answer.data.get("duplicate")), answer.retried
@@ -160,7 +195,7 @@ class BatchSender:
         key = f"imgcap-upload-{self.run_key}-{self.opens}"
         answer = self.client.post_files(
             "batches/",
-            {"visibility": self.visibility},
+            self.fields,
             [FilePart("images", name, data)],
             headers={"Idempotency-Key": key},
         )
@@ -184,10 +219,11 @@ def upload_files(
     concurrency: int,
     progress: Progress,
     display: Callable[[Path], str] = str,
+    album_id: int | None = None,
 ) -> tuple[list[FileResult], BatchSender, str | None]:
-    """Send each (path, sha256) into one batch, `concurrency` at a time. The results, the batch, and
-    why the run stopped early (a refused token, a server gone), if it did."""
-    sender = BatchSender(client, visibility)
+    """Send each (path, sha256) into one batch (and the album `album_id`), `concurrency` at a time. The
+    results, the batch, and why the run stopped early (a refused token, a server gone), if it did."""
+    sender = BatchSender(client, visibility, album_id)
     stop = threading.Event()
     why: list[str] = []
     lost = [0]  # files in a row whose upload found no server

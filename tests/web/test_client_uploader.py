@@ -229,10 +229,40 @@ def test_a_wrong_token_or_a_missing_one_exits_2_before_anything_is_sent(platform
         missing.returncode == 2
         and "give your API token with --token TOKEN (or set IMGCAP_TOKEN)" in missing.stderr
     )
-
-    albums = upload("in", "--album", "Summer 2024", server=platform.url, token=token, cwd=tmp_path)
-    assert albums.returncode == 2 and "albums are not supported by this server" in albums.stderr
     assert api.having(data) == []
+
+
+def test_album_puts_every_photo_of_the_run_in_it_those_already_on_the_server_too(
+    platform, api, token, tmp_path
+):
+    before, new = photo_bytes(50), [photo_bytes(51), photo_bytes(52)]
+    write(tmp_path / "first" / "before.jpg", before)
+    assert upload("first", "--quiet", server=platform.url, token=token, cwd=tmp_path).returncode == 0
+    shutil.copytree(tmp_path / "first", tmp_path / "in")
+    write(tmp_path / "in" / "n1.jpg", new[0])
+    write(tmp_path / "in" / "sub" / "n2.jpg", new[1])
+
+    dry = upload("in", "--dry-run", "--album", "Summer 2024", server=platform.url, token=token, cwd=tmp_path)
+    assert dry.returncode == 0 and "would make the album 'Summer 2024'" in dry.stdout
+    assert api.get("albums/", name="Summer 2024")["results"] == []  # a dry run makes nothing
+
+    done = upload("in", "--quiet", "--album", "Summer 2024", server=platform.url, token=token, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "uploaded 2, already on the server 1, failed 0" in done.stdout
+    assert "album 'Summer 2024' (new): 3 photos of this run in it" in done.stdout
+    [album] = api.get("albums/", name="Summer 2024")["results"]
+    ids = {image["id"] for image in api.having(before, *new)}
+    assert (
+        album["images"] == 3
+        and {i["id"] for i in api.get("images/", album=str(album["id"]))["results"]} == ids
+    )
+
+    again = upload("in", "--quiet", "--album", "Summer 2024", server=platform.url, token=token, cwd=tmp_path)
+    assert again.returncode == 0 and "album 'Summer 2024': 3 photos of this run in it" in again.stdout
+    assert api.get("albums/", name="Summer 2024")["results"][0]["images"] == 3
+
+    bad = upload("in", "--album", "x" * 300, server=platform.url, token=token, cwd=tmp_path)
+    assert bad.returncode == 2 and "album_name_too_long" in bad.stderr
 
 
 def test_dry_run_lists_what_it_would_send_and_sends_nothing(platform, api, token, tmp_path):
