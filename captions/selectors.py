@@ -342,14 +342,6 @@ def albums_of(user, image: Image) -> list[Album]:
     return list(Album.objects.filter(owner=user, items__image=image).order_by("name", "id"))
 
 
-def unknown_images(user, image_ids: Sequence[int]) -> list[int]:
-    """Those of `image_ids` that are not the user's own images (an album holds only its owner's)."""
-    if not _signed_in(user):
-        return sorted(set(image_ids))
-    own = set(Image.objects.filter(owner=user, pk__in=image_ids).values_list("pk", flat=True))
-    return sorted(set(image_ids) - own)
-
-
 # What a search hit shows (captions.api.serializers.SearchHitSerializer, the search page), and what
 # choose_captions needs to find each image's best caption: not the words, attention or image metadata.
 SEARCH_IMAGE_FIELDS = ("id", "file")

@@ -17,8 +17,8 @@ from rest_framework.views import APIView
 from captions import selectors
 from captions.api import serializers as s
 from captions.api.views import _FirstRenderer, original_file, thumbnail_file, thumbnail_size
-from captions.ingest import RejectedInput
 from captions.services import albums
+from captions.services.bulk import check_images
 
 # Share links can be revoked: browsers keep what they fetched through one only briefly.
 SHARED_MAX_AGE_S = 300
@@ -109,10 +109,8 @@ class AlbumImagesView(generics.GenericAPIView):
         form = s.AlbumImagesSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         add, remove = form.validated_data.get("add", []), form.validated_data.get("remove", [])
-        unknown = selectors.unknown_images(request.user, add)
-        if unknown:
-            shown = ", ".join(map(str, unknown[:10])) + (" …" if len(unknown) > 10 else "")
-            raise RejectedInput("unknown_images", f"these are not images of yours: {shown}")
+        if add:
+            check_images(request.user, add)  # 400 unknown_images before anything changes
         added, removed = albums.change_images(album=album, add=add, remove=remove)
         album = selectors.get_album(request.user, pk)
         data = {"added": added, "removed": removed, "album": album}

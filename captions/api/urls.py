@@ -2,13 +2,14 @@
 
 from django.urls import path
 
-from captions.api import albums, views
+from captions.api import albums, bulk, views
 from captions.api.docs import DocsView, SchemaView
 
 app_name = "api"
 
 urlpatterns = [
     path("images/", views.ImageListView.as_view(), name="image-list"),
+    path("images/bulk/", bulk.ImageBulkView.as_view(), name="image-bulk"),
     path("images/<int:pk>/", views.ImageDetailView.as_view(), name="image-detail"),
     path("images/<int:pk>/recaption/", views.ImageRecaptionView.as_view(), name="image-recaption"),
     path("images/<int:pk>/retry/", views.ImageRetryView.as_view(), name="image-retry"),

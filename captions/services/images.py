@@ -114,10 +114,16 @@ def requeue_images(*, images) -> list[int]:
 
 def delete_image(*, image: Image) -> None:
     """Delete the image and its captions; its file goes too unless another image row uses the same bytes."""
-    name = image.file.name
+    delete_images(images=[image])
+
+
+def delete_images(*, images: Iterable[Image]) -> None:
+    """`delete_image` for many, in one transaction (the gallery's bulk delete)."""
+    images = list(images)
+    names = sorted({image.file.name for image in images})
     with transaction.atomic():
-        image.delete()
-        transaction.on_commit(lambda: delete_file_if_unused(name))
+        Image.objects.filter(pk__in=[image.pk for image in images]).delete()
+        transaction.on_commit(lambda: [delete_file_if_unused(name) for name in names])
 
 
 def set_share_location(*, image: Image, share: bool) -> Image:
