@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from django.contrib.postgres.aggregates import StringAgg
 from django.db.models import Case, F, IntegerField, OuterRef, QuerySet, Subquery, Value, When
+from django.utils.text import slugify
 
 from captions.models import Caption, ImageTag
 from captions.search import filter_captions
@@ -54,6 +55,7 @@ def export_rows(
     user,
     *,
     batch: int | None = None,
+    album: int | None = None,
     status: str | None = None,
     source: str | None = None,
     model: str | None = None,
@@ -67,7 +69,15 @@ def export_rows(
     ExportFilterSerializer, the command's choices), or with `every_caption` every caption of them
     (each model run's N-best list and the human ones), streamed from the database in chunks."""
     captions = _export_queryset(
-        user, batch=batch, status=status, source=source, model=model, q=q, mine=mine, all_images=all_images
+        user,
+        batch=batch,
+        album=album,
+        status=status,
+        source=source,
+        model=model,
+        q=q,
+        mine=mine,
+        all_images=all_images,
     )
     if not every_caption:
         captions = _shown(captions)
@@ -109,10 +119,11 @@ def _export_queryset(
     model: str | None,
     q: str | None,
     mine: bool,
+    album: int | None = None,
     all_images: bool = False,
 ) -> QuerySet[Caption]:
     """`all_images`: every image whatever its owner and visibility (admin commands only)."""
-    images = list_images(user, status=status, batch=batch, mine=mine).order_by()
+    images = list_images(user, status=status, batch=batch, album=album, mine=mine).order_by()
     if all_images:
         images = filter_all_images(status=status, batch=batch)
     captions = Caption.objects.filter(image__in=images.values("id"))
@@ -159,9 +170,23 @@ def _shown(captions: QuerySet[Caption]) -> QuerySet[Caption]:
     )
 
 
-def export_filename(fmt: str, *, batch: int | None = None, mine: bool = False, today: datetime.date) -> str:
-    """What the download is called: what was exported and when, e.g. imgcap-batch-3-2026-12-02.csv."""
-    parts = ["imgcap", *([f"batch-{batch}"] if batch else []), *(["mine"] if mine and not batch else [])]
+def export_filename(
+    fmt: str,
+    *,
+    batch: int | None = None,
+    album: str | None = None,
+    mine: bool = False,
+    today: datetime.date,
+) -> str:
+    """What the download is called: what was exported and when, e.g. imgcap-batch-3-2026-12-02.csv or
+    imgcap-album-crete-2026-2026-12-02.csv (`album`: its name)."""
+    parts = ["imgcap"]
+    if album is not None:
+        parts.append(f"album-{slugify(album)[:60] or 'untitled'}")
+    if batch:
+        parts.append(f"batch-{batch}")
+    if mine and not batch and album is None:
+        parts.append("mine")
     return "-".join([*parts, today.isoformat()]) + f".{fmt}"
 
 

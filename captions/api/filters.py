@@ -94,6 +94,7 @@ class ImageFilterSerializer(serializers.Serializer):
 
 class ExportFilterSerializer(serializers.Serializer):
     batch = _id_field("only images of this batch (id)")
+    album = _id_field("only images of this album of yours (id); the file is named after it")
     status = serializers.ChoiceField(
         choices=Image.Status.values, required=False, help_text="only images in this state"
     )
@@ -113,6 +114,7 @@ class ExportFilterSerializer(serializers.Serializer):
         data = self.validated_data
         return {
             "batch": data.get("batch"),
+            "album": data.get("album"),
             "status": data.get("status"),
             "source": data.get("source"),
             "model": data.get("model"),

@@ -347,8 +347,9 @@ class SearchView(generics.GenericAPIView):
 class ExportView(APIView):
     """Stream the captions of the images you can see as CSV or JSON Lines: image_url, caption, score,
     model_version, source (+ rank, image_id, original_name, created_at, tags); one row per image (the
-    caption shown), or every caption with captions=all. Filters: batch, status, source (model/human),
-    model (version name), q (full-text), owner=me. Named after what it holds and the day."""
+    caption shown), or every caption with captions=all. Filters: batch, album (yours: 400
+    unknown_album otherwise), status, source (model/human), model (version name), q (full-text),
+    owner=me. Named after what it holds and the day."""
 
     renderer_classes = [JSONRenderer]
     content_negotiation_class = _FirstRenderer
@@ -360,6 +361,8 @@ class ExportView(APIView):
     )
     def get(self, request: Request) -> StreamingHttpResponse:
         filters = read_filters(ExportFilterSerializer, request)
+        album_id = filters.validated_data.get("album")
+        album = selectors.find_own_album(request.user, album_id) if album_id is not None else None
         rows = export_rows(request.user, **filters.selector_kwargs())
         media_root = request.build_absolute_uri(reverse("media", args=["x"]))[: -len("x")]
 
@@ -372,6 +375,7 @@ class ExportView(APIView):
         name = export_filename(
             self.fmt,
             batch=filters.validated_data.get("batch"),
+            album=album.name if album is not None else None,
             mine=filters.selector_kwargs()["mine"],
             today=timezone.localdate(),
         )

@@ -181,3 +181,16 @@ def test_csv_cells_that_would_run_as_formulas_stay_text(api, user, make_image, m
     every = {"owner": "me", "captions": "all"}
     jsonl = {r["caption"] for r in jsonl_rows(api.get("/api/v1/export.jsonl", every))}
     assert jsonl == {"-2+3 dogs", "@SUM(A1:A9) on a beach"}  # JSON is data, not a sheet: unchanged
+
+
+def test_an_albums_export_holds_its_images_and_is_named_after_it(api, other_api, user, library):
+    from captions.services import albums
+
+    album = albums.create_album(owner=user, name="Crète 2026!")
+    albums.add_images(album=album, images=[library["beach"]])
+    response = api.get("/api/v1/export.csv", {"album": album.pk})
+    day = timezone.localdate().isoformat()
+    assert f'filename="imgcap-album-crete-2026-{day}.csv"' in response["Content-Disposition"]
+    assert [r["caption"] for r in csv_rows(response)] == ["a dog runs on the beach"]
+    refused = other_api.get("/api/v1/export.csv", {"album": album.pk})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "unknown_album"
