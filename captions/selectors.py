@@ -15,6 +15,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import (
     Case,
     Count,
+    F,
     Max,
     OuterRef,
     Prefetch,
@@ -24,6 +25,7 @@ from django.db.models import (
     When,
     prefetch_related_objects,
 )
+from django.db.models.functions import Coalesce, Lower
 from django.http import Http404
 from rest_framework.authtoken.models import Token
 
@@ -114,10 +116,12 @@ def list_images(
     tag: str | None = None,
     sha256: Sequence[str] | None = None,
     album: int | None = None,
+    sort: str = "-added",
 ) -> QuerySet[Image]:
-    """Visible images, newest first, filtered (the filters are checked by their callers' forms and
-    filter serializers). `sha256` lists only the user's own images: whether someone else has the
-    same bytes is theirs to know."""
+    """Visible images, filtered (the filters are checked by their callers' forms and filter
+    serializers) and in the order `sort` names (IMAGE_SORTS; newest upload first by default).
+    `sha256` lists only the user's own images: whether someone else has the same bytes is theirs to
+    know."""
     images = visible_images(user)
     if ids is not None:
         images = images.filter(pk__in=ids)
@@ -149,7 +153,40 @@ def list_images(
     tag = (tag or "").strip().lower()  # labels are stored lower case (ml/encoders/imagenet_labels.txt)
     if tag:
         images = images.filter(pk__in=ImageTag.objects.filter(label=tag).values("image_id"))
-    return with_captions(images).order_by("-created_at", "-id")
+    return sort_images(with_captions(images), sort)
+
+
+# The orders a gallery or API client can ask for; "-" first: descending.
+IMAGE_SORTS = {
+    "-added": "newest upload first",
+    "added": "oldest upload first",
+    "-taken": "newest photo first (date taken; the upload date when the photo has none)",
+    "taken": "oldest photo first",
+    "name": "file name A-Z",
+    "-name": "file name Z-A",
+    "confidence": "least sure caption first (to review them)",
+    "-confidence": "surest caption first",
+}
+
+
+def sort_images(images: QuerySet[Image], sort: str) -> QuerySet[Image]:
+    """`images` in the order `sort` names (a key of IMAGE_SORTS); ids break ties, so pages never
+    overlap. Images without a model confidence come last either way."""
+    descending, key = sort.startswith("-"), sort.lstrip("-")
+    if key == "taken":
+        images = images.annotate(sort_key=Coalesce("taken_at", "created_at"))
+    elif key == "name":
+        images = images.annotate(sort_key=Lower("original_name"))
+    elif key == "confidence":
+        best = Caption.objects.filter(image=OuterRef("pk"), source=Caption.Source.MODEL, rank=0)
+        newest = best.order_by("-created_at", "-id").values("confidence")[:1]
+        images = images.annotate(sort_key=Subquery(newest))
+    elif key == "added":
+        images = images.annotate(sort_key=F("created_at"))
+    else:
+        raise ValueError(f"sort must be one of {', '.join(IMAGE_SORTS)}; got {sort!r}")
+    order = F("sort_key").desc(nulls_last=True) if descending else F("sort_key").asc(nulls_last=True)
+    return images.order_by(order, "-id" if descending else "id")
 
 
 def filter_all_images(*, status: str | None, batch: int | None) -> QuerySet[Image]:

@@ -13,6 +13,7 @@ from rest_framework.request import Request
 
 from captions.ingest import RejectedInput
 from captions.models import Caption, Image
+from captions.selectors import IMAGE_SORTS
 
 MAX_IDS = 200
 MAX_ID = 2**63 - 1  # ids are Postgres bigints: a larger number names nothing
@@ -64,6 +65,11 @@ class ImageFilterSerializer(serializers.Serializer):
     )
     batch = _id_field("only images of this batch (id)")
     album = _id_field("only images of this album of yours (id)")
+    sort = serializers.ChoiceField(
+        choices=list(IMAGE_SORTS),
+        required=False,
+        help_text="the order: " + "; ".join(f"{key}: {text}" for key, text in IMAGE_SORTS.items()),
+    )
     owner = serializers.ChoiceField(choices=["me"], required=False, help_text='"me": only your own images')
     mine = serializers.BooleanField(required=False, help_text="true: only your own images (as owner=me)")
     visibility = serializers.ChoiceField(choices=Image.Visibility.values, required=False)
@@ -89,6 +95,7 @@ class ImageFilterSerializer(serializers.Serializer):
             "tag": data.get("tag"),
             "sha256": data.get("sha256"),
             "album": data.get("album"),
+            "sort": data.get("sort") or "-added",
         }
 
 

@@ -493,3 +493,31 @@ def test_past_the_waiting_limit_a_long_poll_answers_at_once(user, make_image, se
     thread.join()
     assert 2.0 <= waited(first["response"]) < 3
     assert waited(token_client(user).get(detail, {"wait": 0.5})) >= 0.5  # the slot is free again
+
+
+def test_images_are_listed_in_the_order_asked_for(api, user, make_image, model_version, save_captions):
+    import datetime
+
+    from django.utils import timezone
+
+    a, b, c = (make_image(user, name=name) for name in ("b.jpg", "C.jpg", "a.jpg"))
+    # b: taken long ago; c: no EXIF date (its upload date stands in); a: taken last year.
+    now = timezone.now()
+    Image.objects.filter(pk=a.pk).update(taken_at=now - datetime.timedelta(days=3000))
+    Image.objects.filter(pk=b.pk).update(taken_at=now - datetime.timedelta(days=300))
+    for image, confidence in ((a, 0.9), (b, 0.2)):
+        save_captions(image, model_version, ["a dog"])
+        image.captions.filter(rank=0).update(confidence=confidence)
+
+    def order(sort: str | None) -> list[int]:
+        params = {"owner": "me", **({"sort": sort} if sort else {})}
+        return [i["id"] for i in api.get("/api/v1/images/", params).json()["results"]]
+
+    assert order(None) == order("-added") == [c.pk, b.pk, a.pk]
+    assert order("added") == [a.pk, b.pk, c.pk]
+    assert order("-taken") == [c.pk, b.pk, a.pk] and order("taken") == [a.pk, b.pk, c.pk]
+    assert order("name") == [c.pk, a.pk, b.pk] and order("-name") == [b.pk, a.pk, c.pk]
+    assert order("confidence") == [b.pk, a.pk, c.pk]  # none yet: last either way
+    assert order("-confidence") == [a.pk, b.pk, c.pk]
+    refused = api.get("/api/v1/images/", {"sort": "size"})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "bad_filter"
