@@ -73,6 +73,11 @@ class Batch(models.Model):
     def __str__(self) -> str:
         return f"batch {self.pk}"
 
+    @property
+    def title(self) -> str:
+        """What pages call it: its name, else "Batch N"."""
+        return self.name or f"Batch #{self.pk}"
+
 
 def _hnsw(name: str, field: str, opclass: str) -> HnswIndex:
     """An HNSW index (pgvector) with its default build parameters, spelt out so they show in migrations."""

@@ -30,6 +30,8 @@ urlpatterns = [
     path("search/", views.search, name="search"),
     path("batches/", views.batch_list, name="batches"),
     path("batches/<int:pk>/", views.batch_page, name="batch"),
+    path("batches/<int:pk>/rename/", views.batch_rename, name="batch-rename"),
+    path("batches/<int:pk>/delete/", views.batch_delete, name="batch-delete"),
     path("account/token/", views.api_token, name="token"),
     path("api-guide/", views.api_guide, name="api-guide"),
 ]

@@ -18,6 +18,7 @@ from captions import selectors, thumbnails
 from captions.forms import CaptionForm, GalleryFilterForm, LocationForm, UploadForm, VisibilityForm
 from captions.ingest import RejectedInput
 from captions.services.accounts import regenerate_api_token
+from captions.services.batches import delete_batch, rename_batch
 from captions.services.images import (
     add_human_caption,
     delete_image,
@@ -223,6 +224,35 @@ def batch_page(request: HttpRequest, pk: int) -> HttpResponse:
         "percent": round(100 * finished / total) if total else 100,
     }
     return render(request, "captions/batch.html", context)
+
+
+@login_required
+@require_POST
+def batch_rename(request: HttpRequest, pk: int) -> HttpResponse:
+    batch = selectors.get_batch(request.user, pk)
+    try:
+        rename_batch(batch=batch, name=request.POST.get("name", ""))
+        messages.success(request, f"Renamed to “{batch.title}”.")
+    except RejectedInput as exc:
+        messages.error(request, exc.message)
+    return redirect("captions:batch", pk=pk)
+
+
+@login_required
+def batch_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET: what deleting it means; POST: delete the batch, and its images when `with_images`."""
+    state = selectors.batch_status(selectors.get_batch(request.user, pk))
+    if request.method == "POST":
+        try:
+            deleted = delete_batch(batch=state.batch, with_images=request.POST.get("with_images") == "1")
+        except RejectedInput as exc:
+            messages.error(request, exc.message)
+            return redirect("captions:batch", pk=pk)
+        kept = "" if deleted else "; its photos are still in your library"
+        gone = f" and its {deleted} photo{'s' if deleted != 1 else ''}" if deleted else ""
+        messages.success(request, f"{state.batch.title}{gone} deleted{kept}.")
+        return redirect("captions:batches")
+    return render(request, "captions/batch_delete.html", {"state": state, "total": len(state.items)})
 
 
 @login_required

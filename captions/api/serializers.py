@@ -64,6 +64,12 @@ class BatchCreateSerializer(serializers.Serializer):
     )
 
 
+class BatchPatchSerializer(serializers.Serializer):
+    name = serializers.CharField(
+        allow_blank=True, max_length=10_000, help_text='e.g. "Lisbon, day 2"; "" to unname it.'
+    )
+
+
 def _events_field(**kwargs: Any) -> serializers.ListField:
     return serializers.ListField(
         child=serializers.ChoiceField(choices=Webhook.Event.choices),
@@ -257,6 +263,7 @@ class BatchSerializer(serializers.Serializer):
     """Serialises a selectors.BatchStatus."""
 
     id = serializers.IntegerField(source="batch.id")
+    name = serializers.CharField(source="batch.name", help_text='What you call it; "" when unnamed.')
     status = serializers.ChoiceField(
         choices=["fetching", "pending", "processing", "done"],
         help_text="fetching: URLs still downloading; done: nothing left to do (failures are counted).",
@@ -282,6 +289,7 @@ class BatchSerializer(serializers.Serializer):
 
 class BatchSummarySerializer(serializers.Serializer):
     id = serializers.IntegerField()
+    name = serializers.CharField()
     created_at = serializers.DateTimeField()
     items = serializers.IntegerField(source="n_items")
     rejected = serializers.SerializerMethodField()

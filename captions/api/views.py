@@ -28,7 +28,7 @@ from captions.exports import CONTENT_TYPES, export_filename, export_rows, render
 from captions.ingest import RejectedInput
 from captions.location import without_location
 from captions.models import Image
-from captions.services import webhooks
+from captions.services import batches, webhooks
 from captions.services.images import (
     add_human_caption,
     delete_image,
@@ -302,14 +302,47 @@ class BatchListView(generics.GenericAPIView):
 
 class BatchDetailView(generics.GenericAPIView):
     """A batch's status, counts {pending, processing, done, failed}, items and the URLs still being
-    fetched (your own batches only)."""
+    fetched (your own batches only). PATCH names it; DELETE removes the batch, its images staying in
+    your library, or, with `with_images=true`, deleting them too (409 while its URLs are fetched)."""
 
     serializer_class = s.BatchSerializer
     permission_classes = [IsAuthenticated]
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+
+    def get_serializer_class(self):
+        if self.request is not None and self.request.method == "PATCH":
+            return s.BatchPatchSerializer
+        return s.BatchSerializer
 
     def get(self, request: Request, pk: int) -> Response:
         state = selectors.batch_status(selectors.get_batch(request.user, pk))
         return Response(s.BatchSerializer(state, context={"request": request}).data)
+
+    @extend_schema(request=s.BatchPatchSerializer, responses=s.BatchSerializer)
+    def patch(self, request: Request, pk: int) -> Response:
+        batch = selectors.get_batch(request.user, pk)
+        form = s.BatchPatchSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        batches.rename_batch(batch=batch, name=form.validated_data["name"])
+        return self.get(request, pk)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "with_images",
+                bool,
+                OpenApiParameter.QUERY,
+                description="true: delete the batch's images too (from every album and batch)",
+            )
+        ],
+        responses={204: None},
+    )
+    def delete(self, request: Request, pk: int) -> Response:
+        raw = request.query_params.get("with_images", "false").lower()
+        if raw not in ("true", "false", "1", "0"):
+            raise RejectedInput("bad_filter", f"with_images must be true or false; got {raw[:20]!r}")
+        batches.delete_batch(batch=selectors.get_batch(request.user, pk), with_images=raw in ("true", "1"))
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class SearchView(generics.GenericAPIView):
