@@ -102,8 +102,9 @@ class ImageListView(generics.GenericAPIView):
             visibility=form.validated_data["visibility"],
             batch=batch,
         )
-        image = selectors.load_captions(result.image, new=result.created)
-        # A new image has no captions yet: no active model version to look up for choosing one.
+        # A new image has no captions yet (but the description its file carried, if any): no active
+        # model version to look up for choosing one.
+        image = selectors.load_captions(result.image, new=result.created and not result.described)
         context = {"request": request, "active": None} if result.created else self.get_serializer_context()
         data = s.ImageSerializer(image, context=context).data
         data["duplicate"] = not result.created

@@ -35,7 +35,8 @@ from captions.ingest import (
     strip_unsafe_chars,
 )
 from captions.ingest.errors import human_sizes
-from captions.models import Batch, BatchItem, Image
+from captions.metadata import read_photo_metadata
+from captions.models import Batch, BatchItem, Caption, Image
 from captions.queue import enqueue_captioning, enqueue_url_fetch
 from captions.services.files import cleanup_new_files_on_error, store_file
 from captions.services.images import check_visibility
@@ -71,6 +72,7 @@ class Rejection:
 class UploadResult:
     image: Image
     created: bool  # False: the owner already had these exact bytes; the existing image is returned
+    described: bool = False  # new, and its file carried a description: it has a metadata caption
 
 
 @dataclass(frozen=True)
@@ -308,8 +310,12 @@ def _consume(
             if sha not in known:
                 new.setdefault(sha, pair)
         check_quotas(owner, images=len(new), size=sum(len(item.data) for item, _ in new.values()))
-        fresh = {
-            sha: _new_image(
+        # Each new file's metadata is parsed once, here; known bytes are not read again.
+        described: dict[str, str] = {}
+        fresh: dict[str, Image] = {}
+        for sha, (item, info) in new.items():
+            photo = read_photo_metadata(item.data)
+            fresh[sha] = _new_image(
                 owner=owner,
                 item=item,
                 info=info,
@@ -318,8 +324,9 @@ def _consume(
                 visibility=visibility,
                 batch=batch,
             )
-            for sha, (item, info) in new.items()
-        }
+            fresh[sha].taken_at, fresh[sha].camera = photo.taken_at, photo.camera
+            if photo.description:
+                described[sha] = photo.description
         try:
             with transaction.atomic():
                 created = {image.sha256: image for image in Image.objects.bulk_create(list(fresh.values()))}
@@ -336,13 +343,22 @@ def _consume(
         _mark_near_duplicates(
             owner, created, {sha: info for (_, info), sha in zip(checked, hashes, strict=True)}
         )
+        # A description the photo already carried is shown until someone writes a caption; the model
+        # still captions the image.
+        Caption.objects.bulk_create(
+            Caption(image=image, text=described[sha], rank=0, source=Caption.Source.METADATA)
+            for sha, image in created.items()
+            if sha in described
+        )
         results: dict[str, UploadResult] = {}
         items: list[BatchItem] = []
         for offset, ((item, _), sha) in enumerate(zip(checked, hashes, strict=True)):
             if sha in results:
                 continue
             image = created.get(sha) or known[sha]
-            results[sha] = UploadResult(image=image, created=sha in created)
+            results[sha] = UploadResult(
+                image=image, created=sha in created, described=sha in created and sha in described
+            )
             items.append(
                 BatchItem(
                     batch=batch,
