@@ -100,6 +100,7 @@ def image_urls(request, image: Image) -> dict[str, str]:
         "page": absolute(request, reverse("captions:image", args=[image.pk])),
         "thumb": absolute(request, reverse("thumbnail", args=[image.pk])),
         "similar": absolute(request, reverse("api:image-similar", args=[image.pk])),
+        "download": absolute(request, reverse("api:image-download", args=[image.pk])),
     }
 
 
@@ -160,6 +161,16 @@ class ImageSerializer(serializers.ModelSerializer):
         help_text="Whether others get the photo's EXIF GPS position (removed from their copy when "
         "false); shown to the owner only."
     )
+    taken_at = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        help_text="When the photo was taken (its EXIF DateTimeOriginal, with the camera's offset; read as "
+        "UTC when it wrote none); null when the file does not say.",
+    )
+    camera = serializers.CharField(
+        read_only=True,
+        help_text='The camera that took it (EXIF Make and Model, "Apple iPhone 13"); "" if unknown.',
+    )
     urls = serializers.SerializerMethodField()
 
     class Meta:
@@ -182,6 +193,8 @@ class ImageSerializer(serializers.ModelSerializer):
             "created_at",
             "updated_at",
             "captioned_at",
+            "taken_at",
+            "camera",
             "caption",
             "candidates",
             "tags",
