@@ -100,7 +100,6 @@ def image_urls(request, image: Image) -> dict[str, str]:
         "page": absolute(request, reverse("captions:image", args=[image.pk])),
         "thumb": absolute(request, reverse("thumbnail", args=[image.pk])),
         "similar": absolute(request, reverse("api:image-similar", args=[image.pk])),
-        "download": absolute(request, reverse("api:image-download", args=[image.pk])),
     }
 
 
@@ -238,7 +237,11 @@ class ImageSerializer(serializers.ModelSerializer):
         return image.share_location if self._mine(image) else None
 
     def get_urls(self, image: Image) -> dict[str, str]:
-        return image_urls(self.context.get("request"), image)
+        request = self.context.get("request")
+        # The file named as uploaded with its caption inside (captions/downloads.py); search hits' slim
+        # urls (ImageUrls) leave it out.
+        download = absolute(request, reverse("api:image-download", args=[image.pk]))
+        return {**image_urls(request, image), "download": download}
 
 
 class BatchItemSerializer(serializers.Serializer):
