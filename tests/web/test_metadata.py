@@ -364,3 +364,26 @@ def test_the_image_page_shows_the_description_the_date_and_the_camera(alice, api
     assert "Breakfast in Porto" in page and "From the photo's description" in page
     assert 'id="taken-at"' in page and "Apple iPhone 13" in page
     assert f'href="/api/v1/images/{image_id}/download/"' in page
+
+
+@pytest.mark.django_db
+def test_the_worker_captions_a_described_photo_and_its_search_vector_is_the_description(
+    settings, tiny_run, tiny_captioner, user, media_root
+):
+    from captions.models import Image
+    from captions.selectors import choose_captions, with_captions
+    from captions.services.intake import IncomingFile, upload_image
+    from worker import micro_batches
+
+    settings.IMGCAP_MODEL_DIR = str(tiny_run)
+    settings.IMGCAP_MICRO_BATCH_WAIT_MS = 0
+    data = with_metadata(picture(seed=7, size=(96, 64)), xmp=xmp_description("A kite over Guincho beach"))
+    image = upload_image(owner=user, file=IncomingFile("kite.jpg", data)).image
+    report = micro_batches.caption_pending(captioner=tiny_captioner)
+    assert report.done == [image.pk]
+
+    image = with_captions(Image.objects.filter(pk=image.pk)).get()
+    choice = choose_captions(image)
+    assert choice.best.source == "metadata" and choice.best.text == "A kite over Guincho beach"
+    assert choice.candidates and choice.candidates[0].source == "model"  # captioned as usual
+    assert image.embedded_caption_id == choice.best.pk
