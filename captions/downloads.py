@@ -95,9 +95,19 @@ def content_disposition(name: str) -> str:
     return header
 
 
+# By stored extension (intake's), not the system's MIME table: the same answer on every machine.
+_TYPES_BY_EXTENSION = {f".{ext}": mime for mime, ext in ALLOWED_FORMATS.values()} | {".heif": "image/heif"}
+# What a download can answer with (the OpenAPI schema lists them: captions/api/openapi.py).
+CONTENT_TYPES = (*sorted(set(_TYPES_BY_EXTENSION.values())), SIDECAR_CONTENT_TYPE)
+
+
 def _content_type(image: Image) -> str:
-    guessed = mimetypes.guess_type(image.file.name)[0]
-    return guessed or ALLOWED_FORMATS.get(image.format, ("application/octet-stream", ""))[0]
+    extension = os.path.splitext(image.file.name)[1].lower()
+    return (
+        _TYPES_BY_EXTENSION.get(extension)
+        or mimetypes.guess_type(image.file.name)[0]
+        or "application/octet-stream"
+    )
 
 
 def shown_caption(image: Image, active: ModelVersion | None = None) -> str:

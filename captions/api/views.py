@@ -254,9 +254,9 @@ class ImageDownloadView(APIView):
 
     @extend_schema(
         parameters=[_query("sidecar", "1: the caption as an .xmp sidecar (XMP packet) instead of the image")],
+        # Its content types and X-Caption-Sidecar are added by captions/api/openapi.py.
         responses={
-            200: OpenApiResponse(OpenApiTypes.BINARY, description="the image file, or its .xmp sidecar"),
-            404: OpenApiResponse(description="no such image (or not yours and private), or no caption yet"),
+            200: OpenApiResponse(OpenApiTypes.BINARY, description="the image file, or its .xmp sidecar")
         },
     )
     def get(self, request: Request, pk: int) -> HttpResponse:
