@@ -119,15 +119,20 @@ def read_photo_metadata(data: bytes) -> PhotoMetadata:
 
 def _read(reader) -> dict:
     """One block (EXIF, IPTC or XMP): UTF-8, else Latin-1 (old cameras' IPTC); {} when unreadable."""
+    return _read_encoded(reader)[0]
+
+
+def _read_encoded(reader) -> tuple[dict, str]:
+    """`_read`, and the encoding that read it."""
     for encoding in ("utf-8", "latin-1"):
         try:
-            return reader(encoding=encoding)
+            return reader(encoding=encoding), encoding
         except UnicodeDecodeError:
             continue
         except (RuntimeError, ValueError) as exc:
             logger.debug("metadata block unreadable: %s", exc)
-            return {}
-    return {}
+            break
+    return {}, "utf-8"
 
 
 def _text(value: object) -> str:
@@ -199,8 +204,8 @@ def _orientation(value: object) -> int | None:
 
 def embed_caption(data: bytes, caption: str) -> bytes | None:
     """`data` with `caption` as its XMP dc:description and EXIF ImageDescription (and IPTC
-    Caption-Abstract when the file has one already, so no reader finds an older description), every
-    other tag and every pixel kept; None when the format cannot hold them (write a sidecar instead)."""
+    Caption-Abstract when the file has one already, so that no reader finds an older description),
+    every other tag and every pixel kept; None when the format cannot hold them (write a sidecar)."""
     try:
         image = pyexiv2.ImageData(data)
     except (RuntimeError, ValueError) as exc:
@@ -212,14 +217,31 @@ def embed_caption(data: bytes, caption: str) -> bytes | None:
             return None
         image.modify_xmp({_XMP_DESCRIPTION: {_X_DEFAULT: caption}})
         image.modify_exif({_EXIF_DESCRIPTION: caption})
-        if modes.get("iptc") == "read+write" and _IPTC_CAPTION in _read(image.read_iptc):
-            image.modify_iptc({_IPTC_CAPTION: caption, _IPTC_CHARSET: _UTF8_ESCAPE})
+        if modes.get("iptc") == "read+write":
+            _replace_iptc_caption(image, caption)
         return image.get_bytes()
     except (RuntimeError, ValueError, UnicodeError) as exc:
         logger.debug("writing the caption into the file failed: %s", exc)
         return None
     finally:
         image.close()
+
+
+def _replace_iptc_caption(image: pyexiv2.ImageData, caption: str) -> None:
+    """An IPTC Caption-Abstract already in the file says the new caption (in its record's encoding),
+    or goes when that encoding cannot spell it: no reader finds the old words. None is not added."""
+    iptc, encoding = _read_encoded(image.read_iptc)
+    if _IPTC_CAPTION not in iptc:
+        return
+    if encoding == "utf-8":
+        image.modify_iptc({_IPTC_CAPTION: caption, _IPTC_CHARSET: _UTF8_ESCAPE})
+        return
+    try:
+        caption.encode(encoding)
+    except UnicodeEncodeError:
+        image.modify_iptc({_IPTC_CAPTION: None})  # None deletes the tag
+    else:
+        image.modify_iptc({_IPTC_CAPTION: caption}, encoding=encoding)
 
 
 def xmp_sidecar(caption: str) -> bytes:

@@ -246,10 +246,32 @@ def test_embedding_round_trips_keeps_other_tags_and_every_pixel(fmt):
     assert read_photo_metadata(embed_caption(embedded, "replaced")).description == "replaced"
 
 
-def test_an_existing_iptc_caption_is_replaced_too():
+def test_an_existing_iptc_caption_is_replaced_too_in_its_own_encoding():
     original = with_metadata(picture(), iptc={"Iptc.Application2.Caption": "old words"})
-    _, iptc, _ = tags_of(embed_caption(original, "new words"))
-    assert iptc["Iptc.Application2.Caption"] == "new words"
+    _, iptc, _ = tags_of(embed_caption(original, "new words é"))
+    assert iptc["Iptc.Application2.Caption"] == "new words é"
+    assert "Iptc.Application2.Caption" not in tags_of(embed_caption(picture(), "none before"))[1]
+
+    # An old camera's Latin-1 record: the caption in Latin-1 when it can be, else the old one goes.
+    image = pyexiv2.ImageData(picture())
+    image.modify_iptc(
+        {"Iptc.Application2.Caption": "café", "Iptc.Application2.Keywords": ["mar"]}, encoding="latin-1"
+    )
+    latin = image.get_bytes()
+    image.close()
+    assert read_photo_metadata(latin).description == "café"
+
+    def iptc_of(data: bytes) -> dict:
+        found = pyexiv2.ImageData(data)
+        try:
+            return found.read_iptc(encoding="latin-1")
+        finally:
+            found.close()
+
+    assert iptc_of(embed_caption(latin, "praça"))["Iptc.Application2.Caption"] == "praça"
+    gone = iptc_of(embed_caption(latin, "Lisboa — 東京"))
+    assert "Iptc.Application2.Caption" not in gone and gone["Iptc.Application2.Keywords"] == ["mar"]
+    assert read_photo_metadata(embed_caption(latin, "Lisboa — 東京")).description == "Lisboa — 東京"
 
 
 @pytest.mark.parametrize("fmt", READ_ONLY)
