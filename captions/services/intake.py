@@ -9,7 +9,9 @@ funnels every source into `consume_file`. Each source adds only what is its own:
 - `create_batch_from_paths`: a folder on disk, read one file at a time (`caption_folder`).
 
 Input checks live in captions.ingest (RejectedInput: a 4xx with a code and a message); nothing is
-stored for rejected input. New images are queued for captioning (captions/queue.py) once stored.
+stored for rejected input. New images are queued for captioning (captions/queue.py) once stored,
+with their date taken and camera read from the file (captions/metadata.py), and a description the
+file carried as a `metadata` caption, shown until a person writes one.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from captions.ingest import (
     strip_unsafe_chars,
 )
 from captions.ingest.errors import human_sizes
-from captions.metadata import read_photo_metadata
+from captions.metadata import PhotoMetadata, read_photo_metadata
 from captions.models import Batch, BatchItem, Caption, Image
 from captions.queue import enqueue_captioning, enqueue_url_fetch
 from captions.services.files import cleanup_new_files_on_error, store_file
@@ -319,12 +321,12 @@ def _consume(
                 owner=owner,
                 item=item,
                 info=info,
+                photo=photo,
                 sha=sha,
                 file_name=store_file(sha, info.extension, item.data, new_files),
                 visibility=visibility,
                 batch=batch,
             )
-            fresh[sha].taken_at, fresh[sha].camera = photo.taken_at, photo.camera
             if photo.description:
                 described[sha] = photo.description
         try:
@@ -490,12 +492,14 @@ def _new_image(
     owner,
     item: IncomingFile,
     info: ImageInfo,
+    photo: PhotoMetadata,
     sha: str,
     file_name: str,
     visibility: str,
     batch: Batch | None,
 ) -> Image:
-    """The (unsaved) row of a checked image whose bytes are stored as `file_name`."""
+    """The (unsaved) row of a checked image whose bytes are stored as `file_name`, with what its
+    metadata says of when and with what it was taken."""
     return Image(
         owner=owner,
         file=file_name,
@@ -508,4 +512,6 @@ def _new_image(
         visibility=visibility,
         batch=batch,
         perceptual_hash=info.perceptual_hashes[0] if info.perceptual_hashes else None,
+        taken_at=photo.taken_at,
+        camera=photo.camera,
     )
