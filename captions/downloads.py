@@ -202,7 +202,7 @@ def zip_downloads(images: Iterable[Image], user) -> Iterator[bytes]:
     with zipfile.ZipFile(out, "w") as archive:
         for image in images:
             try:
-                download = download_for(image, user, active=active)
+                download = download_for(image, user, caption=shown_caption(image, active))
             except FileNotFoundError:
                 logger.warning("imgcap zip: image %s has no stored file; left out", image.pk)
                 continue
