@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 # exiv2 writes its own warnings to stderr for every odd tag it meets; failures reach us as exceptions.
 pyexiv2.set_log_level(4)
 
+# Intake's format names (captions/ingest/images.py) whose files embed_caption writes; the others
+# (HEIF, GIF, BMP) get an .xmp sidecar.
+CAPTION_IN_FILE_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "TIFF"})
 MAX_DESCRIPTION_CHARS = 1000  # as a person's caption (services/images.py MAX_CAPTION_CHARS)
 MAX_CAMERA_CHARS = 200  # Image.camera
 

@@ -117,7 +117,7 @@ def test_another_users_private_image_is_404(api, other_api, anon_api, media_root
 @pytest.mark.parametrize(
     ("fmt", "name"), [("HEIF", "IMG_1234.HEIC"), ("GIF", "loop.gif"), ("BMP", "scan.bmp")]
 )
-def test_a_format_that_cannot_hold_the_caption_gets_a_sidecar(api, media_root, fmt, name):
+def test_a_format_that_cannot_hold_the_caption_gets_a_sidecar(api, alice, media_root, fmt, name):
     data = picture(fmt, seed=7)
     body = upload(api, data, name)
     api.patch(f"{IMAGES}{body['id']}/", {"caption": "Sunset & <clouds>"}, format="json")
@@ -126,6 +126,10 @@ def test_a_format_that_cannot_hold_the_caption_gets_a_sidecar(api, media_root, f
     sidecar_url = got["X-Caption-Sidecar"]
     assert sidecar_url == f"http://testserver{IMAGES}{body['id']}/download/?sidecar=1"
 
+    assert (
+        f'href="/api/v1/images/{body["id"]}/download/?sidecar=1"'
+        in alice.get(f"/images/{body['id']}/").content.decode()
+    )
     sidecar = api.get(sidecar_url)
     stem = name.rsplit(".", 1)[0]
     assert sidecar.status_code == 200 and sidecar["Content-Type"] == "application/rdf+xml"
