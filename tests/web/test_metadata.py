@@ -15,6 +15,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image as PILImage
 
 from captions.metadata import (
+    CAPTION_IN_FILE_FORMATS,
     MAX_DESCRIPTION_CHARS,
     PhotoMetadata,
     camera_name,
@@ -277,6 +278,7 @@ def test_an_existing_iptc_caption_is_replaced_too_in_its_own_encoding():
 @pytest.mark.parametrize("fmt", READ_ONLY)
 def test_formats_that_cannot_hold_a_caption_say_so(fmt):
     assert embed_caption(picture(fmt), "a caption") is None
+    assert fmt not in CAPTION_IN_FILE_FORMATS and set(WRITABLE) == CAPTION_IN_FILE_FORMATS  # the page's list
 
 
 def test_the_sidecar_is_a_valid_xmp_packet_with_the_caption():
