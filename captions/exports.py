@@ -146,8 +146,9 @@ def _export_queryset(
 
 def _shown(captions: QuerySet[Caption]) -> QuerySet[Caption]:
     """Of each image's captions, the one selectors.choose_captions shows, picked in SQL (DISTINCT ON)
-    so the export still streams: the newest human caption, else rank 0 of the active model version's
-    list, else rank 0 of the newest model run."""
+    so the export still streams: the newest human caption, else the photo's own description (the
+    newest metadata caption), else rank 0 of the active model version's list, else rank 0 of the
+    newest model run."""
     active = active_model_version()
     newest_run = (
         Caption.objects.filter(image_id=OuterRef("image_id"), source=Caption.Source.MODEL)
@@ -162,10 +163,22 @@ def _shown(captions: QuerySet[Caption]) -> QuerySet[Caption]:
         captions.annotate(
             not_human=first_if(When(source=Caption.Source.HUMAN, then=Value(0))),
             human_order=Case(When(source=Caption.Source.HUMAN, then=-F("id")), default=Value(0)),
+            not_metadata=first_if(When(source=Caption.Source.METADATA, then=Value(0))),
+            metadata_order=Case(When(source=Caption.Source.METADATA, then=-F("id")), default=Value(0)),
             not_active=first_if(When(model_version_id=active.pk if active else None, then=Value(0))),
             not_newest=first_if(When(model_version_id=Subquery(newest_run), then=Value(0))),
         )
-        .order_by("image_id", "not_human", "human_order", "not_active", "not_newest", "rank", "id")
+        .order_by(
+            "image_id",
+            "not_human",
+            "human_order",
+            "not_metadata",
+            "metadata_order",
+            "not_active",
+            "not_newest",
+            "rank",
+            "id",
+        )
         .distinct("image_id")
     )
 

@@ -145,7 +145,7 @@ def store_captions(
 
     `analyses` (by image id): the images' tags replace their earlier tags; their features and photo
     embedding are stored; the best candidate's embedding becomes the image's search vector unless a
-    human caption is what the image shows.
+    human caption (or the photo's own description) is what the image shows.
     """
     keep = max(1, settings.IMGCAP_N_BEST)
     wanted = {image.pk: (image, list(candidates)[:keep]) for image, candidates in results}
@@ -210,10 +210,12 @@ def _store_analyses(version: ModelVersion, analyses: dict[int, ImageAnalysis], b
         for pk, analysis in analyses.items()
         for rank, (label, score) in enumerate(analysis.tags)
     )
+    # A person's caption, or the description the photo carried, is what these show: their vector stays
+    # (the worker embeds a description after storing: worker/micro_batches.py).
     shown_by_people = set(
-        Caption.objects.filter(image_id__in=analyses, source=Caption.Source.HUMAN).values_list(
-            "image_id", flat=True
-        )
+        Caption.objects.filter(
+            image_id__in=analyses, source__in=(Caption.Source.HUMAN, Caption.Source.METADATA)
+        ).values_list("image_id", flat=True)
     )
     updated = []
     for pk, analysis in analyses.items():

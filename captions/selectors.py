@@ -55,6 +55,7 @@ class CaptionChoice:
     best: Caption | None
     candidates: list[Caption] = field(default_factory=list)
     human: list[Caption] = field(default_factory=list)  # newest first
+    metadata: Caption | None = None  # the description the photo's file carried, if any
 
 
 @dataclass(frozen=True)
@@ -227,11 +228,15 @@ def get_image_by_file(user, name: str) -> Image:
 
 
 def choose_captions(image: Image, active: ModelVersion | None = None) -> CaptionChoice:
-    """The best caption: the newest human one if any, else rank 0 of the active model's captions, falling
-    back to the newest model captions; candidates: that model version's N-best list."""
+    """The best caption: the newest human one if any, else the description the photo carried (a
+    metadata caption), else rank 0 of the active model's captions, falling back to the newest model
+    captions; candidates: that model version's N-best list. exports._shown picks the same in SQL."""
     captions = list(image.captions.all())
     human = sorted(
         (c for c in captions if c.source == Caption.Source.HUMAN), key=lambda c: c.id, reverse=True
+    )
+    metadata = max(
+        (c for c in captions if c.source == Caption.Source.METADATA), key=lambda c: c.id, default=None
     )
     model = [c for c in captions if c.source == Caption.Source.MODEL]
     version_id = None
@@ -240,8 +245,8 @@ def choose_captions(image: Image, active: ModelVersion | None = None) -> Caption
     elif model:
         version_id = max(model, key=lambda c: (c.created_at, c.id)).model_version_id
     candidates = sorted((c for c in model if c.model_version_id == version_id), key=lambda c: (c.rank, c.id))
-    best = human[0] if human else (candidates[0] if candidates else None)
-    return CaptionChoice(best=best, candidates=candidates, human=human)
+    best = human[0] if human else metadata or (candidates[0] if candidates else None)
+    return CaptionChoice(best=best, candidates=candidates, human=human, metadata=metadata)
 
 
 def get_batch(user, batch_id: int | str) -> Batch:

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_POST
 from captions import selectors, thumbnails
 from captions.forms import CaptionForm, GalleryFilterForm, LocationForm, UploadForm, VisibilityForm
 from captions.ingest import RejectedInput
+from captions.metadata import CAPTION_IN_FILE_FORMATS
 from captions.services.accounts import regenerate_api_token
 from captions.services.batches import delete_batch, rename_batch
 from captions.services.images import (
@@ -115,6 +116,8 @@ def image_page(request: HttpRequest, pk: int) -> HttpResponse:
         "choice": choice,
         "model_best": model_best,
         "has_attention": bool(model_best is not None and model_best.attention),
+        # The download cannot hold the caption: the page links its .xmp sidecar too.
+        "caption_sidecar": choice.best is not None and image.format not in CAPTION_IN_FILE_FORMATS,
         "is_owner": image.owner_id == request.user.pk,
         "caption_form": CaptionForm(initial={"caption": choice.best.text if choice.best else ""}),
         "tags": list(image.tags.all()),

@@ -22,7 +22,8 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 from django.template.defaultfilters import pluralize
 
 from captions import queue
-from captions.models import Image, ModelVersion
+from captions.models import Caption, Image, ModelVersion
+from captions.services.embeddings import follow_shown_captions
 from worker import monitoring, runtime
 
 if TYPE_CHECKING:
@@ -261,6 +262,7 @@ def _store(
         logger.exception("imgcap micro-batch: storing %d images at once failed; storing each", len(captioned))
     else:
         report.done += [image.pk for image, _ in captioned]
+        _embed_descriptions([image.pk for image, _ in captioned])
         return
     for image, candidates in captioned:
         try:
@@ -274,6 +276,24 @@ def _store(
             _fail(report, image, f"storing captions failed: {type(exc).__name__}: {exc}", "store_error")
         else:
             report.done.append(image.pk)
+    _embed_descriptions([image.pk for image, _ in captioned])
+
+
+def _embed_descriptions(image_ids: list[int]) -> None:
+    """Images that show the description their file carried (not the model's caption just stored) get
+    it as their search vector here, in the worker, which has the embedding model loaded: intake, in
+    the web process, does not embed."""
+    try:
+        described = set(
+            Caption.objects.filter(image_id__in=image_ids, source=Caption.Source.METADATA).values_list(
+                "image_id", flat=True
+            )
+        )
+    except Exception:  # the captions are stored: `manage.py embed_captions` catches up
+        logger.exception("imgcap micro-batch: looking for described images failed")
+        return
+    if described:
+        follow_shown_captions(sorted(described))
 
 
 def _store_with_retries(

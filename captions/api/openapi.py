@@ -1,12 +1,13 @@
 """What drf-spectacular cannot see in the views, added to the OpenAPI schema after it is generated
 (SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"]): the error answers every operation can give, in the
-one error shape, and the exports' real content types.
+one error shape, and the real content types of the exports and downloads.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from captions import downloads
 from captions.exports import CONTENT_TYPES
 
 ERROR_SCHEMA = {
@@ -64,4 +65,15 @@ def document_errors(result: dict[str, Any], generator: Any, request: Any, public
                     # Streamed rows, not JSON: one content type per export.
                     text = {"type": "string"}
                     responses["200"]["content"] = {content_type.split(";")[0]: {"schema": text}}
+            if path.endswith("/download/") and "200" in responses:
+                # The image's own type (or an XMP sidecar's), not JSON.
+                binary = {"schema": {"type": "string", "format": "binary"}}
+                responses["200"]["content"] = dict.fromkeys(downloads.CONTENT_TYPES, binary)
+                responses["200"]["headers"] = {
+                    "X-Caption-Sidecar": {
+                        "description": "where the caption is as an .xmp sidecar, when the format cannot "
+                        "hold it (HEIC, GIF, BMP)",
+                        "schema": {"type": "string", "format": "uri"},
+                    }
+                }
     return result

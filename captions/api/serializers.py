@@ -173,6 +173,16 @@ class ImageSerializer(serializers.ModelSerializer):
         help_text="Whether others get the photo's EXIF GPS position (removed from their copy when "
         "false); shown to the owner only."
     )
+    taken_at = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        help_text="When the photo was taken (its EXIF DateTimeOriginal, with the camera's offset; read as "
+        "UTC when it wrote none); null when the file does not say.",
+    )
+    camera = serializers.CharField(
+        read_only=True,
+        help_text='The camera that took it (EXIF Make and Model, "Apple iPhone 13"); "" if unknown.',
+    )
     urls = serializers.SerializerMethodField()
 
     class Meta:
@@ -195,6 +205,8 @@ class ImageSerializer(serializers.ModelSerializer):
             "created_at",
             "updated_at",
             "captioned_at",
+            "taken_at",
+            "camera",
             "caption",
             "candidates",
             "tags",
@@ -238,7 +250,11 @@ class ImageSerializer(serializers.ModelSerializer):
         return image.share_location if self._mine(image) else None
 
     def get_urls(self, image: Image) -> dict[str, str]:
-        return image_urls(self.context.get("request"), image)
+        request = self.context.get("request")
+        # The file named as uploaded with its caption inside (captions/downloads.py); search hits' slim
+        # urls (ImageUrls) leave it out.
+        download = absolute(request, reverse("api:image-download", args=[image.pk]))
+        return {**image_urls(request, image), "download": download}
 
 
 class BatchItemSerializer(serializers.Serializer):

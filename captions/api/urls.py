@@ -15,6 +15,7 @@ urlpatterns = [
     path("images/<int:pk>/retry/", views.ImageRetryView.as_view(), name="image-retry"),
     path("images/<int:pk>/attention/", views.ImageAttentionView.as_view(), name="image-attention"),
     path("images/<int:pk>/similar/", views.ImageSimilarView.as_view(), name="image-similar"),
+    path("images/<int:pk>/download/", views.ImageDownloadView.as_view(), name="image-download"),
     path("batches/", views.BatchListView.as_view(), name="batch-list"),
     path("batches/<int:pk>/", views.BatchDetailView.as_view(), name="batch-detail"),
     path("albums/", albums.AlbumListView.as_view(), name="album-list"),

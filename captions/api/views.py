@@ -20,7 +20,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from captions import health, long_poll, selectors, thumbnails
+from captions import downloads, health, long_poll, selectors, thumbnails
 from captions.api import serializers as s
 from captions.api.filters import ExportFilterSerializer, ImageFilterSerializer, read_filters
 from captions.api.pagination import SearchPagination
@@ -105,8 +105,9 @@ class ImageListView(generics.GenericAPIView):
             batch=batch,
             album=album,
         )
-        image = selectors.load_captions(result.image, new=result.created)
-        # A new image has no captions yet: no active model version to look up for choosing one.
+        # A new image has no captions yet (but the description its file carried, if any): no active
+        # model version to look up for choosing one.
+        image = selectors.load_captions(result.image, new=result.created and not result.described)
         context = {"request": request, "active": None} if result.created else self.get_serializer_context()
         data = s.ImageSerializer(image, context=context).data
         data["duplicate"] = not result.created
@@ -242,6 +243,55 @@ class ImageSimilarView(generics.GenericAPIView):
         image = selectors.get_image(request.user, pk)
         found = selectors.similar_images(request.user, image, limit)
         return Response(s.SimilarImageSerializer(found, many=True, context={"request": request}).data)
+
+
+class ImageDownloadView(APIView):
+    """The image's file named as it was uploaded, with the caption the site shows written into it (XMP
+    dc:description and EXIF ImageDescription). A format that cannot hold it (HEIC, GIF, BMP) comes as
+    it is, with `X-Caption-Sidecar` naming `?sidecar=1`: the caption as an .xmp sidecar. Anyone but the
+    owner gets it without its GPS position unless the owner shares it; another user's private image: 404."""
+
+    permission_classes = [AllowAny]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = _FirstRenderer
+
+    @extend_schema(
+        parameters=[_query("sidecar", "1: the caption as an .xmp sidecar (XMP packet) instead of the image")],
+        # Its content types and X-Caption-Sidecar are added by captions/api/openapi.py.
+        responses={
+            200: OpenApiResponse(OpenApiTypes.BINARY, description="the image file, or its .xmp sidecar")
+        },
+    )
+    def get(self, request: Request, pk: int) -> HttpResponse:
+        want_sidecar = _flag_param(request, "sidecar")
+        image = selectors.get_image(request.user, pk)
+        if want_sidecar:
+            download = downloads.sidecar_for(image)
+            if download is None:
+                raise RejectedInput("no_caption", f"image {image.pk} has no caption yet", status=404)
+        else:
+            try:
+                download = downloads.download_for(image, request.user)
+            except FileNotFoundError:
+                raise Http404("file missing") from None
+        response = HttpResponse(download.data, content_type=download.content_type)
+        response["Content-Disposition"] = downloads.content_disposition(download.name)
+        if download.sidecar is not None:
+            sidecar_url = request.build_absolute_uri(reverse("api:image-download", args=[image.pk]))
+            response["X-Caption-Sidecar"] = f"{sidecar_url}?sidecar=1"
+        # The caption written into it can change: not kept by the browser.
+        response["Cache-Control"] = "private, no-cache"
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+def _flag_param(request: Request, name: str) -> bool:
+    raw = (request.query_params.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise RejectedInput("bad_filter", f"{name} must be 1 or 0; got {raw!r}")
 
 
 class BatchListView(generics.GenericAPIView):

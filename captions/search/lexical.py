@@ -1,4 +1,4 @@
-"""Full-text search over every caption (model and human), in Postgres.
+"""Full-text search over every caption (model, human and the photos' own descriptions), in Postgres.
 
 A stored generated tsvector column `search_vector` (to_tsvector('english', text): stemming and stop
 words) with a GIN index (migration 0002), `websearch_to_tsquery` for what people type, `ts_rank_cd` to
@@ -33,7 +33,9 @@ class LexicalMatch:
     caption_id: int
     image_id: int
     score: float  # ts_rank_cd: higher is better
-    tier: int  # 0: a caption the image shows (human, or the model's best); 1: a lower model candidate
+    # 0: a caption the image shows or could (human, the photo's description, the model's best); 1: a lower
+    # model candidate
+    tier: int
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,8 @@ class LexicalSearch:
     FIRST_WINDOW captions, then from the share that matched there either scans a window just big enough
     for the rest of the candidates or takes the GIN index for everything older, whichever costs less.
     Visibility is looked up for the candidates only (never a join over every match), and with it whether
-    the caption is still searchable: a model caption whose image has a human caption was replaced by its
-    owner and no longer matches.
+    the caption is still searchable: a model caption (or photo description) whose image has a human
+    caption was replaced by its owner and no longer matches.
     """
 
     FIRST_WINDOW = 10_000
@@ -144,7 +146,9 @@ class LexicalSearch:
             for caption_id, image_id, score, searchable, rank, source in rows:
                 if searchable:
                     shown += 1
-                    # What the image shows (a human caption, the model's best) before its other candidates.
+                    # What the image shows (a human caption, the photo's description, the model's best:
+                    # all rank 0) before its other candidates; a description keeps the model's best
+                    # searchable beside it, as words about what is in the picture.
                     tier = 0 if source == "human" or rank == 0 else 1
                     found.append(LexicalMatch(int(caption_id), int(image_id), float(score), tier))
             if len(found) > limit:

@@ -9,7 +9,9 @@ funnels every source into `consume_file`. Each source adds only what is its own:
 - `create_batch_from_paths`: a folder on disk, read one file at a time (`caption_folder`).
 
 Input checks live in captions.ingest (RejectedInput: a 4xx with a code and a message); nothing is
-stored for rejected input. New images are queued for captioning (captions/queue.py) once stored.
+stored for rejected input. New images are queued for captioning (captions/queue.py) once stored,
+with their date taken and camera read from the file (captions/metadata.py), and a description the
+file carried as a `metadata` caption, shown until a person writes one.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from captions.ingest import (
     strip_unsafe_chars,
 )
 from captions.ingest.errors import human_sizes
-from captions.models import Album, Batch, BatchItem, Image
+from captions.metadata import PhotoMetadata, read_photo_metadata
+from captions.models import Album, Batch, BatchItem, Caption, Image
 from captions.queue import enqueue_captioning, enqueue_url_fetch
 from captions.services.albums import add_images
 from captions.services.files import cleanup_new_files_on_error, store_file
@@ -72,6 +75,7 @@ class Rejection:
 class UploadResult:
     image: Image
     created: bool  # False: the owner already had these exact bytes; the existing image is returned
+    described: bool = False  # new, and its file carried a description: it has a metadata caption
 
 
 @dataclass(frozen=True)
@@ -331,18 +335,23 @@ def _consume(
             if sha not in known:
                 new.setdefault(sha, pair)
         check_quotas(owner, images=len(new), size=sum(len(item.data) for item, _ in new.values()))
-        fresh = {
-            sha: _new_image(
+        # Each new file's metadata is parsed once, here; known bytes are not read again.
+        described: dict[str, str] = {}
+        fresh: dict[str, Image] = {}
+        for sha, (item, info) in new.items():
+            photo = read_photo_metadata(item.data)
+            fresh[sha] = _new_image(
                 owner=owner,
                 item=item,
                 info=info,
+                photo=photo,
                 sha=sha,
                 file_name=store_file(sha, info.extension, item.data, new_files),
                 visibility=visibility,
                 batch=batch,
             )
-            for sha, (item, info) in new.items()
-        }
+            if photo.description:
+                described[sha] = photo.description
         try:
             with transaction.atomic():
                 created = {image.sha256: image for image in Image.objects.bulk_create(list(fresh.values()))}
@@ -359,13 +368,22 @@ def _consume(
         _mark_near_duplicates(
             owner, created, {sha: info for (_, info), sha in zip(checked, hashes, strict=True)}
         )
+        # A description the photo already carried is shown until someone writes a caption; the model
+        # still captions the image.
+        Caption.objects.bulk_create(
+            Caption(image=image, text=described[sha], rank=0, source=Caption.Source.METADATA)
+            for sha, image in created.items()
+            if sha in described
+        )
         results: dict[str, UploadResult] = {}
         items: list[BatchItem] = []
         for offset, ((item, _), sha) in enumerate(zip(checked, hashes, strict=True)):
             if sha in results:
                 continue
             image = created.get(sha) or known[sha]
-            results[sha] = UploadResult(image=image, created=sha in created)
+            results[sha] = UploadResult(
+                image=image, created=sha in created, described=sha in created and sha in described
+            )
             items.append(
                 BatchItem(
                     batch=batch,
@@ -499,12 +517,14 @@ def _new_image(
     owner,
     item: IncomingFile,
     info: ImageInfo,
+    photo: PhotoMetadata,
     sha: str,
     file_name: str,
     visibility: str,
     batch: Batch | None,
 ) -> Image:
-    """The (unsaved) row of a checked image whose bytes are stored as `file_name`."""
+    """The (unsaved) row of a checked image whose bytes are stored as `file_name`, with what its
+    metadata says of when and with what it was taken."""
     return Image(
         owner=owner,
         file=file_name,
@@ -517,4 +537,6 @@ def _new_image(
         visibility=visibility,
         batch=batch,
         perceptual_hash=info.perceptual_hashes[0] if info.perceptual_hashes else None,
+        taken_at=photo.taken_at,
+        camera=photo.camera,
     )

@@ -36,7 +36,7 @@ class Command(BaseCommand):
             images = images.filter(
                 Q(embedded_caption__isnull=True)
                 | Q(captions__source="human", captions__id__gt=F("embedded_caption_id"))
-                | Q(embedded_caption__source="model", captions__source="human")
+                | Q(embedded_caption__source="model", captions__source__in=["human", "metadata"])
             ).distinct()
         ids = list(images.order_by("pk").values_list("pk", flat=True))
         updated = 0
