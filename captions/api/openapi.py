@@ -65,6 +65,10 @@ def document_errors(result: dict[str, Any], generator: Any, request: Any, public
                     # Streamed rows, not JSON: one content type per export.
                     text = {"type": "string"}
                     responses["200"]["content"] = {content_type.split(";")[0]: {"schema": text}}
+            if path.endswith("/download.zip") and "200" in responses:
+                responses["200"]["content"] = {
+                    "application/zip": {"schema": {"type": "string", "format": "binary"}}
+                }
             if path.endswith("/download/") and "200" in responses:
                 # The image's own type (or an XMP sidecar's), not JSON.
                 binary = {"schema": {"type": "string", "format": "binary"}}

@@ -10,6 +10,7 @@ app_name = "api"
 urlpatterns = [
     path("images/", views.ImageListView.as_view(), name="image-list"),
     path("images/bulk/", bulk.ImageBulkView.as_view(), name="image-bulk"),
+    path("images/download.zip", views.ImagesZipView.as_view(), name="image-zip"),
     path("images/<int:pk>/", views.ImageDetailView.as_view(), name="image-detail"),
     path("images/<int:pk>/recaption/", views.ImageRecaptionView.as_view(), name="image-recaption"),
     path("images/<int:pk>/retry/", views.ImageRetryView.as_view(), name="image-retry"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mimetypes
 
+from django.conf import settings
 from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.urls import reverse
@@ -285,6 +286,51 @@ class ImageDownloadView(APIView):
         return response
 
 
+class ImagesZipView(APIView):
+    """A zip of the images you can see that match the filters (as `GET /api/v1/images/`: `ids`,
+    `album`, `batch`, `owner=me`, `status`, `tag`, …), each named as uploaded with the caption the site
+    shows written into it (an .xmp sidecar beside those whose format cannot hold it), streamed. At most
+    IMGCAP_MAX_ZIP_IMAGES photos (400 too_many_images: narrow it down); 404 when none matches. Named
+    after what it holds and the day, e.g. imgcap-album-crete-2026-12-03.zip."""
+
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = _FirstRenderer
+
+    @extend_schema(
+        parameters=[ImageFilterSerializer],
+        responses={200: OpenApiResponse(OpenApiTypes.BINARY, description="a zip archive, streamed")},
+    )
+    def get(self, request: Request) -> StreamingHttpResponse:
+        filters = read_filters(ImageFilterSerializer, request)
+        kwargs = filters.selector_kwargs()
+        album = (
+            selectors.find_own_album(request.user, kwargs["album"]) if kwargs["album"] is not None else None
+        )
+        images = selectors.list_images(request.user, **kwargs)
+        limit = settings.IMGCAP_MAX_ZIP_IMAGES
+        count = images.count()
+        if count > limit:
+            raise RejectedInput(
+                "too_many_images", f"{count} photos match; a zip holds at most {limit}: narrow it down"
+            )
+        if not count:
+            raise RejectedInput("no_images", "no photo matches these filters", status=404)
+        response = StreamingHttpResponse(
+            downloads.zip_downloads(images.iterator(chunk_size=100), request.user),
+            content_type="application/zip",
+        )
+        name = export_filename(
+            "zip",
+            batch=kwargs["batch"],
+            album=album.name if album is not None else None,
+            mine=kwargs["mine"],
+            today=timezone.localdate(),
+        )
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        response["Cache-Control"] = "private, no-cache"
+        return response
+
+
 def _flag_param(request: Request, name: str) -> bool:
     raw = (request.query_params.get(name) or "").strip().lower()
     if raw in ("", "0", "false", "no"):
@@ -388,10 +434,8 @@ class BatchDetailView(generics.GenericAPIView):
         responses={204: None},
     )
     def delete(self, request: Request, pk: int) -> Response:
-        raw = request.query_params.get("with_images", "false").lower()
-        if raw not in ("true", "false", "1", "0"):
-            raise RejectedInput("bad_filter", f"with_images must be true or false; got {raw[:20]!r}")
-        batches.delete_batch(batch=selectors.get_batch(request.user, pk), with_images=raw in ("true", "1"))
+        with_images = _flag_param(request, "with_images")
+        batches.delete_batch(batch=selectors.get_batch(request.user, pk), with_images=with_images)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -210,6 +210,9 @@ IMGCAP_MAX_BATCH_FILES = env.int("IMGCAP_MAX_BATCH_FILES", default=500)
 # IMGCAP_URL_BATCH_DEADLINE_S (the rest are listed as not fetched).
 IMGCAP_MAX_BATCH_BYTES = env.int("IMGCAP_MAX_BATCH_BYTES", default=256 * 1024 * 1024)
 IMGCAP_MAX_BATCH_URLS = env.int("IMGCAP_MAX_BATCH_URLS", default=100)
+# Photos per zip download (GET /api/v1/images/download.zip, the gallery's "Download"): streamed, but
+# each file is read and has its caption written in, so a bigger selection is split by the client.
+IMGCAP_MAX_ZIP_IMAGES = env.int("IMGCAP_MAX_ZIP_IMAGES", default=1000)
 IMGCAP_URL_BATCH_DEADLINE_S = env.float("IMGCAP_URL_BATCH_DEADLINE_S", default=120.0)
 IMGCAP_ARCHIVE_MAX_FILES = env.int("IMGCAP_ARCHIVE_MAX_FILES", default=500)
 IMGCAP_ARCHIVE_MAX_BYTES = env.int("IMGCAP_ARCHIVE_MAX_BYTES", default=512 * 1024 * 1024)

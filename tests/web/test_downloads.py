@@ -176,3 +176,37 @@ def test_zip_downloads_embeds_each_caption_adds_sidecars_and_keeps_names_unique(
         assert b"Third beach" in archive.read("Beach.xmp") and b"Fourth beach" in archive.read(
             "beach (2).xmp"
         )
+
+
+def test_download_zip_holds_what_the_filters_name_each_with_its_caption(
+    api, other_api, user, media_root, settings
+):
+    from django.utils import timezone
+
+    from captions.services import albums
+
+    first = upload(api, picture(seed=11), "one.jpg")
+    second = upload(api, picture(seed=12), "two.jpg")
+    upload(api, picture(seed=13), "three.jpg")  # not asked for
+    api.patch(f"{IMAGES}{first['id']}/", {"caption": "the first photo"}, format="json")
+    album = albums.create_album(owner=user, name="Two of them")
+    albums.change_images(album=album, add=[first["id"], second["id"]])
+
+    got = api.get(f"{IMAGES}download.zip", {"album": album.pk})
+    assert got.status_code == 200 and got["Content-Type"] == "application/zip"
+    day = timezone.localdate().isoformat()
+    assert got["Content-Disposition"] == f'attachment; filename="imgcap-album-two-of-them-{day}.zip"'
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(got.streaming_content)))
+    assert sorted(archive.namelist()) == ["one.jpg", "two.jpg"]
+    assert read_photo_metadata(archive.read("one.jpg")).description == "the first photo"
+
+    by_ids = api.get(f"{IMAGES}download.zip", {"ids": f"{second['id']}"})
+    assert zipfile.ZipFile(io.BytesIO(b"".join(by_ids.streaming_content))).namelist() == ["two.jpg"]
+    # Someone else's album, no match, too many: clear 4xx answers, no empty zip.
+    assert (
+        other_api.get(f"{IMAGES}download.zip", {"album": album.pk}).json()["error"]["code"] == "unknown_album"
+    )
+    assert other_api.get(f"{IMAGES}download.zip", {"owner": "me"}).status_code == 404
+    settings.IMGCAP_MAX_ZIP_IMAGES = 2
+    refused = api.get(f"{IMAGES}download.zip", {"owner": "me"})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "too_many_images"
