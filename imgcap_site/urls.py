@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 
-from captions.api.albums import SharedFileView, SharedThumbnailView
+from captions.api.albums import SharedFileView, SharedThumbnailView, SharedZipView
 from captions.api.error_views import api_not_found
 from captions.api.views import MediaView, ThumbnailView
 from captions.monitoring import metrics_view
@@ -23,6 +23,7 @@ urlpatterns = [
     # The images of an album shared by a link, for anyone holding it.
     path("shared/<str:token>/images/<int:pk>/file", SharedFileView.as_view(), name="shared-file"),
     path("shared/<str:token>/images/<int:pk>/thumb", SharedThumbnailView.as_view(), name="shared-thumbnail"),
+    path("shared/<str:token>/download.zip", SharedZipView.as_view(), name="shared-zip"),
     # Prometheus scrapes this (docs/operations.md); the worker processes serve their own figures.
     path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),

@@ -3,8 +3,10 @@ link, no sign-in). Thin views over captions.selectors and captions.services.albu
 
 from __future__ import annotations
 
-from django.http import FileResponse, HttpResponse, HttpResponseRedirect
+from django.conf import settings
+from django.http import FileResponse, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.urls import reverse
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -14,9 +16,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from captions import selectors
+from captions import downloads, selectors
 from captions.api import serializers as s
 from captions.api.views import _FirstRenderer, original_file, thumbnail_file, thumbnail_size
+from captions.exports import export_filename
+from captions.ingest import RejectedInput
 from captions.services import albums
 from captions.services.bulk import check_images
 
@@ -187,6 +191,25 @@ class SharedFileView(APIView):
     def get(self, request: Request, token: str, pk: int) -> HttpResponse:
         image = selectors.get_shared_image(token, pk)
         response = original_file(image, None, max_age=SHARED_MAX_AGE_S)
+        response["Referrer-Policy"] = "no-referrer"
+        return response
+
+
+@extend_schema(exclude=True)
+class SharedZipView(SharedFileView):
+    """Every photo of a shared album in one zip, captions written in, without GPS positions unless the
+    owner shares them (as anyone but the owner gets them)."""
+
+    def get(self, request: Request, token: str) -> StreamingHttpResponse:
+        album = selectors.get_shared_album(token)
+        images = selectors.album_images(album)
+        if images.count() > settings.IMGCAP_MAX_ZIP_IMAGES:
+            raise RejectedInput("too_many_images", "this album is too big to download in one zip")
+        response = StreamingHttpResponse(
+            downloads.zip_downloads(images.iterator(chunk_size=100), None), content_type="application/zip"
+        )
+        name = export_filename("zip", album=album.name, today=timezone.localdate())
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
         response["Referrer-Policy"] = "no-referrer"
         return response
 

@@ -3,6 +3,9 @@ public read-only share link (files served through it, revoked at once)."""
 
 from __future__ import annotations
 
+import io
+import zipfile
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
@@ -151,6 +154,11 @@ def test_a_share_link_shows_the_album_to_anyone_until_it_is_revoked(api, other_a
     assert 0x8825 not in exif_of(data)
     assert anon_api.get(images[0]["urls"]["thumb"]).status_code == 200
     assert anon_api.get(images[0]["urls"]["thumb"] + "?size=7").status_code == 400
+    # The whole album as a zip, through the link, GPS kept back there too.
+    zipped = anon_api.get(f"/shared/{token}/download.zip")
+    assert zipped.status_code == 200 and 'filename="imgcap-album-trip-' in zipped["Content-Disposition"]
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(zipped.streaming_content)))
+    assert archive.namelist() == ["gps.jpg"] and 0x8825 not in exif_of(archive.read("gps.jpg"))
     # An image outside the album is not reachable by changing the id in the link.
     assert anon_api.get(f"/shared/{token}/images/{outside['id']}/file").status_code == 404
     # The owner's private image is still private everywhere else.
@@ -161,6 +169,7 @@ def test_a_share_link_shows_the_album_to_anyone_until_it_is_revoked(api, other_a
     assert client.get(f"/shared/{token}/").status_code == 404
     assert anon_api.get(f"/api/v1/shared/{token}/").status_code == 404
     assert anon_api.get(images[0]["urls"]["file"]).status_code == 404
+    assert anon_api.get(f"/shared/{token}/download.zip").status_code == 404
     assert anon_api.get("/api/v1/shared/not-a-token/").status_code == 404
     new = api.post(album["urls"]["share"]).json()["share_url"]
     assert new != token_url
