@@ -176,6 +176,18 @@ def choose_captions(image: Image, active: ModelVersion | None = None) -> Caption
     return CaptionChoice(best=best, candidates=candidates, human=human)
 
 
+def needs_review(best: Caption | None) -> bool:
+    """Whether an image's shown caption (`choose_captions(...).best`) is the model's and the model is
+    probably wrong about it: its confidence is below IMGCAP_NEEDS_REVIEW_BELOW. A person's caption
+    never needs review; nor does a model caption without a confidence (older models)."""
+    return (
+        best is not None
+        and best.source == Caption.Source.MODEL
+        and best.confidence is not None
+        and best.confidence < settings.IMGCAP_NEEDS_REVIEW_BELOW
+    )
+
+
 def get_batch(user, batch_id: int | str) -> Batch:
     """The user's own batch, or Http404 (batches are never public)."""
     if user is None or not user.is_authenticated:

@@ -116,6 +116,58 @@ def test_image_page_shows_the_human_caption_and_keeps_the_models(
     assert "Make private" in alice.get(f"/images/{image.pk}/").content.decode()
 
 
+def test_model_versions_have_friendly_names():
+    from datetime import UTC, datetime
+
+    from captions.models import ModelVersion
+    from captions.templatetags.captions_ui import model_label
+
+    december = datetime(2026, 12, 2, tzinfo=UTC)
+
+    def version(name: str) -> ModelVersion:
+        return ModelVersion(name=name, encoder="efficientnet_lite0", created_at=december)
+
+    broad = version("imgcap-broad-lite0-c07eb37d35")
+    assert model_label(broad) == "Broad model (EfficientNet-Lite0), Dec 2026"
+    assert model_label(version("imgcap-flickr8k-lite0-a30d61a5db")).startswith("Flickr8k model (EfficientNet")
+    odd = ModelVersion(name="my-captioner", encoder="", created_at=None)
+    assert model_label(odd) == "My captioner model" and model_label(None) == "the model"
+
+
+@pytest.mark.parametrize(
+    ("confidence", "words"),
+    [(0.93, "likely right"), (0.6, "likely right"), (0.45, "unsure"), (0.1, "probably wrong")],
+)
+def test_image_page_says_the_confidence_in_words_not_scores(
+    alice, user, make_image, model_version, save_captions, confidence, words
+):
+    image = make_image(user)
+    save_captions(image, model_version, ["a dog runs", "a dog is running"], [-0.866, -1.093])
+    Caption.objects.filter(image=image, rank=0).update(confidence=confidence)
+    page = alice.get(f"/images/{image.pk}/").content.decode()
+    assert 'class="confidence confidence-' in page and f"</span>{words}</span>" in page
+    assert f"width: {round(confidence * 100)}%" in page
+    assert "Test model 0001 (EfficientNet-Lite0)" in page and model_version.name not in page
+    for technical in ("log-probability", "-0.866", "-1.093", "score"):
+        assert technical not in page.replace("tag.score", ""), technical
+
+    # Once a person wrote one, the model's caption beside it keeps its confidence in words.
+    add_human_caption(image=image, text="Rex in the park")
+    page = alice.get(f"/images/{image.pk}/").content.decode()
+    assert f"</span>{words}</span>" in page.split('id="model-caption"')[1].split("</p>")[0]
+
+
+def test_the_thresholds_are_settings(settings, alice, user, make_image, model_version, save_captions):
+    settings.IMGCAP_CONFIDENCE_HIGH, settings.IMGCAP_NEEDS_REVIEW_BELOW = 0.9, 0.5
+    image = make_image(user)
+    save_captions(image, model_version, ["a dog runs"])
+    Caption.objects.filter(image=image).update(confidence=0.45)
+    page = alice.get(f"/images/{image.pk}/").content.decode()
+    assert "</span>probably wrong</span>" in page
+    upload = alice.get("/upload/").content.decode()
+    assert 'data-confidence-high="0.9" data-needs-review-below="0.5"' in upload
+
+
 def test_image_page_without_attention_has_no_viewer(alice, user, make_image):
     image = make_image(user)
     page = alice.get(f"/images/{image.pk}/").content.decode()

@@ -98,11 +98,11 @@
       var notes = [note, near].filter(Boolean).join(" · ");
       var prefix = notes ? notes + " · " : "";
       if (image.status === "done" && image.caption) {
-        var link = ic.el("a", { href: image.urls.page, text: image.caption.text });
-        var score = typeof image.caption.score === "number" ? " · score " + image.caption.score.toFixed(3) : "";
+        var link = ic.el("a", { href: image.urls.page, text: ic.sentence(image.caption.text) });
+        var sure = ic.confidence(image.caption.confidence, form);
         setDetail(ic.el("div", {}, [
           ic.el("p", { class: "caption" }, [link]),
-          ic.el("span", { class: "tag", text: prefix + image.caption.source + score }),
+          ic.el("span", { class: "tag" }, [prefix + image.caption.source, sure ? " · " : null, sure]),
         ]));
       } else if (image.status === "failed") {
         setDetail(ic.el("p", { class: "reason", text: "Captioning failed: " + (image.error || "unknown error") }));
