@@ -85,6 +85,11 @@ class GalleryFilterForm(forms.Form):
         label="Tag", required=False, max_length=100, widget=forms.TextInput(attrs={"placeholder": "e.g. cat"})
     )
 
+    # ?review=1: only captions the model is probably wrong about (selectors.needs_review).
+    review = forms.BooleanField(
+        label="Needs review", required=False, widget=forms.CheckboxInput(attrs={"value": "1"})
+    )
+
     def __init__(self, *args, statuses: tuple[str, ...], batches: list, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["status"].choices = [("", "Any status"), *((s, s.capitalize()) for s in statuses)]
@@ -107,4 +112,5 @@ class GalleryFilterForm(forms.Form):
             "mine": show == "mine",
             "visibility": Image.Visibility.PUBLIC if show == "public" else None,
             "tag": data.get("tag") or None,
+            "needs_review": bool(data.get("review")),
         }

@@ -12,7 +12,18 @@ from dataclasses import dataclass, field
 import numpy as np
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.db.models import Case, Count, Prefetch, Q, QuerySet, When, prefetch_related_objects
+from django.db.models import (
+    Case,
+    Count,
+    Exists,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    When,
+    prefetch_related_objects,
+)
 from django.http import Http404
 from rest_framework.authtoken.models import Token
 
@@ -91,10 +102,12 @@ def list_images(
     ids: Sequence[int] | None = None,
     tag: str | None = None,
     sha256: Sequence[str] | None = None,
+    needs_review: bool = False,
 ) -> QuerySet[Image]:
     """Visible images, newest first, filtered (the filters are checked by their callers' forms and
     filter serializers). `sha256` lists only the user's own images: whether someone else has the
-    same bytes is theirs to know."""
+    same bytes is theirs to know. `needs_review`: only those whose shown caption needs review (see
+    `needs_review`)."""
     images = visible_images(user)
     if ids is not None:
         images = images.filter(pk__in=ids)
@@ -118,7 +131,28 @@ def list_images(
     tag = (tag or "").strip().lower()  # labels are stored lower case (ml/encoders/imagenet_labels.txt)
     if tag:
         images = images.filter(pk__in=ImageTag.objects.filter(label=tag).values("image_id"))
+    if needs_review:
+        images = _needing_review(images)
     return with_captions(images).order_by("-created_at", "-id")
+
+
+def _needing_review(images: QuerySet[Image]) -> QuerySet[Image]:
+    """`needs_review` in SQL: no human caption, and the best model caption (rank 0 of the active
+    version's captions, else of the newest version's, as choose_captions picks) below the threshold."""
+    best = Caption.objects.filter(image=OuterRef("pk"), source=Caption.Source.MODEL, rank=0)
+    active = active_model_version()
+    if active is not None:
+        best = best.annotate(other=Case(When(model_version=active, then=0), default=1)).order_by(
+            "other", "-created_at", "-id"
+        )
+    else:
+        best = best.order_by("-created_at", "-id")
+    human = Caption.objects.filter(image=OuterRef("pk"), source=Caption.Source.HUMAN)
+    return (
+        images.annotate(best_confidence=Subquery(best.values("confidence")[:1]))
+        .filter(best_confidence__lt=settings.IMGCAP_NEEDS_REVIEW_BELOW)
+        .exclude(Exists(human))
+    )
 
 
 def filter_all_images(*, status: str | None, batch: int | None) -> QuerySet[Image]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -87,6 +89,29 @@ def test_gallery_filters_mine_public_status_and_batch(alice, user, other_user, m
     assert shown(status="bogus", show="nonsense") == {mine.pk, theirs.pk, in_batch.pk}  # bad values: ignored
     assert "No image matches these filters" in alice.get("/", {"status": "done"}).content.decode()
     assert f'<option value="{batch.pk}"' in alice.get("/").content.decode()
+
+
+def test_low_confidence_captions_are_marked_and_filtered_as_needing_review(
+    alice, user, make_image, model_version, save_captions
+):
+    unsure, sure, corrected = (make_image(user) for _ in range(3))
+    for image, confidence in ((unsure, 0.1), (sure, 0.8), (corrected, 0.1)):
+        save_captions(image, model_version, [f"a dog number {image.pk}"])
+        Caption.objects.filter(image=image).update(confidence=confidence)
+    add_human_caption(image=corrected, text="Rex")
+
+    page = alice.get("/").content.decode()
+    assert page.count(">needs review</span>") == 1
+    assert f'data-image="{unsure.pk}" data-status="done" data-review' in page
+    assert 'name="review"' in page and 'value="1"' in page
+    review = alice.get("/", {"review": "1"}).content.decode()
+    assert f'data-image="{unsure.pk}"' in review
+    assert f'data-image="{sure.pk}"' not in review and f'data-image="{corrected.pk}"' not in review
+    assert "checked" in re.search(r'<input[^>]*name="review"[^>]*>', review).group(0)
+
+    assert 'id="needs-review"' in alice.get(f"/images/{unsure.pk}/").content.decode()
+    assert 'id="needs-review"' not in alice.get(f"/images/{sure.pk}/").content.decode()
+    assert 'id="needs-review"' not in alice.get(f"/images/{corrected.pk}/").content.decode()
 
 
 def test_anonymous_gallery_offers_no_personal_filters(client, user, make_image):
