@@ -67,7 +67,7 @@ def test_gallery_cards_show_thumbnails_with_the_caption_as_alt_text(
     save_captions(image, model_version, ["a surfer rides a big wave"])
     page = alice.get("/").content.decode()
     assert f'src="/thumbs/{image.pk}/"' in page and f"/thumbs/{image.pk}/?size=640 2x" in page
-    assert 'alt="a surfer rides a big wave"' in page
+    assert 'alt="A surfer rides a big wave."' in page  # shown as a sentence; stored as written
     assert "/static/captions/app.css" in page and "/static/captions/gallery.js" in page
 
 
@@ -134,8 +134,8 @@ def test_image_page_shows_the_human_caption_and_keeps_the_models(
 
     alice.post(f"/images/{image.pk}/caption/", {"caption": "Rex chasing a ball"})
     page = alice.get(f"/images/{image.pk}/").content.decode()
-    assert "<h1>Rex chasing a ball</h1>" in page and 'source-human">human' in page
-    assert 'id="model-caption"' in page and "a dog runs" in page  # the model's caption stays in view
+    assert "<h1>Rex chasing a ball.</h1>" in page and 'source-human">human' in page
+    assert 'id="model-caption"' in page and "A dog runs." in page  # the model's caption stays in view
 
     alice.post(f"/images/{image.pk}/visibility/", {"visibility": "public"})
     assert "Make private" in alice.get(f"/images/{image.pk}/").content.decode()
@@ -193,6 +193,29 @@ def test_the_thresholds_are_settings(settings, alice, user, make_image, model_ve
     assert 'data-confidence-high="0.9" data-needs-review-below="0.5"' in upload
 
 
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        ("a dog runs on the grass", "A dog runs on the grass."),
+        ("Is it a dog?", "Is it a dog?"),
+        ("a dog called “Rex.”", "A dog called “Rex.”"),
+        ("  ", ""),
+    ],
+)
+def test_captions_are_shown_as_sentences(stored, shown):
+    from captions.templatetags.captions_ui import sentence
+
+    assert sentence(stored) == shown
+
+
+def test_the_api_keeps_the_caption_as_stored(api, alice, user, make_image, model_version, save_captions):
+    image = make_image(user)
+    save_captions(image, model_version, ["a dog runs on the grass"])
+    assert api.get(f"/api/v1/images/{image.pk}/").json()["caption"]["text"] == "a dog runs on the grass"
+    assert "<h1>A dog runs on the grass.</h1>" in alice.get(f"/images/{image.pk}/").content.decode()
+    assert 'value="a dog runs on the grass"' in alice.get(f"/images/{image.pk}/").content.decode()
+
+
 def test_image_page_without_attention_has_no_viewer(alice, user, make_image):
     image = make_image(user)
     page = alice.get(f"/images/{image.pk}/").content.decode()
@@ -247,7 +270,7 @@ def test_batch_page_shows_progress_reasons_and_exports(alice, user, photo, model
     page = alice.get(f"/batches/{batch.pk}/").content.decode()
     assert '<strong id="batch-finished">2</strong> of <strong>3</strong>' in page
     assert 'aria-valuenow="2"' in page and "width: 67%" in page
-    assert "two children play in the sand" in page and "the model could not read this image" in page
+    assert "Two children play in the sand." in page and "the model could not read this image" in page
     assert "notes.txt" in page and "Not accepted" in page
     assert f'href="/api/v1/export.csv?batch={batch.pk}"' in page
     assert f'href="/api/v1/export.jsonl?batch={batch.pk}"' in page

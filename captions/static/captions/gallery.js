@@ -15,8 +15,8 @@
         card.querySelector(".status").replaceWith(ic.statusBadge(image.status));
         var link = card.querySelector(".caption a");
         if (image.caption) {
-          link.textContent = image.caption.text;
-          card.querySelector("img").alt = image.caption.text;
+          link.textContent = ic.sentence(image.caption.text);
+          card.querySelector("img").alt = ic.sentence(image.caption.text);
         } else if (image.status === "failed") {
           link.replaceChildren(ic.el("span", { class: "muted", text: "Captioning failed" }));
         }
