@@ -272,11 +272,35 @@ def test_sign_in_drop_photos_see_captions_search_attention_and_edit(page, platfo
     assert painted_pixels(page) > 1000
     shot(page, shots, "image")
 
-    # By keyboard: focus shows a word, arrows move along the sentence, Escape clears.
+    # A colour scale says what the colours mean: the same ramp, painted low to high.
+    expect(page.locator("#heat-legend")).to_be_visible()
+    ramp = page.evaluate(
+        """() => {
+            const c = document.getElementById("heat-scale"), d = c.getContext("2d");
+            return [0, c.width - 1].map((x) => Array.from(d.getImageData(x, 5, 1, 1).data));
+        }"""
+    )
+    assert sum(ramp[0][:3]) < 60 and sum(ramp[1][:3]) > 600, ramp  # dark at "least", bright at "most"
+
+    # By keyboard: the sentence is one Tab stop (a roving tabindex); arrows, Home and End move along it
+    # and show each word's attention; Escape clears.
+    count = words.count()
+    assert page.eval_on_selector_all("#words button", "bs => bs.map(b => b.tabIndex)").count(0) == 1
     words.first.focus()
     page.keyboard.press("ArrowRight")
     assert page.evaluate("document.activeElement.textContent") == second.inner_text()
     assert page.locator("#attention").get_attribute("data-word") == second.inner_text()
+    assert [words.nth(i).get_attribute("tabindex") for i in range(count)] == [
+        "0" if i == 1 else "-1" for i in range(count)
+    ]
+    page.keyboard.press("End")
+    assert page.locator("#attention").get_attribute("data-word") == words.nth(count - 1).inner_text()
+    page.keyboard.press("Home")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("Tab")  # leaves the sentence at once, not at its next word
+    assert page.evaluate("document.activeElement.closest('#words') === null")
+    page.keyboard.press("Shift+Tab")  # and comes back to the word it left
+    assert page.evaluate("document.activeElement.textContent") == second.inner_text()
     page.keyboard.press("Escape")
     assert painted_pixels(page) == 0
 
