@@ -10,6 +10,7 @@ app_name = "api"
 urlpatterns = [
     path("images/", views.ImageListView.as_view(), name="image-list"),
     path("images/<int:pk>/", views.ImageDetailView.as_view(), name="image-detail"),
+    path("images/<int:pk>/caption/", views.ImageCaptionView.as_view(), name="image-caption"),
     path("images/<int:pk>/recaption/", views.ImageRecaptionView.as_view(), name="image-recaption"),
     path("images/<int:pk>/retry/", views.ImageRetryView.as_view(), name="image-retry"),
     path("images/<int:pk>/attention/", views.ImageAttentionView.as_view(), name="image-attention"),

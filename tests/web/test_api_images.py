@@ -327,6 +327,36 @@ def test_needs_review_lists_images_whose_shown_caption_the_model_is_unsure_of(
     assert listed == {low.pk, high.pk, only_older.pk, replaced.pk, theirs.pk}
 
 
+def test_deleting_the_human_caption_goes_back_to_the_models(
+    api, other_api, anon_api, user, make_image, model_version, save_captions
+):
+    from captions.services.images import add_human_caption
+
+    image = make_image(user, "public")
+    save_captions(image, model_version, ["a dog runs", "a dog is running"])
+    url = f"{IMAGES}{image.pk}/caption/"
+    assert_error(api.delete(url), 404, "no_human_caption")  # nothing to remove yet
+
+    first = add_human_caption(image=image, text="Rex")
+    add_human_caption(image=image, text="Rex in the park")
+    assert api.get(f"{IMAGES}{image.pk}/").json()["caption"]["text"] == "Rex in the park"
+    assert_error(other_api.delete(url), 403)  # they see it, it is not theirs
+    assert_error(anon_api.delete(url), 401)
+    assert_error(api.delete(f"{url}?caption=x"), 400, "bad_filter")
+    assert_error(api.delete(f"{url}?caption=999999"), 404, "no_human_caption")
+
+    assert api.delete(f"{url}?caption={first.pk}").status_code == 204  # only that one
+    assert api.get(f"{IMAGES}{image.pk}/").json()["caption"]["text"] == "Rex in the park"
+    assert api.delete(url).status_code == 204
+    body = api.get(f"{IMAGES}{image.pk}/").json()
+    assert body["caption"]["text"] == "a dog runs" and body["caption"]["source"] == "model"
+    assert Caption.objects.filter(image=image, source="model").count() == 2  # the model's are kept
+    image.refresh_from_db()
+    assert image.embedded_caption_id == body["caption"]["id"]  # search follows the shown caption
+    assert_error(api.delete(url), 404, "no_human_caption")
+    assert_error(api.delete(f"{IMAGES}999999/caption/"), 404)
+
+
 def test_list_by_content_hash_finds_only_your_own_uploads(api, other_api, anon_api, photo):
     import hashlib
 

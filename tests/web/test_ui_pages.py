@@ -216,6 +216,34 @@ def test_the_api_keeps_the_caption_as_stored(api, alice, user, make_image, model
     assert 'value="a dog runs on the grass"' in alice.get(f"/images/{image.pk}/").content.decode()
 
 
+def test_the_owner_can_go_back_to_the_models_caption(
+    alice, user, other_user, make_image, model_version, save_captions
+):
+    from django.test import Client
+
+    image = make_image(user, "public")
+    save_captions(image, model_version, ["a dog runs"])
+    assert 'id="remove-human-caption"' not in alice.get(f"/images/{image.pk}/").content.decode()
+    add_human_caption(image=image, text="Rex in the park")
+    page = alice.get(f"/images/{image.pk}/").content.decode()
+    assert "Go back to the model's caption" in page.replace("&#x27;", "'")
+    assert f'action="/images/{image.pk}/caption/remove/"' in page
+
+    other = Client()
+    other.force_login(other_user)
+    assert 'id="remove-human-caption"' not in other.get(f"/images/{image.pk}/").content.decode()
+    assert other.post(f"/images/{image.pk}/caption/remove/").status_code == 403
+
+    response = alice.post(f"/images/{image.pk}/caption/remove/")
+    assert response.status_code == 302 and response["Location"] == f"/images/{image.pk}/"
+    page = alice.get(f"/images/{image.pk}/").content.decode()
+    page = page.replace("&#x27;", "'")
+    assert "<h1>A dog runs.</h1>" in page and "the model's caption is shown again" in page
+    assert not Caption.objects.filter(image=image, source="human").exists()
+    alice.post(f"/images/{image.pk}/caption/remove/")  # nothing left to remove: said, not a 500
+    assert "has no caption written by a person" in alice.get(f"/images/{image.pk}/").content.decode()
+
+
 def test_image_page_without_attention_has_no_viewer(alice, user, make_image):
     image = make_image(user)
     page = alice.get(f"/images/{image.pk}/").content.decode()
