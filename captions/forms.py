@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django import forms
 
+from captions.ingest import split_urls
 from captions.models import Image
 
 
@@ -48,7 +49,7 @@ class UploadForm(forms.Form):
         return self.cleaned_data.get("visibility") or Image.Visibility.PRIVATE
 
     def clean_urls(self) -> list[str]:
-        return [line.strip() for line in self.cleaned_data.get("urls", "").splitlines() if line.strip()]
+        return split_urls(self.cleaned_data.get("urls", ""))
 
     def clean(self):
         data = super().clean()

@@ -494,3 +494,14 @@ def test_a_batch_page_shows_files_that_join_the_batch_after_it_was_opened(page, 
     assert late.status == 202, late.text()
     expect(page.locator(".batch-items tr[data-image]")).to_have_count(2, timeout=15_000)
     expect(page.locator(".batch-items tr[data-image] .caption-cell a")).to_have_count(2, timeout=WAIT_MS)
+
+
+def test_words_in_the_url_box_are_one_refusal(page, platform):
+    """The URL box takes one URL a line: a line of words is refused once, saying why."""
+    page.goto("/upload/")
+    page.fill("#id_urls", "not a url")
+    page.click("main button[type=submit]")
+    rejected = page.locator('.upload-row[data-status="rejected"]')
+    rejected.first.wait_for()
+    expect(rejected).to_have_count(1)
+    assert "not a url: not a URL" in rejected.inner_text()

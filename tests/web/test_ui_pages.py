@@ -289,6 +289,20 @@ def test_upload_page_has_drop_zone_urls_and_archive_and_refuses_bad_urls(alice):
     assert response.status_code == 400 and "ftp://example.org/a.jpg" in response.content.decode()
 
 
+def test_words_in_the_url_box_are_one_refusal_not_one_a_word(alice, api):
+    from captions.ingest import split_urls
+
+    response = alice.post("/upload/", {"urls": "not a url"})
+    page = response.content.decode()
+    assert response.status_code == 400 and page.count("not a URL (a web address has no spaces") == 1
+    assert split_urls("not a url\n") == ["not a url"]
+    # Several URLs on one line, by commas or spaces, are still several URLs.
+    two = "https://example.org/a.jpg, https://example.org/b.jpg\r\n\nhttp://example.org/c.jpg  "
+    assert split_urls(two) == [f"https://example.org/{n}.jpg" for n in "ab"] + ["http://example.org/c.jpg"]
+    refused = api.post("/api/v1/batches/", {"urls": ["not a url"]}, format="json")
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "url_invalid"
+
+
 def test_batch_page_shows_progress_reasons_and_exports(alice, user, photo, model_version, save_captions):
     files = [IncomingFile(f"{i}.jpg", photo()) for i in range(3)]
     batch = create_batch(owner=user, files=[*files, IncomingFile("notes.txt", b"hi")]).batch
