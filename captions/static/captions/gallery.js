@@ -7,6 +7,20 @@
   if (!ic || !gallery) return;
   var follow = ic.imageWatcher(gallery.dataset.imagesApi);
 
+  // The filters apply as soon as one changes (the Filter button is for pages without JavaScript), and
+  // fold behind their "Filters" toggle on narrow screens so that the photos come first.
+  var box = document.getElementById("filter-box");
+  var filters = box && box.querySelector("form");
+  if (filters) {
+    var narrow = window.matchMedia("(max-width: 48rem)");
+    var fold = function () { box.open = !narrow.matches; };
+    fold();
+    narrow.addEventListener("change", fold);
+    filters.addEventListener("change", function () {
+      if (filters.requestSubmit) filters.requestSubmit(); else filters.submit();
+    });
+  }
+
   document.querySelectorAll('.card[data-status="pending"], .card[data-status="processing"]')
     .forEach(function (card) {
       follow(card.dataset.image, function (image) {
