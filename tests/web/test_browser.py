@@ -548,3 +548,28 @@ def test_gallery_filters_apply_as_soon_as_they_change(page, platform):
         page.check("#id_review")
     assert "review=1" in page.url and "status=done" in page.url
     expect(page.locator("#id_review")).to_be_checked()
+
+
+def test_the_gallery_shows_new_images_by_itself(page, platform):
+    """An image uploaded elsewhere (here through the API) appears on top of an open gallery, and then
+    gets its caption, without a reload."""
+    page.goto("/")
+    page.evaluate("window.sameDocument = true")
+    total = int(page.locator("#gallery-total").inner_text().split()[0])
+    uploaded = page.request.post(
+        "/api/v1/images/",
+        multipart={
+            "image": {"name": "new.jpg", "mimeType": "image/jpeg", "buffer": photos(9, 1)[0].read_bytes()}
+        },
+        headers={"X-CSRFToken": csrf_token(page)},
+    )
+    assert uploaded.status == 202, uploaded.text()
+    new_id = str(uploaded.json()["id"])
+    card = page.locator(f'.card[data-image="{new_id}"]')
+    card.wait_for(timeout=25_000)  # the gallery looks every 10 s
+    assert page.locator(".card").first.get_attribute("data-image") == new_id
+    expect(page.locator("#gallery-total")).to_have_text(f"{total + 1} images")
+    expect(card).to_have_attribute("data-status", "done", timeout=WAIT_MS)
+    text = card.locator(".caption a").inner_text()
+    assert text.endswith(".") and card.locator("img").get_attribute("alt") == text
+    assert page.evaluate("window.sameDocument") is True
