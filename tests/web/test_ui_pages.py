@@ -182,6 +182,21 @@ def test_image_page_says_the_confidence_in_words_not_scores(
     assert f"</span>{words}</span>" in page.split('id="model-caption"')[1].split("</p>")[0]
 
 
+def test_no_page_shows_log_probabilities_relevance_or_version_ids(
+    alice, user, make_image, photo, model_version, save_captions
+):
+    image = make_image(user)
+    save_captions(image, model_version, ["a dog runs", "a dog sits"], [-0.866, -1.093])
+    Caption.objects.filter(image=image, rank=0).update(confidence=0.2)
+    batch = create_batch(owner=user, files=[IncomingFile("b.jpg", photo())]).batch
+    save_captions(batch.items.get().image, model_version, ["a cat"], [-0.866])
+    pages = ("/", f"/images/{image.pk}/", "/search/?q=dog", "/upload/", "/batches/", f"/batches/{batch.pk}/")
+    for path in pages:
+        page = alice.get(path).content.decode()
+        for technical in ("log-probability", "-0.866", "-1.093", "relevance", model_version.name):
+            assert technical not in page, (path, technical)
+
+
 def test_the_thresholds_are_settings(settings, alice, user, make_image, model_version, save_captions):
     settings.IMGCAP_CONFIDENCE_HIGH, settings.IMGCAP_NEEDS_REVIEW_BELOW = 0.9, 0.5
     image = make_image(user)
