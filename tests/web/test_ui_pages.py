@@ -114,6 +114,19 @@ def test_low_confidence_captions_are_marked_and_filtered_as_needing_review(
     assert 'id="needs-review"' not in alice.get(f"/images/{corrected.pk}/").content.decode()
 
 
+def test_gallery_filters_fold_and_apply_without_a_button_when_scripts_run(alice):
+    page = alice.get("/").content.decode()
+    assert '<details class="filter-box" id="filter-box" open>' in page and "<summary>Filters" in page
+    assert '<noscript><button type="submit">Filter</button></noscript>' in page  # for pages without JS
+    assert "<summary>Filters (on)</summary>" in alice.get("/", {"status": "done"}).content.decode()
+
+
+def test_upload_page_asks_who_can_see_them_before_the_drop_zone(alice):
+    page = alice.get("/upload/").content.decode()
+    assert page.index('id="visibility-field"') < page.index('id="dropzone"')
+    assert 'id="choose-photos"' in page and "Drop photos here" in page  # CSS picks one by screen
+
+
 def test_anonymous_gallery_offers_no_personal_filters(client, user, make_image):
     make_image(user, "public")
     page = client.get("/").content.decode()

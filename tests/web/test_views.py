@@ -143,6 +143,7 @@ def test_openapi_schema_and_offline_docs(client):
         "/api/v1/images/",
         "/api/v1/images/{id}/",
         "/api/v1/images/{id}/recaption/",
+        "/api/v1/images/{id}/caption/",
         "/api/v1/batches/",
         "/api/v1/batches/{id}/",
         "/api/v1/search/",
@@ -151,6 +152,9 @@ def test_openapi_schema_and_offline_docs(client):
     ):
         assert path in paths, path
     assert "post" in paths["/api/v1/images/"] and "patch" in paths["/api/v1/images/{id}/"]
+    assert list(paths["/api/v1/images/{id}/caption/"]) == ["delete"]
+    listed = {p["name"] for p in paths["/api/v1/images/"]["get"]["parameters"]}
+    assert "needs_review" in listed
 
     batch = paths["/api/v1/batches/"]["post"]
     assert {"name": "Idempotency-Key", "in": "header"}.items() <= batch["parameters"][0].items()
