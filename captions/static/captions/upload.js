@@ -103,6 +103,9 @@
         setDetail(ic.el("div", {}, [
           ic.el("p", { class: "caption" }, [link]),
           ic.el("span", { class: "tag" }, [prefix + image.caption.source, sure ? " · " : null, sure]),
+          image.needs_review ? " " : null,
+          image.needs_review ? ic.el("span", { class: "review", text: "needs review",
+                                                title: "The model is probably wrong about this caption" }) : null,
         ]));
       } else if (image.status === "failed") {
         setDetail(ic.el("p", { class: "reason", text: "Captioning failed: " + (image.error || "unknown error") }));
