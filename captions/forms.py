@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django import forms
 
+from captions.ingest import split_urls
 from captions.models import Image
 
 
@@ -48,7 +49,7 @@ class UploadForm(forms.Form):
         return self.cleaned_data.get("visibility") or Image.Visibility.PRIVATE
 
     def clean_urls(self) -> list[str]:
-        return [line.strip() for line in self.cleaned_data.get("urls", "").splitlines() if line.strip()]
+        return split_urls(self.cleaned_data.get("urls", ""))
 
     def clean(self):
         data = super().clean()
@@ -85,6 +86,11 @@ class GalleryFilterForm(forms.Form):
         label="Tag", required=False, max_length=100, widget=forms.TextInput(attrs={"placeholder": "e.g. cat"})
     )
 
+    # ?review=1: only captions the model is probably wrong about (selectors.needs_review).
+    review = forms.BooleanField(
+        label="Needs review", required=False, widget=forms.CheckboxInput(attrs={"value": "1"})
+    )
+
     def __init__(self, *args, statuses: tuple[str, ...], batches: list, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["status"].choices = [("", "Any status"), *((s, s.capitalize()) for s in statuses)]
@@ -107,4 +113,5 @@ class GalleryFilterForm(forms.Form):
             "mine": show == "mine",
             "visibility": Image.Visibility.PUBLIC if show == "public" else None,
             "tag": data.get("tag") or None,
+            "needs_review": bool(data.get("review")),
         }

@@ -15,6 +15,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import (
     Case,
     Count,
+    Exists,
     F,
     Max,
     OuterRef,
@@ -118,11 +119,12 @@ def list_images(
     sha256: Sequence[str] | None = None,
     album: int | None = None,
     sort: str = "-added",
+    needs_review: bool = False,
 ) -> QuerySet[Image]:
     """Visible images, filtered (the filters are checked by their callers' forms and filter
     serializers) and in the order `sort` names (IMAGE_SORTS; newest upload first by default).
     `sha256` lists only the user's own images: whether someone else has the same bytes is theirs to
-    know."""
+    know. `needs_review`: only those whose shown caption needs review (see `needs_review`)."""
     images = visible_images(user)
     if ids is not None:
         images = images.filter(pk__in=ids)
@@ -154,6 +156,8 @@ def list_images(
     tag = (tag or "").strip().lower()  # labels are stored lower case (ml/encoders/imagenet_labels.txt)
     if tag:
         images = images.filter(pk__in=ImageTag.objects.filter(label=tag).values("image_id"))
+    if needs_review:
+        images = _needing_review(images)
     return sort_images(with_captions(images), sort)
 
 
@@ -188,6 +192,28 @@ def sort_images(images: QuerySet[Image], sort: str) -> QuerySet[Image]:
         raise ValueError(f"sort must be one of {', '.join(IMAGE_SORTS)}; got {sort!r}")
     order = F("sort_key").desc(nulls_last=True) if descending else F("sort_key").asc(nulls_last=True)
     return images.order_by(order, "-id" if descending else "id")
+
+
+def _needing_review(images: QuerySet[Image]) -> QuerySet[Image]:
+    """`needs_review` in SQL: no human caption, and the best model caption (rank 0 of the active
+    version's captions, else of the newest version's, as choose_captions picks) below the threshold."""
+    best = Caption.objects.filter(image=OuterRef("pk"), source=Caption.Source.MODEL, rank=0)
+    active = active_model_version()
+    if active is not None:
+        best = best.annotate(other=Case(When(model_version=active, then=0), default=1)).order_by(
+            "other", "-created_at", "-id"
+        )
+    else:
+        best = best.order_by("-created_at", "-id")
+    # A person's caption, or a description the photo carried, is shown instead: nothing to review.
+    shown_instead = Caption.objects.filter(
+        image=OuterRef("pk"), source__in=[Caption.Source.HUMAN, Caption.Source.METADATA]
+    )
+    return (
+        images.annotate(best_confidence=Subquery(best.values("confidence")[:1]))
+        .filter(best_confidence__lt=settings.IMGCAP_NEEDS_REVIEW_BELOW)
+        .exclude(Exists(shown_instead))
+    )
 
 
 def filter_all_images(*, status: str | None, batch: int | None) -> QuerySet[Image]:
@@ -247,6 +273,18 @@ def choose_captions(image: Image, active: ModelVersion | None = None) -> Caption
     candidates = sorted((c for c in model if c.model_version_id == version_id), key=lambda c: (c.rank, c.id))
     best = human[0] if human else metadata or (candidates[0] if candidates else None)
     return CaptionChoice(best=best, candidates=candidates, human=human, metadata=metadata)
+
+
+def needs_review(best: Caption | None) -> bool:
+    """Whether an image's shown caption (`choose_captions(...).best`) is the model's and the model is
+    probably wrong about it: its confidence is below IMGCAP_NEEDS_REVIEW_BELOW. A person's caption
+    never needs review; nor does a model caption without a confidence (older models)."""
+    return (
+        best is not None
+        and best.source == Caption.Source.MODEL
+        and best.confidence is not None
+        and best.confidence < settings.IMGCAP_NEEDS_REVIEW_BELOW
+    )
 
 
 def get_batch(user, batch_id: int | str) -> Batch:

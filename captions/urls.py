@@ -11,6 +11,7 @@ urlpatterns = [
     path("upload/", views.upload, name="upload"),
     path("images/<int:pk>/", views.image_page, name="image"),
     path("images/<int:pk>/caption/", views.image_caption, name="image-caption"),
+    path("images/<int:pk>/caption/remove/", views.image_caption_remove, name="image-caption-remove"),
     path("images/<int:pk>/recaption/", views.image_recaption, name="image-recaption"),
     path("images/<int:pk>/visibility/", views.image_visibility, name="image-visibility"),
     path("images/<int:pk>/location/", views.image_location, name="image-location"),

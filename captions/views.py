@@ -24,6 +24,7 @@ from captions.services.images import (
     add_human_caption,
     delete_image,
     recaption_image,
+    remove_human_captions,
     retry_image,
     set_share_location,
     set_visibility,
@@ -143,6 +144,19 @@ def image_caption(request: HttpRequest, pk: int) -> HttpResponse:
             messages.error(request, exc.message)
     else:
         messages.error(request, "The caption is empty or too long.")
+    return redirect("captions:image", pk=pk)
+
+
+@login_required
+@require_POST
+def image_caption_remove(request: HttpRequest, pk: int) -> HttpResponse:
+    """Back to the model's caption: the captions people wrote for the image are removed."""
+    image = selectors.get_own_image(request.user, pk)
+    try:
+        remove_human_captions(image=image)
+        messages.success(request, "Your caption is removed; the model's caption is shown again.")
+    except RejectedInput as exc:
+        messages.error(request, exc.message)
     return redirect("captions:image", pk=pk)
 
 

@@ -77,6 +77,11 @@ class ImageFilterSerializer(serializers.Serializer):
     tag = serializers.CharField(
         required=False, max_length=100, help_text='only images with this concept tag, e.g. "cat"'
     )
+    needs_review = serializers.BooleanField(
+        required=False,
+        help_text="true: only images whose shown caption is the model's and probably wrong (its "
+        "confidence below IMGCAP_NEEDS_REVIEW_BELOW; no person's caption yet)",
+    )
     sha256 = Sha256ListField(
         required=False,
         help_text=f"only your own images with these contents: comma-separated SHA-256 hex digests, "
@@ -96,6 +101,7 @@ class ImageFilterSerializer(serializers.Serializer):
             "sha256": data.get("sha256"),
             "album": data.get("album"),
             "sort": data.get("sort") or "-added",
+            "needs_review": data.get("needs_review", False),
         }
 
 

@@ -11,7 +11,7 @@ from django.utils.http import RFC3986_SUBDELIMS
 from rest_framework import serializers
 
 from captions.models import Caption, Image, Webhook, WebhookDelivery
-from captions.selectors import BatchStatus, choose_captions
+from captions.selectors import BatchStatus, choose_captions, needs_review
 
 # --- requests ---------------------------------------------------------------------------------------
 
@@ -149,10 +149,16 @@ class ImageUrls:
 
 class CaptionSerializer(serializers.ModelSerializer):
     model = serializers.CharField(source="model_version.name", default=None, read_only=True)
+    confidence = serializers.FloatField(
+        read_only=True,
+        allow_null=True,
+        help_text="The model's calibrated probability (0-1) that the caption is right; on its best "
+        "caption only, null for people's captions and older models.",
+    )
 
     class Meta:
         model = Caption
-        fields = ["id", "text", "score", "rank", "model", "source", "created_at"]
+        fields = ["id", "text", "score", "confidence", "rank", "model", "source", "created_at"]
         read_only_fields = fields
 
 
@@ -183,6 +189,10 @@ class ImageSerializer(serializers.ModelSerializer):
         read_only=True,
         help_text='The camera that took it (EXIF Make and Model, "Apple iPhone 13"); "" if unknown.',
     )
+    needs_review = serializers.SerializerMethodField(
+        help_text="The shown caption is the model's and it is probably wrong (confidence below "
+        "IMGCAP_NEEDS_REVIEW_BELOW): worth a person's look."
+    )
     urls = serializers.SerializerMethodField()
 
     class Meta:
@@ -209,6 +219,7 @@ class ImageSerializer(serializers.ModelSerializer):
             "camera",
             "caption",
             "candidates",
+            "needs_review",
             "tags",
             "near_duplicate_of",
             "urls",
@@ -235,6 +246,9 @@ class ImageSerializer(serializers.ModelSerializer):
     def get_candidates(self, image: Image) -> list[dict[str, Any]]:
         captions = self._caption_serializer()
         return [captions.to_representation(c) for c in self._choice(image).candidates]
+
+    def get_needs_review(self, image: Image) -> bool:
+        return needs_review(self._choice(image).best)
 
     def get_tags(self, image: Image) -> list[dict[str, Any]]:
         return [{"label": t.label, "score": round(t.score, 4)} for t in image.tags.all()]

@@ -12,6 +12,7 @@ urlpatterns = [
     path("images/bulk/", bulk.ImageBulkView.as_view(), name="image-bulk"),
     path("images/download.zip", views.ImagesZipView.as_view(), name="image-zip"),
     path("images/<int:pk>/", views.ImageDetailView.as_view(), name="image-detail"),
+    path("images/<int:pk>/caption/", views.ImageCaptionView.as_view(), name="image-caption"),
     path("images/<int:pk>/recaption/", views.ImageRecaptionView.as_view(), name="image-recaption"),
     path("images/<int:pk>/retry/", views.ImageRetryView.as_view(), name="image-retry"),
     path("images/<int:pk>/attention/", views.ImageAttentionView.as_view(), name="image-attention"),

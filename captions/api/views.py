@@ -34,6 +34,7 @@ from captions.services.images import (
     add_human_caption,
     delete_image,
     recaption_image,
+    remove_human_captions,
     retry_image,
     set_share_location,
     set_visibility,
@@ -180,6 +181,23 @@ class ImageDetailView(generics.GenericAPIView):
     @extend_schema(responses={204: None})
     def delete(self, request: Request, pk: int) -> Response:
         delete_image(image=selectors.get_own_image(request.user, pk))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ImageCaptionView(generics.GenericAPIView):
+    """DELETE removes the captions people wrote for the image (or only `caption`, one of them), so that
+    the model's best caption is shown again (owner only; 204; 404 when it has none)."""
+
+    serializer_class = s.ImageSerializer
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        parameters=[_query("caption", "the id of one human caption to remove (default: all of them)")],
+        responses={204: None},
+    )
+    def delete(self, request: Request, pk: int) -> Response:
+        image = selectors.get_own_image(request.user, pk)
+        remove_human_captions(image=image, caption_id=_int_param(request, "caption"))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

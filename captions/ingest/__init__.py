@@ -15,6 +15,7 @@ from .urls import (
     is_forbidden_address,
     is_metadata_address,
     post_json,
+    split_urls,
 )
 
 __all__ = [
@@ -32,5 +33,6 @@ __all__ = [
     "is_metadata_address",
     "post_json",
     "safe_member_name",
+    "split_urls",
     "strip_unsafe_chars",
 ]

@@ -133,6 +133,24 @@ def fetch_url(
     )
 
 
+_LOOKS_LIKE_URL = re.compile(r"[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+
+
+def split_urls(text: str) -> list[str]:
+    """The URLs of a text box: one a line. A line is split on commas and spaces only when every piece
+    looks like a URL ("https://a/1.jpg, https://a/2.jpg"); any other line stays whole, so "not a url"
+    is one refusal, not three (upload.js splits the same way)."""
+    urls: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        pieces = [p for p in re.split(r"[\s,]+", line) if p]
+        if len(pieces) > 1 and all(_LOOKS_LIKE_URL.fullmatch(p) for p in pieces):
+            urls.extend(pieces)
+        elif line:
+            urls.append(line)
+    return urls
+
+
 def check_url(url: str, *, allow_private: bool = False) -> str:
     """What can be known of `url` without the network, checked as fetch_url checks it (scheme, user
     info, metadata host names, an address written in the URL): RejectedInput at once rather than when
@@ -202,6 +220,10 @@ class _Target:
 
     @classmethod
     def parse(cls, url: str) -> _Target:
+        if any(ch.isspace() for ch in url.strip()):
+            # Words pasted into the URL box: say so, not that they lack a scheme.
+            message = f"{url}: not a URL (a web address has no spaces; give one http(s):// URL a line)"
+            raise RejectedInput("url_invalid", message)
         try:
             parts = urlsplit(url.strip())
             port = parts.port

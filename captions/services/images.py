@@ -1,4 +1,5 @@
-"""The changes people make to their images: captions, visibility, re-captioning, deletion."""
+"""The changes people make to their images: captions (added, or removed to go back to the model's),
+visibility, re-captioning, deletion."""
 
 from __future__ import annotations
 
@@ -73,6 +74,31 @@ def add_human_captions(*, rows: Iterable[tuple[Image, str]], author=None) -> int
     Caption.objects.bulk_create(new, batch_size=1000)
     follow_shown_captions(have)
     return len(new)
+
+
+def remove_human_captions(*, image: Image, caption_id: int | None = None) -> int:
+    """Remove people's captions of the image (all of them, or only `caption_id`), so that what the
+    model wrote is shown again; its search vector follows. Returns how many were removed.
+    RejectedInput (404) when there is nothing to remove."""
+    captions = Caption.objects.filter(image=image, source=Caption.Source.HUMAN)
+    if caption_id is not None:
+        captions = captions.filter(pk=caption_id)
+    with transaction.atomic():
+        removed, _ = captions.delete()
+        if not removed:
+            what = (
+                f"no caption {caption_id} written by a person"
+                if caption_id is not None
+                else ("no caption written by a person")
+            )
+            raise RejectedInput("no_human_caption", f"image {image.pk} has {what}", status=404)
+        changed = {"updated_at": timezone.now()}
+        if not Caption.objects.filter(image=image).exists():
+            # Nothing left to show: no vector either, or search by meaning would find removed words.
+            changed |= {"caption_embedding": None, "embedded_caption": None}
+        Image.objects.filter(pk=image.pk).update(**changed)
+    follow_shown_captions([image.pk])
+    return removed
 
 
 def recaption_image(*, image: Image) -> Image:

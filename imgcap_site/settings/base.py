@@ -192,6 +192,11 @@ IMGCAP_SEARCH_TAG_FLOOR = env.float("IMGCAP_SEARCH_TAG_FLOOR", default=0.2)
 IMGCAP_NEAR_DUPLICATE_BITS = env.int("IMGCAP_NEAR_DUPLICATE_BITS", default=10)
 # Similar images this close (cosine of the encoder's features) are shown as near copies too.
 IMGCAP_NEAR_DUPLICATE_SIMILARITY = env.float("IMGCAP_NEAR_DUPLICATE_SIMILARITY", default=0.95)
+# A model caption's confidence (its calibrated probability of being right, ml/confidence.py) in words on
+# the pages: "likely right" from IMGCAP_CONFIDENCE_HIGH, "probably wrong" (and "needs review", with its
+# gallery and API filter) below IMGCAP_NEEDS_REVIEW_BELOW, "unsure" between.
+IMGCAP_CONFIDENCE_HIGH = env.float("IMGCAP_CONFIDENCE_HIGH", default=0.6)
+IMGCAP_NEEDS_REVIEW_BELOW = env.float("IMGCAP_NEEDS_REVIEW_BELOW", default=0.3)
 # Typo tolerance: the vocabulary is the words of the newest this-many captions, re-read this often.
 IMGCAP_SPELLING_SAMPLE = env.int("IMGCAP_SPELLING_SAMPLE", default=20000)
 IMGCAP_SPELLING_CACHE_S = env.int("IMGCAP_SPELLING_CACHE_S", default=300)

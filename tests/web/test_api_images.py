@@ -284,6 +284,79 @@ def test_list_takes_many_ids_at_once_and_only_shows_visible_ones(api, user, othe
     assert_error(api.get(IMAGES, {"ids": ",".join(map(str, range(1, 202)))}), 400, "bad_filter")
 
 
+def test_needs_review_lists_images_whose_shown_caption_the_model_is_unsure_of(
+    api, user, other_user, make_image, model_version, save_captions, settings
+):
+    from captions.services.images import add_human_caption
+    from captions.services.model_versions import ensure_model_version
+
+    def captioned(confidence: float | None, version=model_version, owner=user) -> Image:
+        image = make_image(owner, "public")
+        save_captions(image, version, ["a dog runs", "a dog is running"])
+        Caption.objects.filter(image=image, model_version=version, rank=0).update(confidence=confidence)
+        return image
+
+    low, high, unknown = captioned(0.12), captioned(0.91), captioned(None)
+    corrected = captioned(0.05)
+    add_human_caption(image=corrected, text="Rex, my dog")
+    pending = make_image(user)
+    older = ensure_model_version(name="imgcap-older-lite0-aaaaaaaa", encoder="efficientnet_lite0", metrics={})
+    only_older = captioned(0.2, older)
+    # The active version's caption is what shows: the older version's doubt no longer counts.
+    replaced = captioned(0.1, older)
+    save_captions(replaced, model_version, ["a cat sleeps"])
+    Caption.objects.filter(image=replaced, model_version=model_version, rank=0).update(confidence=0.8)
+    theirs = captioned(0.1, owner=other_user)
+
+    listed = api.get(IMAGES, {"needs_review": "true"}).json()["results"]
+    assert {i["id"] for i in listed} == {low.pk, only_older.pk, theirs.pk}
+    assert all(i["needs_review"] for i in listed)
+    everything = {i["id"]: i for i in api.get(IMAGES).json()["results"]}
+    assert {pk for pk, i in everything.items() if i["needs_review"]} == {low.pk, only_older.pk, theirs.pk}
+    assert pending.pk in everything and not everything[pending.pk]["needs_review"]
+    assert everything[low.pk]["caption"]["confidence"] == pytest.approx(0.12)
+    assert everything[high.pk]["candidates"][1]["confidence"] is None  # only the best one carries it
+    assert everything[unknown.pk]["caption"]["confidence"] is None
+    assert {i["id"] for i in api.get(IMAGES, {"needs_review": "false"}).json()["results"]} == set(everything)
+    mine = api.get(IMAGES, {"needs_review": "true", "owner": "me"}).json()["results"]
+    assert {i["id"] for i in mine} == {low.pk, only_older.pk}
+    assert_error(api.get(IMAGES, {"needs_review": "maybe"}), 400, "bad_filter")
+
+    settings.IMGCAP_NEEDS_REVIEW_BELOW = 0.95  # a setting: now every unsure model caption counts
+    listed = {i["id"] for i in api.get(IMAGES, {"needs_review": "true"}).json()["results"]}
+    assert listed == {low.pk, high.pk, only_older.pk, replaced.pk, theirs.pk}
+
+
+def test_deleting_the_human_caption_goes_back_to_the_models(
+    api, other_api, anon_api, user, make_image, model_version, save_captions
+):
+    from captions.services.images import add_human_caption
+
+    image = make_image(user, "public")
+    save_captions(image, model_version, ["a dog runs", "a dog is running"])
+    url = f"{IMAGES}{image.pk}/caption/"
+    assert_error(api.delete(url), 404, "no_human_caption")  # nothing to remove yet
+
+    first = add_human_caption(image=image, text="Rex")
+    add_human_caption(image=image, text="Rex in the park")
+    assert api.get(f"{IMAGES}{image.pk}/").json()["caption"]["text"] == "Rex in the park"
+    assert_error(other_api.delete(url), 403)  # they see it, it is not theirs
+    assert_error(anon_api.delete(url), 401)
+    assert_error(api.delete(f"{url}?caption=x"), 400, "bad_filter")
+    assert_error(api.delete(f"{url}?caption=999999"), 404, "no_human_caption")
+
+    assert api.delete(f"{url}?caption={first.pk}").status_code == 204  # only that one
+    assert api.get(f"{IMAGES}{image.pk}/").json()["caption"]["text"] == "Rex in the park"
+    assert api.delete(url).status_code == 204
+    body = api.get(f"{IMAGES}{image.pk}/").json()
+    assert body["caption"]["text"] == "a dog runs" and body["caption"]["source"] == "model"
+    assert Caption.objects.filter(image=image, source="model").count() == 2  # the model's are kept
+    image.refresh_from_db()
+    assert image.embedded_caption_id == body["caption"]["id"]  # search follows the shown caption
+    assert_error(api.delete(url), 404, "no_human_caption")
+    assert_error(api.delete(f"{IMAGES}999999/caption/"), 404)
+
+
 def test_list_by_content_hash_finds_only_your_own_uploads(api, other_api, anon_api, photo):
     import hashlib
 

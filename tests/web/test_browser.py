@@ -272,11 +272,36 @@ def test_sign_in_drop_photos_see_captions_search_attention_and_edit(page, platfo
     assert painted_pixels(page) > 1000
     shot(page, shots, "image")
 
-    # By keyboard: focus shows a word, arrows move along the sentence, Escape clears.
+    # A colour scale says what the colours mean: the same ramp, painted low to high.
+    expect(page.locator("#heat-legend")).to_be_visible()
+    ramp = page.evaluate(
+        """() => {
+            const c = document.getElementById("heat-scale"), d = c.getContext("2d");
+            return [0, c.width - 1].map((x) => Array.from(d.getImageData(x, 5, 1, 1).data));
+        }"""
+    )
+    assert sum(ramp[0][:3]) < 60 and sum(ramp[1][:3]) > 600, ramp  # dark at "least", bright at "most"
+
+    # By keyboard: the sentence is one Tab stop (a roving tabindex); arrows, Home and End move along it
+    # and show each word's attention; Escape clears.
+    count = words.count()
+    page.mouse.move(0, 0)  # a word under the pointer would show itself as the layout moves
+    assert page.eval_on_selector_all("#words button", "bs => bs.map(b => b.tabIndex)").count(0) == 1
     words.first.focus()
     page.keyboard.press("ArrowRight")
     assert page.evaluate("document.activeElement.textContent") == second.inner_text()
     assert page.locator("#attention").get_attribute("data-word") == second.inner_text()
+    assert [words.nth(i).get_attribute("tabindex") for i in range(count)] == [
+        "0" if i == 1 else "-1" for i in range(count)
+    ]
+    page.keyboard.press("End")
+    assert page.locator("#attention").get_attribute("data-word") == words.nth(count - 1).inner_text()
+    page.keyboard.press("Home")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("Tab")  # leaves the sentence at once, not at its next word
+    assert page.evaluate("document.activeElement.closest('#words') === null")
+    page.keyboard.press("Shift+Tab")  # and comes back to the word it left
+    assert page.evaluate("document.activeElement.textContent") == second.inner_text()
     page.keyboard.press("Escape")
     assert painted_pixels(page) == 0
 
@@ -297,7 +322,7 @@ def test_sign_in_drop_photos_see_captions_search_attention_and_edit(page, platfo
     page.fill("#id_caption", "my own words about this photo")
     page.click("text=Save caption")
     page.wait_for_load_state()
-    assert page.locator("h1").inner_text() == "my own words about this photo"
+    assert page.locator("h1").inner_text() == "My own words about this photo."  # shown as a sentence
     assert page.locator(".source-human").first.is_visible()
     assert model_caption in page.locator("#model-caption").inner_text()
     assert "Caption saved." in page.locator(".messages").inner_text()
@@ -378,11 +403,40 @@ def test_a_phone_sized_screen_and_readable_contrast(chromium, context, page, pla
             width = small.evaluate("document.documentElement.scrollWidth")
             assert width <= PHONE["width"], f"{path} scrolls sideways on a phone ({width}px)"
         small.goto(image_path)
+        caption = small.locator("#caption-panel h1").bounding_box()
+        assert caption["y"] + caption["height"] <= PHONE["height"], (
+            f"the caption is below the fold: {caption}"
+        )
         small.locator("#words button").nth(1).tap()
         assert painted_pixels(small) > 1000
         shot(small, shots, "phone-image")
+
+        # The gallery: its head is short and the filters are folded behind their toggle.
         small.goto("/")
+        assert small.locator("#filter-box").evaluate("box => box.open") is False
+        first_card = small.locator(".card").first.bounding_box()
+        assert first_card["y"] < PHONE["height"] / 3, first_card
+        small.locator("#filter-box > summary").tap()
+        expect(small.locator("#id_status")).to_be_visible()
         shot(small, shots, "phone-gallery")
+
+        # Upload: who can see them comes first, then one big button to choose photos.
+        small.goto("/upload/")
+        expect(small.locator("#choose-photos")).to_be_visible()
+        expect(small.get_by_text("Drop photos here")).to_be_hidden()
+        chooser = small.locator("#dropzone").bounding_box()
+        assert small.locator("#visibility-field").bounding_box()["y"] < chooser["y"]
+        assert chooser["y"] < PHONE["height"] / 2, chooser
+
+        # A batch's thumbnails keep their 4:3 box (cropped, not squashed) in a narrow table.
+        small.goto("/batches/")
+        small.locator("main table a").first.click()
+        small.locator(".batch-items img").first.wait_for()
+        ratios = small.eval_on_selector_all(
+            ".batch-items img",
+            "images => images.map(i => i.getBoundingClientRect().width / i.getBoundingClientRect().height)",
+        )
+        assert ratios and all(abs(r - 4 / 3) < 0.05 for r in ratios), ratios
     finally:
         phone.close()
 
@@ -408,7 +462,7 @@ def test_markup_in_a_caption_is_shown_as_text_in_live_search(page, platform):
     page.fill("#id_caption", written)
     page.click("text=Save caption")
     page.wait_for_load_state()
-    assert page.locator("h1").inner_text() == written
+    assert page.locator("h1").inner_text() == written + "."
 
     page.goto("/search/")
     page.locator("#q").press_sequentially("zebra", delay=20)
@@ -470,3 +524,52 @@ def test_a_batch_page_shows_files_that_join_the_batch_after_it_was_opened(page, 
     assert late.status == 202, late.text()
     expect(page.locator(".batch-items tr[data-image]")).to_have_count(2, timeout=15_000)
     expect(page.locator(".batch-items tr[data-image] .caption-cell a")).to_have_count(2, timeout=WAIT_MS)
+
+
+def test_words_in_the_url_box_are_one_refusal(page, platform):
+    """The URL box takes one URL a line: a line of words is refused once, saying why."""
+    page.goto("/upload/")
+    page.fill("#id_urls", "not a url")
+    page.click("main button[type=submit]")
+    rejected = page.locator('.upload-row[data-status="rejected"]')
+    rejected.first.wait_for()
+    expect(rejected).to_have_count(1)
+    assert "not a url: not a URL" in rejected.inner_text()
+
+
+def test_gallery_filters_apply_as_soon_as_they_change(page, platform):
+    page.goto("/")
+    expect(page.get_by_role("button", name="Filter", exact=True)).to_have_count(0)  # only without JavaScript
+    with page.expect_navigation():
+        page.select_option("#id_status", "done")
+    assert "status=done" in page.url
+    expect(page.locator("#id_status")).to_have_value("done")
+    with page.expect_navigation():
+        page.check("#id_review")
+    assert "review=1" in page.url and "status=done" in page.url
+    expect(page.locator("#id_review")).to_be_checked()
+
+
+def test_the_gallery_shows_new_images_by_itself(page, platform):
+    """An image uploaded elsewhere (here through the API) appears on top of an open gallery, and then
+    gets its caption, without a reload."""
+    page.goto("/")
+    page.evaluate("window.sameDocument = true")
+    total = int(page.locator("#gallery-total").inner_text().split()[0])
+    uploaded = page.request.post(
+        "/api/v1/images/",
+        multipart={
+            "image": {"name": "new.jpg", "mimeType": "image/jpeg", "buffer": photos(9, 1)[0].read_bytes()}
+        },
+        headers={"X-CSRFToken": csrf_token(page)},
+    )
+    assert uploaded.status == 202, uploaded.text()
+    new_id = str(uploaded.json()["id"])
+    card = page.locator(f'.card[data-image="{new_id}"]')
+    card.wait_for(timeout=25_000)  # the gallery looks every 10 s
+    assert page.locator(".card").first.get_attribute("data-image") == new_id
+    expect(page.locator("#gallery-total")).to_have_text(f"{total + 1} images")
+    expect(card).to_have_attribute("data-status", "done", timeout=WAIT_MS)
+    text = card.locator(".caption a").inner_text()
+    assert text.endswith(".") and card.locator("img").get_attribute("alt") == text
+    assert page.evaluate("window.sameDocument") is True

@@ -252,7 +252,7 @@ def test_a_hit_names_the_best_caption_when_another_one_matched(
 
     client.force_login(user)
     page = client.get("/search/", {"q": "puppy"}).content.decode()
-    assert "Best caption: a cat on a sofa" in page
+    assert "Best caption: A cat on a sofa." in page
 
     # Once the owner captions it, the model's captions are replaced: their words no longer find it.
     add_human_caption(image=image, text="Rex the puppy asleep", author=user)

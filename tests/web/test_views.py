@@ -19,7 +19,7 @@ def test_gallery_shows_own_and_public_images(
     save_captions(public, model_version, ["a surfer rides a wave"])
 
     anonymous = client.get("/").content.decode()
-    assert f"/images/{public.pk}/" in anonymous and "a surfer rides a wave" in anonymous
+    assert f"/images/{public.pk}/" in anonymous and "A surfer rides a wave." in anonymous
     assert f"/images/{mine.pk}/" not in anonymous
 
     client.force_login(user)
@@ -71,13 +71,13 @@ def test_image_page_and_its_forms(alice, user, make_image, model_version, save_c
     image = make_image(user)
     save_captions(image, model_version, ["a dog runs", "a dog is running"])
     page = alice.get(f"/images/{image.pk}/").content.decode()
-    assert "a dog runs" in page and "a dog is running" in page
+    assert "A dog runs." in page and "A dog is running." in page
     assert f"/media/{image.file.name}" in page
     assert "Save caption" in page and "Delete this image" in page
 
     alice.post(f"/images/{image.pk}/caption/", {"caption": "Rex on the run"})
     assert Caption.objects.filter(image=image, source="human").get().text == "Rex on the run"
-    assert "<h1>Rex on the run</h1>" in alice.get(f"/images/{image.pk}/").content.decode()
+    assert "<h1>Rex on the run.</h1>" in alice.get(f"/images/{image.pk}/").content.decode()
 
     alice.post(f"/images/{image.pk}/visibility/", {"visibility": "public"})
     assert Image.objects.get(pk=image.pk).visibility == "public"
@@ -143,6 +143,7 @@ def test_openapi_schema_and_offline_docs(client):
         "/api/v1/images/",
         "/api/v1/images/{id}/",
         "/api/v1/images/{id}/recaption/",
+        "/api/v1/images/{id}/caption/",
         "/api/v1/batches/",
         "/api/v1/batches/{id}/",
         "/api/v1/search/",
@@ -151,6 +152,9 @@ def test_openapi_schema_and_offline_docs(client):
     ):
         assert path in paths, path
     assert "post" in paths["/api/v1/images/"] and "patch" in paths["/api/v1/images/{id}/"]
+    assert list(paths["/api/v1/images/{id}/caption/"]) == ["delete"]
+    listed = {p["name"] for p in paths["/api/v1/images/"]["get"]["parameters"]}
+    assert "needs_review" in listed
 
     batch = paths["/api/v1/batches/"]["post"]
     assert {"name": "Idempotency-Key", "in": "header"}.items() <= batch["parameters"][0].items()

@@ -18,8 +18,8 @@
   function fillRow(row, image) {
     var cell = row.querySelector(".caption-cell");
     if (image.caption) {
-      cell.replaceChildren(ic.el("a", { href: image.urls.page, text: image.caption.text }));
-      row.querySelector("img").alt = image.caption.text;
+      cell.replaceChildren(ic.el("a", { href: image.urls.page, text: ic.sentence(image.caption.text) }));
+      row.querySelector("img").alt = ic.sentence(image.caption.text);
     } else if (image.status === "failed") {
       cell.replaceChildren(ic.el("span", { class: "reason", text: image.error || "failed" }));
     }

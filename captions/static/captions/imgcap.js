@@ -198,6 +198,33 @@
     return el("span", { class: "status status-" + status, text: status });
   }
 
+  /* A caption as the pages show it (captions_ui.sentence): a capital first letter and a full stop. */
+  function sentence(text) {
+    var clean = (text || "").trim();
+    if (!clean) return "";
+    clean = clean.charAt(0).toUpperCase() + clean.slice(1);
+    var end = clean.replace(/["'”’)]+$/, "").slice(-1);
+    return end && ".!?…".indexOf(end) >= 0 ? clean : clean + ".";
+  }
+
+  var CONFIDENCE_WORDS = { high: "likely right", medium: "unsure", low: "probably wrong" };
+
+  /* The model's confidence in a caption as the pages say it (captions_ui, _confidence.html): words and a
+     small bar. The thresholds come from the page (`holder`'s data-confidence-high and
+     data-needs-review-below, from the settings); null for a caption without a confidence. */
+  function confidence(value, holder) {
+    if (typeof value !== "number") return null;
+    var high = Number(holder.dataset.confidenceHigh || 0.6);
+    var low = Number(holder.dataset.needsReviewBelow || 0.3);
+    var level = value >= high ? "high" : value < low ? "low" : "medium";
+    var percent = Math.max(0, Math.min(100, Math.round(100 * value)));
+    return el("span", { class: "confidence confidence-" + level,
+                        title: "The model gives it a " + percent + "% chance of being right" }, [
+      el("span", { class: "meter", "aria-hidden": "true" }, [el("span", { style: "width: " + percent + "%" })]),
+      CONFIDENCE_WORDS[level],
+    ]);
+  }
+
   function formatSize(bytes) {
     if (bytes < 1024) return bytes + " B";
     if (bytes < 1024 * 1024) return (bytes / 1024).toFixed(0) + " KB";
@@ -206,7 +233,7 @@
 
   window.imgcap = {
     api: api, upload: upload, watch: watch, imageWatcher: imageWatcher, imagesById: imagesById,
-    el: el, snippet: snippet,
+    el: el, snippet: snippet, sentence: sentence, confidence: confidence,
     statusBadge: statusBadge, formatSize: formatSize, FINAL: FINAL,
   };
 })();

@@ -15,7 +15,7 @@
 
   function card(hit) {
     var image = hit.image;
-    var alt = image.best_caption || hit.matched.text;
+    var alt = ic.sentence(image.best_caption || hit.matched.text);
     var thumb = ic.el("a", { class: "thumb", href: image.urls.page, tabindex: "-1", "aria-hidden": "true" }, [
       ic.el("img", { src: image.urls.thumb, alt: alt, loading: "lazy", width: "320", height: "240" }),
     ]);
@@ -23,7 +23,7 @@
     link.append(ic.snippet(hit.snippet));
     var body = ic.el("div", { class: "body" }, [
       ic.el("p", { class: "caption snippet" }, [link]),
-      image.best_caption ? ic.el("p", { class: "muted small", style: "margin:0", text: "Best caption: " + image.best_caption }) : null,
+      image.best_caption ? ic.el("p", { class: "muted small", style: "margin:0", text: "Best caption: " + ic.sentence(image.best_caption) }) : null,
       ic.el("div", { class: "meta" }, [
         ic.el("span", { class: "source source-" + hit.matched.source, text: hit.matched.source }),
       ].concat(reasons(hit).map(function (reason) { return ic.el("span", { class: "why", text: reason }); }))),

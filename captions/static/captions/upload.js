@@ -104,11 +104,14 @@
       var notes = [note, near].filter(Boolean).join(" · ");
       var prefix = notes ? notes + " · " : "";
       if (image.status === "done" && image.caption) {
-        var link = ic.el("a", { href: image.urls.page, text: image.caption.text });
-        var score = typeof image.caption.score === "number" ? " · score " + image.caption.score.toFixed(3) : "";
+        var link = ic.el("a", { href: image.urls.page, text: ic.sentence(image.caption.text) });
+        var sure = ic.confidence(image.caption.confidence, form);
         setDetail(ic.el("div", {}, [
           ic.el("p", { class: "caption" }, [link]),
-          ic.el("span", { class: "tag", text: prefix + image.caption.source + score }),
+          ic.el("span", { class: "tag" }, [prefix + image.caption.source, sure ? " · " : null, sure]),
+          image.needs_review ? " " : null,
+          image.needs_review ? ic.el("span", { class: "review", text: "needs review",
+                                                title: "The model is probably wrong about this caption" }) : null,
         ]));
       } else if (image.status === "failed") {
         setDetail(ic.el("p", { class: "reason", text: "Captioning failed: " + (image.error || "unknown error") }));
@@ -243,11 +246,30 @@
     picker.value = "";
   });
 
+  /* The URL box: one URL a line (captions.ingest.split_urls splits the same way). A line is split on
+     commas and spaces only when every piece looks like a URL, so "not a url" is one line, refused once
+     with its reason, not three. */
+  var LOOKS_LIKE_URL = /^[a-z][a-z0-9+.-]*:\/\/\S+$/i;
+
+  function splitUrls(text) {
+    var urls = [];
+    text.split(/\r?\n|\r/).forEach(function (line) {
+      line = line.trim();
+      var pieces = line.split(/[\s,]+/).filter(Boolean);
+      if (pieces.length > 1 && pieces.every(function (piece) { return LOOKS_LIKE_URL.test(piece); })) {
+        urls.push.apply(urls, pieces);
+      } else if (line) {
+        urls.push(line);
+      }
+    });
+    return urls;
+  }
+
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     var urls = form.querySelector('[name="urls"]');
     var archive = form.querySelector('[name="archive"]');
-    var lines = urls.value.split(/\s+/).filter(Boolean);
+    var lines = splitUrls(urls.value);
     var sent = false;
     if (lines.length) {
       sendBatch({ urls: lines, visibility: visibility() }, lines.length + " URL" + (lines.length > 1 ? "s" : ""));
