@@ -86,17 +86,23 @@ class GalleryFilterForm(forms.Form):
         label="Tag", required=False, max_length=100, widget=forms.TextInput(attrs={"placeholder": "e.g. cat"})
     )
 
+    # The order (selectors.IMAGE_SORTS); "newest upload first" when absent.
+    sort = forms.ChoiceField(label="Order", required=False)
+
     # ?review=1: only captions the model is probably wrong about (selectors.needs_review).
     review = forms.BooleanField(
         label="Needs review", required=False, widget=forms.CheckboxInput(attrs={"value": "1"})
     )
 
-    def __init__(self, *args, statuses: tuple[str, ...], batches: list, **kwargs) -> None:
+    def __init__(
+        self, *args, statuses: tuple[str, ...], batches: list, sorts: dict[str, str], **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self.fields["sort"].choices = [(key, text.split(" (")[0].capitalize()) for key, text in sorts.items()]
         self.fields["status"].choices = [("", "Any status"), *((s, s.capitalize()) for s in statuses)]
         self.fields["batch"].widget.choices = [
             ("", "Any batch"),
-            *((b.pk, f"#{b.pk} · {b.created_at:%Y-%m-%d %H:%M}") for b in batches),
+            *((b.pk, f"{b.title} · {b.created_at:%Y-%m-%d %H:%M}") for b in batches),
         ]
         asked = str(self.data.get("batch", ""))
         if asked.isdigit() and int(asked) not in {b.pk for b in batches}:
@@ -115,3 +121,8 @@ class GalleryFilterForm(forms.Form):
             "tag": data.get("tag") or None,
             "needs_review": bool(data.get("review")),
         }
+
+    def order(self) -> str:
+        """The order asked for (a key of selectors.IMAGE_SORTS); not a filter."""
+        self.is_valid()
+        return self.cleaned_data.get("sort") or "-added"

@@ -415,6 +415,21 @@ def get_shared_image(token: str, image_id: int | str) -> Image:
         raise Http404("no such image") from None
 
 
+def image_neighbours(user, image: Image) -> tuple[int | None, int | None]:
+    """The visible images just newer and just older than `image`, in the gallery's order (newest
+    upload first): the image page's previous and next."""
+    images = visible_images(user)
+    newer = images.filter(
+        Q(created_at__gt=image.created_at) | Q(created_at=image.created_at, id__gt=image.pk)
+    )
+    older = images.filter(
+        Q(created_at__lt=image.created_at) | Q(created_at=image.created_at, id__lt=image.pk)
+    )
+    before = newer.order_by("created_at", "id").values_list("id", flat=True).first()
+    after = older.order_by("-created_at", "-id").values_list("id", flat=True).first()
+    return before, after
+
+
 def albums_of(user, image: Image) -> list[Album]:
     """The user's albums `image` is in, by name (the image page lists them to its owner)."""
     if not _signed_in(user) or image.owner_id != user.pk:

@@ -9,6 +9,7 @@ app_name = "captions"
 urlpatterns = [
     path("", views.gallery, name="gallery"),
     path("upload/", views.upload, name="upload"),
+    path("images/bulk/", views.image_bulk, name="image-bulk"),
     path("images/<int:pk>/", views.image_page, name="image"),
     path("images/<int:pk>/caption/", views.image_caption, name="image-caption"),
     path("images/<int:pk>/caption/remove/", views.image_caption_remove, name="image-caption-remove"),

@@ -12,6 +12,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from captions import selectors, thumbnails
@@ -19,7 +20,9 @@ from captions.forms import CaptionForm, GalleryFilterForm, LocationForm, UploadF
 from captions.ingest import RejectedInput
 from captions.metadata import CAPTION_IN_FILE_FORMATS
 from captions.services.accounts import regenerate_api_token
+from captions.services.albums import get_or_create_album
 from captions.services.batches import delete_batch, rename_batch
+from captions.services.bulk import apply_to_images, check_images
 from captions.services.images import (
     add_human_caption,
     delete_image,
@@ -49,19 +52,64 @@ def _pager_extra(request: HttpRequest) -> str:
 
 def gallery(request: HttpRequest) -> HttpResponse:
     batches = selectors.recent_batches(request.user)
-    filters = GalleryFilterForm(request.GET, statuses=selectors.STATUSES, batches=batches)
-    images = selectors.list_images(request.user, **filters.filters())
+    filters = GalleryFilterForm(
+        request.GET, statuses=selectors.STATUSES, batches=batches, sorts=selectors.IMAGE_SORTS
+    )
+    sort = filters.order()
+    images = selectors.list_images(request.user, **filters.filters(), sort=sort)
     page = _page(request, images)
     active = selectors.active_model_version()
     cards = [(image, selectors.choose_captions(image, active).best) for image in page]
+    mine = request.user.is_authenticated and any(image.owner_id == request.user.pk for image, _ in cards)
     context = {
         "page": page,
         "cards": cards,
         "filters": filters,
         "filtered": any(filters.filters().values()),
+        "order": selectors.IMAGE_SORTS[sort].split(" (")[0],
         "pager_extra": _pager_extra(request),
+        # The selection bar, when the page shows some of the user's own images.
+        "selectable": mine,
+        "albums": list(selectors.list_albums(request.user)) if mine else [],
     }
     return render(request, "captions/gallery.html", context)
+
+
+@login_required
+@require_POST
+@throttle_page(BATCH)
+def image_bulk(request: HttpRequest) -> HttpResponse:
+    """The gallery's selection: `ids` (checkboxes) and the `action` of the button pressed; back to
+    `next` with what was done. Delete asks first; download hands over to the API's zip."""
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+        back = reverse("captions:gallery")
+    try:
+        ids = [int(raw) for raw in request.POST.getlist("ids")]
+    except ValueError:
+        ids = []
+    action = request.POST.get("action", "")
+    if not ids:
+        messages.error(request, "Select one or more of your photos first.")
+        return redirect(back)
+    if action == "download":
+        return redirect(f"{reverse('api:image-zip')}?ids={','.join(map(str, ids))}")
+    try:
+        if action == "delete" and request.POST.get("confirm") != "1":
+            images = check_images(request.user, ids)
+            return render(request, "captions/bulk_delete.html", {"images": images, "next": back})
+        album = None
+        if action in ("add_to_album", "remove_from_album"):
+            new_name = request.POST.get("new_album", "").strip()
+            if new_name and action == "add_to_album":
+                album, _ = get_or_create_album(owner=request.user, name=new_name)
+            elif request.POST.get("album", "").isdigit():
+                album = selectors.find_own_album(request.user, int(request.POST["album"]))
+        result = apply_to_images(owner=request.user, image_ids=ids, action=action, album=album)
+        messages.success(request, result.summary(album.name if album is not None else None) + ".")
+    except RejectedInput as exc:
+        messages.error(request, exc.message)
+    return redirect(back)
 
 
 @login_required
@@ -124,6 +172,7 @@ def image_page(request: HttpRequest, pk: int) -> HttpResponse:
         "tags": list(image.tags.all()),
         "similar": selectors.similar_images(request.user, image, limit=8),
     }
+    context["newer"], context["older"] = selectors.image_neighbours(request.user, image)
     if context["is_owner"]:
         context["albums_in"] = selectors.albums_of(request.user, image)
         inside = {album.pk for album in context["albums_in"]}

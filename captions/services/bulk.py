@@ -42,10 +42,12 @@ class BulkResult:
     changed: list[int] = field(default_factory=list)  # the images the action changed
     skipped: list[Skipped] = field(default_factory=list)  # those it left as they were, and why
 
-    def summary(self) -> str:
-        """'3 images made public; 1 left as it was (already queued)', for the gallery's message."""
+    def summary(self, album_name: str | None = None) -> str:
+        """'3 images made public; 1 left as it was (already public)', for the gallery's message."""
         n = len(self.changed)
         text = f"{n} image{'s' if n != 1 else ''} {ACTIONS[self.action]}"
+        if album_name:
+            text += f" “{album_name}”"
         if self.skipped:
             reasons = sorted({s.message.split(": ", 1)[-1] for s in self.skipped})
             text += f"; {len(self.skipped)} left as {'they were' if len(self.skipped) != 1 else 'it was'}"

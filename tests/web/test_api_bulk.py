@@ -86,3 +86,39 @@ def test_albums_and_delete_in_bulk(
         not Image.objects.filter(pk__in=ids).exists() and not AlbumItem.objects.filter(album=album).exists()
     )
     assert not any(path.exists() for path in files)  # their files go once the transaction commits
+
+
+def test_the_gallerys_selection_without_javascript(alice, user, other_user, make_image, media_root):
+    mine = [make_image(user) for _ in range(2)]
+    theirs = make_image(other_user, visibility="public")
+    ids = [str(image.pk) for image in mine]
+    gallery = alice.get("/").content.decode()
+    assert 'id="bulk-form"' in gallery
+    assert f'name="ids" value="{mine[0].pk}" form="bulk-form"' in gallery
+    assert f'name="ids" value="{theirs.pk}"' not in gallery  # only your own can be ticked
+
+    done = alice.post("/images/bulk/", {"ids": ids, "action": "make_public", "next": "/?show=mine"})
+    assert done.status_code == 302 and done["Location"] == "/?show=mine"
+    assert set(Image.objects.filter(pk__in=ids).values_list("visibility", flat=True)) == {"public"}
+    away = alice.post(
+        "/images/bulk/", {"ids": ids, "action": "make_private", "next": "https://evil.example/"}
+    )
+    assert away["Location"] == "/"
+
+    alice.post("/images/bulk/", {"ids": ids, "action": "add_to_album", "new_album": "Chosen"})
+    assert albums.get_or_create_album(owner=user, name="Chosen")[0].items.count() == 2
+
+    zipped = alice.post("/images/bulk/", {"ids": ids, "action": "download"})
+    assert (
+        zipped.status_code == 302 and zipped["Location"] == f"/api/v1/images/download.zip?ids={','.join(ids)}"
+    )
+
+    refused = alice.post("/images/bulk/", {"ids": [*ids, str(theirs.pk)], "action": "recaption"}, follow=True)
+    assert b"not images of yours" in refused.content
+
+    asked = alice.post("/images/bulk/", {"ids": ids, "action": "delete"})
+    assert asked.status_code == 200 and b"Delete 2 photos?" in asked.content
+    assert Image.objects.filter(pk__in=ids).count() == 2  # nothing deleted until confirmed
+    gone = alice.post("/images/bulk/", {"ids": ids, "action": "delete", "confirm": "1"}, follow=True)
+    assert b"2 images deleted." in gone.content and not Image.objects.filter(pk__in=ids).exists()
+    assert b"Select one or more" in alice.post("/images/bulk/", {"action": "delete"}, follow=True).content

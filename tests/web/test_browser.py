@@ -573,3 +573,80 @@ def test_the_gallery_shows_new_images_by_itself(page, platform):
     text = card.locator(".caption a").inner_text()
     assert text.endswith(".") and card.locator("img").get_attribute("alt") == text
     assert page.evaluate("window.sameDocument") is True
+
+
+def upload_through_api(page, start: int, count: int) -> list[dict]:
+    """Photos uploaded with the page's session, waited for until captioned."""
+    uploaded = []
+    for path in photos(start, count):
+        answer = page.request.post(
+            "/api/v1/images/",
+            multipart={"image": {"name": path.name, "mimeType": "image/jpeg", "buffer": path.read_bytes()}},
+            headers={"X-CSRFToken": csrf_token(page)},
+        )
+        assert answer.status == 202, answer.text()
+        uploaded.append(answer.json())
+    for image in uploaded:
+        waited = page.request.get(f"/api/v1/images/{image['id']}/?wait=30")
+        assert waited.json()["status"] == "done"
+    return uploaded
+
+
+def test_select_photos_into_a_new_album_share_it_and_browse_it_full_screen(chromium, page, platform, shots):
+    first, second = upload_through_api(page, 10, 2)
+    page.goto("/")
+    expect(page.locator("#bulk-form")).to_be_hidden()  # the bar comes with a selection
+    for image in (first, second):
+        page.locator(f'.card[data-image="{image["id"]}"] .select-box input').check()
+    expect(page.locator("#bulk-count")).to_have_text("2 selected")
+    page.fill("#bulk-new-album", "Browser picks")
+    shot(page, shots, "gallery-selection")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Add to album").click()
+    expect(page.locator(".messages")).to_contain_text("2 images put in the album “Browser picks”")
+
+    page.get_by_role("link", name="Albums", exact=True).click()
+    page.get_by_role("link", name=re.compile("Browser picks")).click()
+    expect(page.locator("#album .muted").first).to_contain_text("2 photos")
+    page.get_by_role("button", name="Get a share link").click()
+    link = page.locator("#share-url").input_value()
+    assert "/shared/" in link
+    shot(page, shots, "album")
+
+    # Someone without an account opens the link and browses it full screen.
+    stranger = chromium.new_context(viewport=DESKTOP, base_url=platform.url)
+    try:
+        visitor = stranger.new_page()
+        visitor.goto(link)
+        expect(visitor.locator(".card")).to_have_count(2)
+        visitor.locator(".card .thumb").first.click()
+        dialog = visitor.locator("dialog.viewer-dialog")
+        expect(dialog).to_be_visible()
+        expect(dialog.locator(".viewer-where")).to_have_text("1 of 2")
+        caption = dialog.locator(".viewer-caption").inner_text()
+        assert caption and caption == visitor.locator(".card .caption").first.inner_text()
+        visitor.keyboard.press("ArrowRight")
+        expect(dialog.locator(".viewer-where")).to_have_text("2 of 2")
+        expect(dialog.locator(".viewer-next")).to_be_disabled()
+        expect(dialog.locator(".viewer-photo")).to_have_js_property("complete", True)
+        assert dialog.locator(".viewer-photo").evaluate("img => img.naturalWidth") > 0
+        shot(visitor, shots, "viewer")
+        visitor.keyboard.press("Escape")
+        expect(dialog).to_be_hidden()
+
+        page.get_by_role("button", name="Stop sharing").click()
+        assert visitor.goto(link).status == 404
+    finally:
+        stranger.close()
+
+
+def test_the_image_page_goes_to_the_newer_and_older_photo_by_arrow_keys(page, platform):
+    page.goto("/")
+    ids = [page.locator(".card").nth(i).get_attribute("data-image") for i in range(3)]
+    page.goto(f"/images/{ids[1]}/")
+    page.keyboard.press("ArrowRight")
+    page.wait_for_url(f"**/images/{ids[2]}/")
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_url(f"**/images/{ids[1]}/")
+    page.get_by_role("link", name="‹ Newer").click()
+    page.wait_for_url(f"**/images/{ids[0]}/")

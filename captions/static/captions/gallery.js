@@ -55,7 +55,8 @@
   /* The card _card.html renders, for an image of the API. */
   function card(image) {
     var text = image.caption ? ic.sentence(image.caption.text) : "";
-    var thumb = ic.el("a", { class: "thumb", href: image.urls.page, tabindex: "-1", "aria-hidden": "true" }, [
+    var thumb = ic.el("a", { class: "thumb", href: image.urls.page, tabindex: "-1", "aria-hidden": "true",
+                             "data-full": image.urls.thumb + "?size=1600", "data-details": image.urls.page }, [
       ic.el("img", { src: image.urls.thumb, srcset: image.urls.thumb + " 1x, " + image.urls.thumb + "?size=640 2x",
                      alt: text || image.original_name, loading: "lazy", width: "320", height: "240" }),
     ]);
@@ -67,9 +68,17 @@
       ic.el("span", { text: image.visibility }),
       ic.el("span", { text: "· " + image.owner }),
     ]);
+    // One of the user's own, on a page with the selection bar: it can be selected too.
+    var select = null;
+    if (document.getElementById("bulk-form") && image.owner === gallery.dataset.me) {
+      select = ic.el("label", { class: "select-box" }, [
+        ic.el("input", { type: "checkbox", name: "ids", value: String(image.id), form: "bulk-form" }),
+        ic.el("span", { class: "visually-hidden", text: "Select " + (text || image.original_name) }),
+      ]);
+    }
     var node = ic.el("article", { class: "card", "data-image": String(image.id), "data-status": image.status,
                                   "data-review": image.needs_review ? "1" : null }, [
-      thumb, ic.el("div", { class: "body" }, [ic.el("p", { class: "caption" }, [link]), meta]),
+      thumb, select, ic.el("div", { class: "body" }, [ic.el("p", { class: "caption" }, [link]), meta]),
     ]);
     if (!ic.FINAL[image.status]) followCard(node);
     return node;
@@ -114,7 +123,8 @@
   }
 
   var page = new URLSearchParams(window.location.search).get("page");
-  if (!page || page === "1") {  // new images land on the first page
+  var newestFirst = (gallery.dataset.sort || "-added") === "-added";
+  if ((!page || page === "1") && newestFirst) {  // new images land on the first page of this order
     var busy = false;
     var refresh = function () {
       if (busy || document.visibilityState !== "visible") return;

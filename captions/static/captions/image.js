@@ -158,3 +158,16 @@
   // Keep the heatmap aligned when the photo is resized (window, phone rotation).
   if (window.ResizeObserver) new ResizeObserver(function () { if (attention) draw(shown); }).observe(photo);
 })();
+
+/* Left and Right arrows go to the newer and older photo (the gallery's order), unless a field, the
+   caption's words or a button have the keys. */
+(function () {
+  "use strict";
+  document.addEventListener("keydown", function (event) {
+    if (event.defaultPrevented || event.altKey || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    var target = event.target;
+    if (target.closest && target.closest("input, textarea, select, button, [role=toolbar], [contenteditable]")) return;
+    var link = document.getElementById(event.key === "ArrowLeft" ? "newer-photo" : event.key === "ArrowRight" ? "older-photo" : "");
+    if (link) { event.preventDefault(); window.location.href = link.href; }
+  });
+})();

@@ -5,8 +5,9 @@
    destination. Built on <dialog> (showModal: focus stays inside, the page behind is inert). */
 (function () {
   "use strict";
-  var links = Array.prototype.slice.call(document.querySelectorAll("a[data-full]"));
-  if (!links.length || typeof HTMLDialogElement === "undefined") return;
+  if (!document.querySelector("a[data-full]") || typeof HTMLDialogElement === "undefined") return;
+  // Read at each opening: the gallery adds cards by itself.
+  var links = [];
 
   function el(tag, attrs, text) {
     var node = document.createElement(tag);
@@ -59,12 +60,12 @@
     next.disabled ? close.focus() : next.focus();
   }
 
-  links.forEach(function (link, i) {
-    link.addEventListener("click", function (event) {
-      if (event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return; // a new tab
-      event.preventDefault();
-      open(i, link);
-    });
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest && event.target.closest("a[data-full]");
+    if (!link || event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return; // a new tab
+    event.preventDefault();
+    links = Array.prototype.slice.call(document.querySelectorAll("a[data-full]"));
+    open(links.indexOf(link), link);
   });
   prev.addEventListener("click", function () { show(index - 1); });
   next.addEventListener("click", function () { show(index + 1); });
