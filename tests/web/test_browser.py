@@ -623,6 +623,7 @@ def test_select_photos_into_a_new_album_share_it_and_browse_it_full_screen(chrom
         dialog = visitor.locator("dialog.viewer-dialog")
         expect(dialog).to_be_visible()
         expect(dialog.locator(".viewer-where")).to_have_text("1 of 2")
+        expect(dialog.get_by_role("link", name="Details")).to_be_hidden()  # no image page for strangers
         caption = dialog.locator(".viewer-caption").inner_text()
         assert caption and caption == visitor.locator(".card .caption").first.inner_text()
         visitor.keyboard.press("ArrowRight")

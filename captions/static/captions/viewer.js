@@ -47,7 +47,7 @@
     caption.textContent = cardCaption(link);
     where.textContent = (index + 1) + " of " + links.length;
     var page = link.getAttribute("data-details");
-    details.hidden = !page;
+    details.style.display = page ? "" : "none"; // .btn's display would beat the hidden attribute
     if (page) details.href = page;
     prev.disabled = index === 0;
     next.disabled = index === links.length - 1;
