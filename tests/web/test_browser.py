@@ -357,6 +357,19 @@ def test_a_zip_batch_shows_its_progress_failures_and_exports(page, platform, sho
     assert rows[0].startswith("image_url,") and len(rows) >= 3  # a header, and captions of both images
     shot(page, shots, "batch")
 
+    # Named, then deleted with its photos kept.
+    page.locator("summary", has_text="Rename or delete").click()
+    page.fill("#batch-name", "Holiday zip")
+    page.get_by_role("button", name="Rename").click()
+    expect(page.locator("h1")).to_contain_text("Holiday zip")
+    page.locator("summary", has_text="Rename or delete").click()
+    page.get_by_role("link", name="Delete this batch…").click()
+    page.get_by_role("button", name="Delete the batch, keep its photos").click()
+    page.wait_for_url(re.compile(r"/batches/$"))
+    expect(page.locator(".messages")).to_contain_text(
+        "Holiday zip deleted; its photos are still in your library"
+    )
+
 
 def test_token_and_api_guide_pages(page, platform, shots):
     page.goto("/account/token/")

@@ -154,7 +154,16 @@ def test_openapi_schema_and_offline_docs(client):
     assert "post" in paths["/api/v1/images/"] and "patch" in paths["/api/v1/images/{id}/"]
     assert list(paths["/api/v1/images/{id}/caption/"]) == ["delete"]
     listed = {p["name"] for p in paths["/api/v1/images/"]["get"]["parameters"]}
-    assert "needs_review" in listed
+    assert {"needs_review", "album", "sort"} <= listed
+    # The photo library's endpoints, with their methods.
+    assert set(paths["/api/v1/albums/"]) == {"get", "post"}
+    assert set(paths["/api/v1/albums/{id}/"]) == {"get", "patch", "delete"}
+    assert set(paths["/api/v1/albums/{id}/images/"]) == {"post"}
+    assert set(paths["/api/v1/albums/{id}/share/"]) == {"post", "delete"}
+    assert "get" in paths["/api/v1/shared/{token}/images/"]
+    assert set(paths["/api/v1/images/bulk/"]) == {"post"}
+    assert "application/zip" in paths["/api/v1/images/download.zip"]["get"]["responses"]["200"]["content"]
+    assert {"get", "patch", "delete"} <= set(paths["/api/v1/batches/{id}/"])
 
     batch = paths["/api/v1/batches/"]["post"]
     assert {"name": "Idempotency-Key", "in": "header"}.items() <= batch["parameters"][0].items()
