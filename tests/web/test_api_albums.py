@@ -240,3 +240,17 @@ def test_pages_of_someone_elses_album_are_404(client, other_user, user, media_ro
     assert client.post(f"/albums/{album.pk}/share/", {"action": "share"}).status_code == 404
     album.refresh_from_db()
     assert album.share_token is None
+
+
+def test_an_image_in_several_albums_is_listed_once_in_each(api, user, photo):
+    from captions import selectors
+    from captions.services import albums
+
+    image = upload(api, photo())
+    other = upload(api, photo())
+    one, two = albums.create_album(owner=user, name="One"), albums.create_album(owner=user, name="Two")
+    albums.change_images(album=one, add=[image["id"], other["id"]])
+    albums.change_images(album=two, add=[image["id"]])
+    assert [i.pk for i in selectors.album_images(two)] == [image["id"]]
+    assert sorted(i.pk for i in selectors.album_images(one)) == sorted([image["id"], other["id"]])
+    assert api.get(f"/api/v1/albums/{one.pk}/").json()["images"] == 2
