@@ -219,6 +219,39 @@ def _pooled_source(cache, src: dict, limit: int | None, progress: bool) -> tuple
     return [images[i] for i in keep], captions, features[keep].astype(np.float32).mean(axis=1)
 
 
+def _word_vectors(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ml.captioner import load_captioner
+    from ml.features import FeatureCache
+    from ml.model_card import refresh_model_card
+    from ml.paths import default_model_dir
+    from ml.word_vectors import fit_word_vectors
+
+    directory = Path(args.model) if args.model else default_model_dir()
+    captioner = load_captioner(directory)
+    sources = captioner.config.get("data", {}).get("sources") or []
+    cache = FeatureCache(captioner.encoder)
+    pooled, texts, used = [], [], []
+    for src in sources:
+        if not Path(src["root"]).expanduser().exists():
+            # The broad data is fetched by hand (make data-cc): the prototypes come from what is here.
+            print(f"skipping {src['dataset']} at {src['root']}: not found", file=sys.stderr)
+            continue
+        images, captions, features = _pooled_source(cache, src, args.limit, not args.quiet)
+        pooled.append(features)
+        texts += [captions[image] for image in images]
+        used.append(f"{src['dataset']}:{src['split']} ({len(images)} images)")
+    if not pooled:
+        raise ValueError(f"none of the training data of {directory} is on this machine")
+    vectors = fit_word_vectors(np.concatenate(pooled), texts, dims=args.dims, min_photos=args.min_photos)
+    vectors.info["sources"] = used
+    vectors.save(directory)
+    refresh_model_card(directory)
+    print(json.dumps(vectors.info))
+    return 0
+
+
 def _route(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -437,6 +470,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dev-limit", type=int, help="score on the first N dev images only")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_align)
+
+    p = sub.add_parser(
+        "word-vectors", help="place the training captions' words in the photo space (keyword search)"
+    )
+    p.add_argument("--model", help="model directory (default: the shipped default model)")
+    p.add_argument("--limit", type=int, help="the first N training images of each source only")
+    p.add_argument("--dims", type=int, default=256, help="PCA directions kept")
+    p.add_argument("--min-photos", type=int, default=2, help="a word needs this many photos")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_word_vectors)
 
     p = sub.add_parser("features", help="pre-compute and cache encoder features for dataset splits")
     p.add_argument("--dataset", choices=DATASET_FORMATS, default="flickr8k")

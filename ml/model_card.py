@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ml.image_text import ImageTextProjection
+from ml.word_vectors import WordVectors
 
 NOTES_MARK = "<!-- notes: everything below comes from the --notes file of `ml ship` -->"
 _OLD_NOTES_MARK = "<!-- notes: everything below comes from the --notes file of `ml export` -->"
@@ -83,12 +84,25 @@ def _image_text(info: dict[str, Any] | None) -> str:
     )
 
 
+def _word_vectors(info: dict[str, Any] | None) -> str:
+    if not info:
+        return ""
+    sources = ", ".join(info.get("sources", [])) or f"{info.get('photos')} training images"
+    return (
+        f"\n\n`word_vectors.npz`: {info.get('words')} words of the training captions placed in the photo "
+        f"feature space (each the mean of the standardised pooled features of the photos whose captions use "
+        f"it, {info.get('dims')} PCA directions; from {sources}): the keyword list of search "
+        "(`python -m ml word-vectors`, models/NOTES.md)."
+    )
+
+
 def render_model_card(
     config: dict[str, Any],
     metrics: dict[str, Any],
     notes: str = "",
     confidence: dict[str, Any] | None = None,
     image_text: dict[str, Any] | None = None,
+    word_vectors: dict[str, Any] | None = None,
 ) -> str:
     """Markdown: encoder and weights, data and licence, decoding, dev metrics, training set-up."""
     enc, train = config["encoder"], config.get("training", {})
@@ -132,7 +146,7 @@ Show, Attend and Tell captioner (additive attention + {rnn}) trained with imgcap
 {_confidence(confidence)}
 
 ## Search by meaning
-{_image_text(image_text)}
+{_image_text(image_text)}{_word_vectors(word_vectors)}
 
 ## Training
 - {took}.
@@ -157,7 +171,10 @@ def refresh_model_card(directory: str | Path, notes: str | None = None) -> Path:
     confidence = json.loads(confidence_file.read_text()) if confidence_file.is_file() else None
     projection = ImageTextProjection.load(directory)
     info = projection.info if projection is not None else None
-    card.write_text(render_model_card(config, metrics, notes, confidence, info))
+    words = WordVectors.load(directory)
+    card.write_text(
+        render_model_card(config, metrics, notes, confidence, info, words.info if words is not None else None)
+    )
     return card
 
 

@@ -188,3 +188,19 @@ def test_average_writes_a_model_with_the_mean_weights(tiny_run, tmp_path):
     np.savez(other, embedding=np.zeros(3))
     with pytest.raises(ModelError, match="do not match"):
         average_weights([best, other])
+
+
+def test_word_vectors_places_the_training_words_in_the_photo_space(tiny_run, tmp_path):
+    import shutil
+
+    from ml.word_vectors import WordVectors
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_run, model)  # the session's tiny model stays without them
+    proc = run_ml("word-vectors", "--model", str(model), "--dims", "4", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert info["photos"] == 8 and info["words"] > 5 and info["sources"] == ["flickr8k:train (8 images)"]
+    vectors = WordVectors.load(model)
+    assert vectors.query_vector("dog").shape == (1280,)
+    assert "word_vectors.npz" in (model / "README.md").read_text()

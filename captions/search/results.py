@@ -30,7 +30,7 @@ RRF_K = 60
 # Flickr8k dev, recall@10 of held-out human captions): the photo's own vector finds most (57.8 against
 # 48.9 with meaning first), the shown caption's meaning adds a little; a caption's own words weigh most,
 # so that its top 20 matches rank above any photo found only by its picture.
-WEIGHTS = {"words": 4.0, "other_words": 1.0, "meaning": 0.5, "picture": 3.0, "tag": 1.0}
+WEIGHTS = {"words": 4.0, "other_words": 1.0, "meaning": 0.5, "picture": 3.0, "photo_words": 3.0, "tag": 1.0}
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ class SearchResults:
         def add(image_id: int, rank: int, way: str) -> _Ranked:
             entry = fused.setdefault(image_id, _Ranked(image_id))
             entry.score += WEIGHTS[way] / (RRF_K + rank)
-            label = "words" if way == "other_words" else way
+            label = {"other_words": "words", "photo_words": "picture"}.get(way, way)
             if label not in entry.matched_by:
                 entry.matched_by.append(label)
             return entry
@@ -185,6 +185,9 @@ class SearchResults:
                 add(near.image_id, rank, "meaning")
             for rank, near in enumerate(by_picture, start=1):
                 add(near.image_id, rank, "picture")
+            # The words as typed, as for meaning: a word no caption uses may be one the training photos know.
+            for rank, near in enumerate(semantic.by_photo_words(self.typed, self.user_id, n), start=1):
+                add(near.image_id, rank, "photo_words")
             for rank, near in enumerate(semantic.by_tag(self.query, self.user_id, n), start=1):
                 add(near.image_id, rank, "tag").tags.append(near.label)
         return sorted(fused.values(), key=lambda r: (-r.score, -r.image_id))

@@ -5,7 +5,9 @@ Three lists, each of images the user may see, best first (`nearest` gives the fi
   ("puppy" finds "a brown dog runs on the grass");
 * by picture: the photo itself, projected into the same space (Image.visual_embedding), is close
   to the query: it reaches photos whose caption missed what the query names;
-* `by_tag`: a concept tag of the image (ImageTag) is one of the query's words ("banana").
+* `by_tag`: a concept tag of the image (ImageTag) is one of the query's words ("banana");
+* `by_photo_words`: the photo's pooled features are near where the training photos described with the
+  query's words lie (ml/word_vectors.py): the keywords' list.
 
 The vector lists walk the HNSW indexes with pgvector's iterative scan, so that filtering by
 visibility still yields `limit` rows; a similarity floor keeps unrelated images out (every image is
@@ -15,12 +17,15 @@ somewhat similar to any query).
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
 from django.db import connection
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,59 @@ def nearest(vector: tuple[float, ...], user_id: int | None, limit: int) -> tuple
             floor = max(floors[column], settings.IMGCAP_SEARCH_RELATIVE_FLOOR * found[0].similarity)
             lists[column] = [n for n in found if n.similarity >= floor]
     return lists["caption_embedding"], lists["visual_embedding"]
+
+
+@functools.lru_cache(maxsize=1)
+def _word_vectors():
+    """The serving model's words in the photo space (ml/word_vectors.py), or None without the file."""
+    from ml.paths import default_model_dir  # numpy only: no TensorFlow in the web process
+    from ml.word_vectors import WordVectors
+
+    directory = settings.IMGCAP_MODEL_DIR or default_model_dir()
+    try:
+        return WordVectors.load(directory)
+    except (OSError, ValueError, KeyError) as exc:
+        logger.error("imgcap search: unusable word vectors in %s (%s)", directory, exc)
+        return None
+
+
+def forget_word_vectors() -> None:
+    """Read the model directory's word vectors again on the next query (tests, a model change)."""
+    _word_vectors.cache_clear()
+    photo_words_vector.cache_clear()
+
+
+@functools.lru_cache(maxsize=512)
+def photo_words_vector(query: str) -> tuple[float, ...] | None:
+    """Where photos described with the query's words lie in the encoder's feature space; None when the
+    model has no word vectors or knows none of the words."""
+    vectors = _word_vectors()
+    found = vectors.query_vector(query) if vectors is not None else None
+    return None if found is None else tuple(float(x) for x in found)
+
+
+def by_photo_words(query: str, user_id: int | None, limit: int) -> list[Near]:
+    """The visible photos whose pooled features are nearest to where photos described with the query's
+    words lie ("goalie" reaches a goalkeeper whose caption says "a man in a net"), best first."""
+    vector = photo_words_vector(query)
+    if vector is None:
+        return []
+    visible, params = visible_sql(user_id)
+    literal = vector_literal(vector)
+    sql = f"""
+        SELECT i.id, 1 - (i.features <=> %s::halfvec) FROM captions_image i
+        WHERE i.features IS NOT NULL AND {visible}
+        ORDER BY i.features <=> %s::halfvec
+        LIMIT %s
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [literal, *params, literal, limit])
+        rows = cursor.fetchall()
+    found = sorted((Near(int(i), float(sim)) for i, sim in rows), key=lambda n: (-n.similarity, -n.image_id))
+    if not found or found[0].similarity <= 0:
+        return []
+    floor = settings.IMGCAP_SEARCH_RELATIVE_FLOOR * found[0].similarity
+    return [n for n in found if n.similarity >= floor]
 
 
 def by_tag(query: str, user_id: int | None, limit: int) -> list[Near]:

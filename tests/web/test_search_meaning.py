@@ -170,3 +170,30 @@ def test_without_the_sentence_model_search_still_finds_words(user, library, sett
         assert found(user, "puppy") == []  # nothing by meaning, and no error
     finally:
         semantic.embed_query.cache_clear()
+
+
+def test_a_keyword_reaches_photos_like_those_the_training_captions_use_it_for(
+    user, make_image, model_version, save_captions, settings, tmp_path
+):
+    from captions.search import semantic
+    from ml.word_vectors import fit_word_vectors
+
+    # A model directory whose word vectors place "goalie" near one kind of photo.
+    rng = np.random.default_rng(3)
+    base = np.abs(rng.normal(size=1280)) + 1.0
+    goal, street = rng.normal(size=1280), rng.normal(size=1280)
+    training = np.stack([base + c + 0.2 * rng.normal(size=1280) for c in [goal] * 10 + [street] * 10])
+    captions = [["a goalie dives for the ball"]] * 10 + [["a bus on a busy street"]] * 10
+    fit_word_vectors(training, captions, dims=8).save(tmp_path)
+    settings.IMGCAP_MODEL_DIR = str(tmp_path)
+    semantic.forget_word_vectors()
+    try:
+        keeper, bus = make_image(user), make_image(user)
+        # The keeper's own caption misses the word; its features are those of the goalie photos.
+        save_captions(keeper, model_version, ["a man in green jumps"], features=base + goal)
+        save_captions(bus, model_version, ["a man in green walks"], features=base + street)
+        hits = found(user, "goalie")
+        assert hits[0].image.pk == keeper.pk and hits[0].matched_by == ("picture",)
+        assert keeper.pk not in {hit.image.pk for hit in found(user, "zebra")}  # a word it never learnt
+    finally:
+        semantic.forget_word_vectors()

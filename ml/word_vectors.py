@@ -1,0 +1,115 @@
+"""Words in the photo space: for each word of the training captions, where the photos described with it
+lie in the encoder's pooled feature space, so that a short query ("goalie", "bmx") reaches photos
+whose own caption does not use the word.
+
+A word's prototype is the mean of the standardised pooled features (centred on the training mean,
+divided by their spread, reduced by PCA to `dims` directions) of the training photos whose captions
+use it. A query is the IDF-weighted sum of its words' prototypes, mapped back to the feature space
+(`basis`), so it can be compared by cosine with each photo's stored pooled features as they are
+(the platform's pgvector index on them): scoring standardised features against the prototype equals
+an inner product with the raw features up to a constant. Measured in models/NOTES.md.
+Stored as `word_vectors.npz` in the model directory (`python -m ml word-vectors`); numpy only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+WORD_VECTORS_FILE = "word_vectors.npz"
+STOP_WORDS = frozenset(
+    "a an and are as at be but by for from has he her his in into is it its of on or she that the their "  # noqa: SIM905
+    "them there they this to was were will with while two one three four some other another".split()
+)
+
+
+def words_of(text: str) -> list[str]:
+    """The lower-case words of `text`, stop words left out, each once, in order."""
+    return [w for w in dict.fromkeys(re.findall(r"[a-z]+", text.lower())) if w not in STOP_WORDS]
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+@dataclass
+class WordVectors:
+    words: list[str]
+    vectors: np.ndarray  # [V, D] unit prototypes in the reduced standardised space
+    idf: np.ndarray  # [V] log(photos / photos using the word)
+    basis: np.ndarray  # [C, D] reduced space -> feature-space query weights (PCA directions / spread)
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._index = {w: i for i, w in enumerate(self.words)}
+
+    def query_vector(self, text: str) -> np.ndarray | None:
+        """A unit vector [C] to compare by cosine with photos' pooled features; None when no word of
+        `text` is known."""
+        rows = [self._index[w] for w in words_of(text) if w in self._index]
+        if not rows:
+            return None
+        reduced = (self.vectors[rows].astype(np.float32) * self.idf[rows, None]).sum(axis=0)  # [D]
+        return _unit(self.basis @ reduced)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        path = Path(directory) / WORD_VECTORS_FILE
+        with open(path, "wb") as fp:
+            np.savez(
+                fp,
+                words=np.array(self.words),
+                vectors=self.vectors.astype(np.float16),  # 4 MB for ~8,000 words, within their noise
+                idf=self.idf.astype(np.float32),
+                basis=self.basis.astype(np.float32),
+                info=np.array(json.dumps(self.info)),
+            )
+        return path
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> WordVectors | None:
+        """The model directory's word vectors, or None if it has none. ValueError/KeyError: unusable."""
+        path = Path(directory) / WORD_VECTORS_FILE
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as data:
+            return cls(
+                words=[str(w) for w in data["words"]],
+                vectors=data["vectors"],
+                idf=data["idf"],
+                basis=data["basis"],
+                info=json.loads(str(data["info"])),
+            )
+
+
+def fit_word_vectors(
+    pooled: np.ndarray, captions: Sequence[Sequence[str]], *, dims: int = 256, min_photos: int = 2
+) -> WordVectors:
+    """Word prototypes from training photos: `pooled` [N, C] features and each photo's captions.
+    Words used for fewer than `min_photos` photos are left out (one photo is no prototype)."""
+    x = np.asarray(pooled, np.float32)
+    if len(x) != len(captions):
+        raise ValueError(f"{len(x)} photos but {len(captions)} caption lists")
+    mean, spread = x.mean(axis=0), x.std(axis=0) + 1e-6
+    z = (x - mean) / spread  # [N, C]
+    dims = min(dims, z.shape[0], z.shape[1])
+    _, _, vt = np.linalg.svd(z, full_matrices=False)
+    directions = vt[:dims].T  # [C, D]
+    reduced = _unit(z @ directions)  # [N, D]
+    photos_of: dict[str, list[int]] = {}
+    for i, texts in enumerate(captions):
+        for word in {w for text in texts for w in words_of(text)}:
+            photos_of.setdefault(word, []).append(i)
+    kept = sorted(w for w, ix in photos_of.items() if len(ix) >= min_photos)
+    if not kept:
+        raise ValueError("no word is used for enough photos to have a prototype")
+    vectors = np.stack([_unit(reduced[photos_of[w]].mean(axis=0)) for w in kept])
+    idf = np.array([math.log(len(x) / len(photos_of[w])) for w in kept], np.float32)
+    info = {"photos": len(x), "words": len(kept), "dims": dims, "min_photos": min_photos}
+    return WordVectors(words=kept, vectors=vectors, idf=idf, basis=directions / spread[:, None], info=info)

@@ -1,0 +1,53 @@
+"""ml/word_vectors.py: words of training captions placed in the photo feature space."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ml.word_vectors import WordVectors, fit_word_vectors, words_of
+
+
+def clusters(seed: int = 0) -> tuple[np.ndarray, list[list[str]], np.ndarray, np.ndarray]:
+    """Photos of cats near one direction, of dogs near another, in a 64-d feature space."""
+    rng = np.random.default_rng(seed)
+    cat, dog = rng.normal(size=64), rng.normal(size=64)
+    base = np.abs(rng.normal(size=64)) + 2.0  # pooled features are positive and far from zero
+    photos = [base + c + 0.3 * rng.normal(size=64) for c in [cat] * 20 + [dog] * 20]
+    captions = [["a cat sleeps on the sofa"]] * 20 + [["a dog runs in the park"]] * 20
+    return np.stack(photos), captions, base + cat, base + dog
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def test_a_word_points_at_the_photos_described_with_it_in_their_own_feature_space(tmp_path):
+    pooled, captions, a_cat, a_dog = clusters()
+    vectors = fit_word_vectors(pooled, captions, dims=16)
+    cat = vectors.query_vector("cat")
+    # Compared with the features as stored (not standardised), as the platform's index does.
+    assert cosine(cat, a_cat) > cosine(cat, a_dog)
+    dog = vectors.query_vector("Dogs? no: the DOG")  # case and punctuation do not matter
+    assert cosine(dog, a_dog) > cosine(dog, a_cat)
+    assert vectors.query_vector("the a of") is None  # stop words only
+    assert vectors.query_vector("zebra") is None  # a word no training caption used
+    assert vectors.info == {"photos": 40, "words": 6, "dims": 16, "min_photos": 2}
+
+    vectors.save(tmp_path)
+    again = WordVectors.load(tmp_path)
+    assert again.words == vectors.words
+    np.testing.assert_allclose(again.query_vector("cat sofa"), vectors.query_vector("cat sofa"), atol=1e-3)
+    assert WordVectors.load(tmp_path / "nothing") is None
+
+
+def test_rare_words_weigh_more_and_bad_input_is_refused():
+    pooled, captions, _, _ = clusters()
+    vectors = fit_word_vectors(pooled, captions, dims=8)
+    idf = dict(zip(vectors.words, vectors.idf, strict=True))
+    assert idf["cat"] == pytest.approx(np.log(2))
+    assert words_of("A dog, a DOG and the park") == ["dog", "park"]
+    with pytest.raises(ValueError, match="caption lists"):
+        fit_word_vectors(pooled, captions[:3])
+    with pytest.raises(ValueError, match="no word"):
+        fit_word_vectors(pooled[:2], [["one"], ["two"]])
