@@ -71,6 +71,8 @@ model: install data-cc ## train and ship models/default from the data (hours)
 		--beam-size 5 --length-penalty 1.0 --block-repeats --tag-boost 1.5
 	$(PY) -m ml calibrate --model models/default --set flickr8k:flickr8k:../shared/data/flickr8k:dev \
 		cc:img2dataset:$(CC_DATA)/data:dev --out-of-domain 100
+	$(PY) -m ml align --model models/default
+	$(PY) -m ml word-vectors --model models/default
 
 lint: install ## ruff check and format --check
 	$(VENV)/bin/ruff check .
