@@ -33,13 +33,10 @@ import numpy as np
 
 from bench import platform_env as pe
 from bench.timing import write_results
+from ml.word_vectors import STOP_WORDS  # the same stop words as the keyword search's word vectors
 
 GOAL_R10 = 45.0
 WAYS = {"hybrid": {}, "words": {"IMGCAP_SEMANTIC_SEARCH": "false"}}
-STOP_WORDS = frozenset(
-    "a an and are as at be but by for from has he her his in into is it its of on or she that the their "  # noqa: SIM905
-    "them there they this to was were will with while two one three four some other another".split()
-)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -122,19 +122,15 @@ def image_albums(request: HttpRequest, pk: int) -> HttpResponse:
             if new_name:
                 album, _ = albums.get_or_create_album(owner=request.user, name=new_name)
             else:
-                album = selectors.find_own_album(request.user, _album_id(request.POST.get("album")))
+                chosen = request.POST.get("album", "")
+                if not chosen:
+                    raise RejectedInput("unknown_album", "choose an album, or give a name for a new one")
+                album = selectors.find_own_album(request.user, chosen)
             albums.change_images(album=album, add=[image.pk])
             messages.success(request, f"Added to “{album.name}”.")
     except RejectedInput as exc:
         messages.error(request, exc.message)
     return redirect("captions:image", pk=pk)
-
-
-def _album_id(raw: str | None) -> int:
-    try:
-        return int(raw or "")
-    except ValueError:
-        raise RejectedInput("unknown_album", "choose an album, or give a name for a new one") from None
 
 
 def shared_album(request: HttpRequest, token: str) -> HttpResponse:

@@ -129,30 +129,25 @@ def list_images(
     if ids is not None:
         images = images.filter(pk__in=ids)
     if sha256 is not None:
-        own = user is not None and user.is_authenticated
-        images = images.filter(owner=user, sha256__in=sha256) if own else images.none()
+        images = images.filter(owner=user, sha256__in=sha256) if _signed_in(user) else images.none()
     if status:
         images = images.filter(status=status)
     if visibility:
         images = images.filter(visibility=visibility)
     if batch is not None:
         # Batches are never public: another user's batch id lists nothing, not their public images in it.
-        own = user is not None and user.is_authenticated
-        images = (
-            images.filter(batch_items__batch_id=batch, batch_items__batch__owner=user)
-            if own
-            else images.none()
-        )
+        if _signed_in(user):
+            images = images.filter(batch_items__batch_id=batch, batch_items__batch__owner=user)
+        else:
+            images = images.none()
     if album is not None:
         # As batches: someone else's album id lists nothing (their albums are reached by share links).
-        own = user is not None and user.is_authenticated
-        images = (
-            images.filter(album_items__album_id=album, album_items__album__owner=user)
-            if own
-            else images.none()
-        )
+        if _signed_in(user):
+            images = images.filter(album_items__album_id=album, album_items__album__owner=user)
+        else:
+            images = images.none()
     if mine:
-        images = images.filter(owner=user) if user is not None and user.is_authenticated else images.none()
+        images = images.filter(owner=user) if _signed_in(user) else images.none()
     tag = (tag or "").strip().lower()  # labels are stored lower case (ml/encoders/imagenet_labels.txt)
     if tag:
         images = images.filter(pk__in=ImageTag.objects.filter(label=tag).values("image_id"))
@@ -380,7 +375,7 @@ def get_album(user, album_id: int | str) -> Album:
         raise Http404("no such album") from None
 
 
-def find_own_album(user, album_id: int) -> Album:
+def find_own_album(user, album_id: int | str) -> Album:
     """The user's album for new uploads, or RejectedInput (400): naming an album is part of the input."""
     try:
         return get_album(user, album_id)

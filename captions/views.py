@@ -103,8 +103,8 @@ def image_bulk(request: HttpRequest) -> HttpResponse:
             new_name = request.POST.get("new_album", "").strip()
             if new_name and action == "add_to_album":
                 album, _ = get_or_create_album(owner=request.user, name=new_name)
-            elif request.POST.get("album", "").isdigit():
-                album = selectors.find_own_album(request.user, int(request.POST["album"]))
+            elif request.POST.get("album"):
+                album = selectors.find_own_album(request.user, request.POST["album"])
         result = apply_to_images(owner=request.user, image_ids=ids, action=action, album=album)
         messages.success(request, result.summary(album.name if album is not None else None) + ".")
     except RejectedInput as exc:
@@ -121,7 +121,7 @@ def upload(request: HttpRequest) -> HttpResponse:
     page = {"form": form, "albums": list(selectors.list_albums(request.user)), "chosen_album": chosen}
     if request.method == "POST" and form.is_valid():
         try:
-            album = selectors.find_own_album(request.user, _number(chosen)) if chosen else None
+            album = selectors.find_own_album(request.user, chosen) if chosen else None
             result = create_batch(
                 owner=request.user,
                 album=album,
@@ -139,13 +139,6 @@ def upload(request: HttpRequest) -> HttpResponse:
             messages.warning(request, f"Not accepted: {item['message']}")
         return redirect("captions:batch", pk=result.batch.pk)
     return render(request, "captions/upload.html", page, status=400 if form.errors else 200)
-
-
-def _number(raw: str) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        raise RejectedInput("unknown_album", f"no album {raw[:50]!r}") from None
 
 
 def image_page(request: HttpRequest, pk: int) -> HttpResponse:
