@@ -60,7 +60,8 @@ data-cc: ## extract the broad training data (Conceptual Captions) to ~/.cache/im
 
 # Train the default model from scratch on Flickr8k train + the broad data (`make data-cc`): cross-
 # entropy, then self-critical fine-tuning on CIDEr-D; then ship it to models/default: style router,
-# decoding defaults chosen on dev, confidence fitted on the held-out sets (see models/NOTES.md).
+# decoding defaults chosen on dev, the beam's candidates reranked by the nearest training photos'
+# captions, confidence fitted on the held-out sets (see models/NOTES.md).
 # Resumable: run it again after an interruption.
 model: install data-cc ## train and ship models/default from the data (hours)
 	$(PY) -m ml train --config configs/broad.toml --out runs/broad $$(test -f runs/broad/checkpoints/state.json && echo --resume)
@@ -69,6 +70,7 @@ model: install data-cc ## train and ship models/default from the data (hours)
 	$(PY) -m ml route --model runs/broad_cider
 	$(PY) -m ml ship --run runs/broad_cider --out models/default --notes models/NOTES.md \
 		--beam-size 5 --length-penalty 1.0 --block-repeats --tag-boost 1.5
+	$(PY) -m ml neighbours --model models/default --beam-size 10 --neighbours 30
 	$(PY) -m ml calibrate --model models/default --set flickr8k:flickr8k:../shared/data/flickr8k:dev \
 		cc:img2dataset:$(CC_DATA)/data:dev --out-of-domain 100
 	$(PY) -m ml align --model models/default

@@ -127,6 +127,11 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
+def write_config(directory: str | os.PathLike, config: dict[str, Any]) -> None:
+    """Replace the model directory's config.json (e.g. its decoding defaults), atomically."""
+    _write_atomic(Path(directory) / CONFIG, (json.dumps(config, indent=2) + "\n").encode())
+
+
 def model_version(directory: str | os.PathLike) -> str:
     """'<name>-<first 10 hex of the weights' sha256>': changes whenever the weights change
     (a fine-tuned encoder top's included; models without one keep their version)."""

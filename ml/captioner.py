@@ -19,6 +19,7 @@ from ml.encoders import Encoder, EncoderError, get_encoder
 from ml.image_text import ImageTextProjection
 from ml.images import ImageInput
 from ml.paths import default_model_dir
+from ml.rerank import Neighbours
 from ml.style_router import StyleRouter
 from ml.vocab import Vocabulary, detokenize
 
@@ -30,6 +31,9 @@ class Candidate:
     log_prob: float  # total log-probability of the words and <end>
     words: list[str]
     attention: np.ndarray  # float32 [len(words), h, w], one softmax map per word
+    # Agreement with the captions of the most similar training photos, 0-1 (ml/rerank.py); None
+    # when the model does not rerank. The N-best list is then sorted by it.
+    consensus: float | None = None
 
 
 @dataclass
@@ -89,13 +93,18 @@ class Captioner:
         confidence: ConfidenceModel | None = None,
         router: StyleRouter | None = None,
         image_text: ImageTextProjection | None = None,
+        neighbours: Neighbours | None = None,
+        style: str | None = None,
     ) -> None:
         self.encoder, self.decoder, self.config = encoder, decoder, config
         self.version = version
         self.confidence = confidence
         self.image_text = image_text  # photos into the sentence-embedding space (search by meaning)
         self.router = router  # picks each image's caption style; None: the decoder's one style
+        self.style = style  # the style decoded in without a router (None: the model's first)
+        self.neighbours = neighbours  # consensus reranking of the beam's candidates, if given
         decoding = config.get("decoding", {})
+        self.consensus_neighbours = int(decoding.get("consensus_neighbours", 30))
         self.beam_size = int(decoding.get("beam_size", 3))
         self.max_len = int(decoding.get("max_len", 30))
         self.length_penalty = float(decoding.get("length_penalty", 0.0))
@@ -167,14 +176,37 @@ class Captioner:
         lp = self.length_penalty if length_penalty is None else length_penalty
         if k < 1:
             raise ValueError("beam_size must be at least 1")
-        first = None
+        first, styles = None, [self.style] * len(features)
         if self.router is not None:
-            first = np.asarray([self.vocab.first_id(s) for s in self.router.route(features)])
+            styles = self.router.route(features)
+            first = np.asarray([self.vocab.first_id(s) for s in styles])
         if k == 1:
             hyps = [[h] for h in self.decoder.greedy(features, max_len, lp, concepts, first)]
-        else:
-            hyps = self.decoder.beam(features, k, max_len, lp, n_best, concepts, first)
-        return [[self._candidate(h) for h in per_image] for per_image in hyps]
+            return [[self._candidate(h) for h in per_image] for per_image in hyps]
+        rerank = self.neighbours is not None and self.consensus_neighbours > 0
+        # Reranking chooses among all k: the n_best asked for are cut from its order.
+        hyps = self.decoder.beam(features, k, max_len, lp, k if rerank else n_best, concepts, first)
+        out = [[self._candidate(h) for h in per_image] for per_image in hyps]
+        if rerank:
+            out = self._rerank(out, features, styles)
+            out = [cands[: n_best or k] for cands in out]
+        return out
+
+    def _rerank(
+        self, candidates: list[list[Candidate]], features: np.ndarray, styles: Sequence[str | None]
+    ) -> list[list[Candidate]]:
+        """Each image's candidates by their consensus with its nearest training photos (ml/rerank.py)."""
+        assert self.neighbours is not None
+        pooled = np.asarray(features, np.float32).mean(axis=1)
+        nearest = self.neighbours.nearest(pooled, styles, self.consensus_neighbours)
+        stoi, unk = self.vocab.stoi, self.vocab.unk_id
+        out = []
+        for cands, photos in zip(candidates, nearest, strict=True):
+            agree = self.neighbours.consensus(photos, [[stoi.get(w, unk) for w in c.words] for c in cands])
+            for c, a in zip(cands, agree, strict=True):
+                c.consensus = float(a)
+            out.append(sorted(cands, key=lambda c: -(c.consensus or 0.0)))  # stable: ties keep beam order
+        return out
 
     def confidences(
         self, candidates: list[list[Candidate]], concepts: np.ndarray | None, features: np.ndarray
@@ -237,4 +269,18 @@ def load_captioner(path: str | os.PathLike | None = None, style: str | None = No
         image_text = ImageTextProjection.load(directory)
     except (ValueError, KeyError, OSError) as exc:
         raise ModelError(f"{directory}: unusable image_text.npz ({exc})") from exc
-    return Captioner(encoder, inference, config, model_version(directory), confidence, router, image_text)
+    try:
+        neighbours = Neighbours.load(directory)
+    except (ValueError, KeyError, OSError) as exc:
+        raise ModelError(f"{directory}: unusable neighbours.npz ({exc})") from exc
+    return Captioner(
+        encoder,
+        inference,
+        config,
+        model_version(directory),
+        confidence,
+        router,
+        image_text,
+        neighbours,
+        style or decoding.get("style"),
+    )

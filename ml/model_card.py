@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ml.image_text import ImageTextProjection
+from ml.rerank import Neighbours
 from ml.word_vectors import WordVectors
 
 NOTES_MARK = "<!-- notes: everything below comes from the --notes file of `ml ship` -->"
@@ -96,6 +97,18 @@ def _word_vectors(info: dict[str, Any] | None) -> str:
     )
 
 
+def _reranking(info: dict[str, Any] | None) -> str:
+    if not info:
+        return ""
+    sources = ", ".join(info.get("sources", [])) or f"{info.get('photos')} training images"
+    return (
+        f"\n\nReranking (`neighbours.npz`, `python -m ml neighbours`): the beam's candidates are reordered "
+        f"by their CIDEr-D consensus with the captions of the image's nearest training photos of its style "
+        f"({info.get('photos')} photos, {info.get('captions')} captions, {info.get('dims')} PCA directions; "
+        f"from {sources}); see models/NOTES.md."
+    )
+
+
 def render_model_card(
     config: dict[str, Any],
     metrics: dict[str, Any],
@@ -103,6 +116,7 @@ def render_model_card(
     confidence: dict[str, Any] | None = None,
     image_text: dict[str, Any] | None = None,
     word_vectors: dict[str, Any] | None = None,
+    reranking: dict[str, Any] | None = None,
 ) -> str:
     """Markdown: encoder and weights, data and licence, decoding, dev metrics, training set-up."""
     enc, train = config["encoder"], config.get("training", {})
@@ -137,7 +151,7 @@ Show, Attend and Tell captioner (additive attention + {rnn}) trained with imgcap
 {_sources(data)}
 
 ## Decoding defaults
-{config.get("decoding", {})}
+{config.get("decoding", {})}{_reranking(reranking)}
 
 ## Metrics (coco-caption definitions, 0-100, on {scored}; best epoch {epoch})
 
@@ -171,9 +185,17 @@ def refresh_model_card(directory: str | Path, notes: str | None = None) -> Path:
     confidence = json.loads(confidence_file.read_text()) if confidence_file.is_file() else None
     projection = ImageTextProjection.load(directory)
     info = projection.info if projection is not None else None
-    words = WordVectors.load(directory)
+    words, neighbours = WordVectors.load(directory), Neighbours.load(directory)
     card.write_text(
-        render_model_card(config, metrics, notes, confidence, info, words.info if words is not None else None)
+        render_model_card(
+            config,
+            metrics,
+            notes,
+            confidence,
+            info,
+            words.info if words is not None else None,
+            neighbours.info if neighbours is not None else None,
+        )
     )
     return card
 

@@ -7,77 +7,26 @@ raise the log-probability of those better than the image's other samples (the ba
 Luo 2020, "A Better Variant of Self-Critical Sequence Training": the mean reward of the
 other K-1 samples, so no greedy decode is needed).
 
-The reward is CIDEr-D with the document frequencies of the whole training set, computed once
-(coco-caption's definition, its n-gram counting reused), on the vocabulary's token ids.
+The reward is CIDEr-D (ml/cider.py) with the document frequencies of the whole training set, on the
+vocabulary's token ids.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
 import tensorflow as tf
-from pycocoevalcap.cider.cider_scorer import precook
 
+from ml.cider import CiderD
 from ml.model import CaptionDecoder
 from ml.train_step import Trainables
 from ml.vocab import Vocabulary
 
 if TYPE_CHECKING:
     from ml.encoder_top import TunedTop
-
-NGRAMS = 4
-SIGMA = 6.0  # CIDEr-D's length penalty width
-
-
-def _counts(ids: Sequence[int]) -> dict[tuple[str, ...], int]:
-    return precook(" ".join(map(str, ids)), NGRAMS)
-
-
-class CiderD:
-    """CIDEr-D of candidate captions against fixed references, with document frequencies over
-    `references` (one list of token-id captions per image), on coco-caption's 0-10 scale."""
-
-    def __init__(self, references: Sequence[Sequence[Sequence[int]]]) -> None:
-        cooked = [[_counts(r) for r in refs] for refs in references]
-        self.df: dict[tuple[str, ...], float] = defaultdict(float)
-        for refs in cooked:
-            for ngram in {g for r in refs for g in r}:
-                self.df[ngram] += 1.0
-        self.log_images = float(np.log(len(references)))
-        self._refs = [[self._vector(r) for r in refs] for refs in cooked]
-
-    def _vector(self, counts: dict[tuple[str, ...], int]):
-        """tf-idf per n-gram order, the orders' norms, and the length as coco-caption counts it."""
-        vec: list[dict[tuple[str, ...], float]] = [{} for _ in range(NGRAMS)]
-        norm = [0.0] * NGRAMS
-        length = 0
-        for ngram, tf_ in counts.items():
-            n = len(ngram) - 1
-            w = tf_ * (self.log_images - np.log(max(1.0, self.df.get(ngram, 0.0))))
-            vec[n][ngram] = w
-            norm[n] += w * w
-            if n == 1:  # coco-caption's length is its bigram count; kept for identical scores
-                length += tf_
-        return vec, [float(np.sqrt(x)) for x in norm], length
-
-    def score(self, image: int, ids: Sequence[int]) -> float:
-        """CIDEr-D of caption `ids` (words only) for the `image`-th reference set."""
-        vec, norm, length = self._vector(_counts(ids))
-        total = 0.0
-        refs = self._refs[image]
-        for vec_ref, norm_ref, length_ref in refs:
-            penalty = np.exp(-((length - length_ref) ** 2) / (2 * SIGMA**2))
-            for n in range(NGRAMS):
-                ref_n = vec_ref[n]
-                val = sum(min(w, ref_n[g]) * ref_n[g] for g, w in vec[n].items() if g in ref_n)
-                if norm[n] and norm_ref[n]:
-                    val /= norm[n] * norm_ref[n]
-                total += val * penalty
-        return 10.0 * total / NGRAMS / len(refs)
 
 
 def _words(ids: np.ndarray, end_id: int) -> list[int]:

@@ -8,10 +8,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ml.artifact import CARD, CONFIG, METRICS, TOP_WEIGHTS, VOCAB, WEIGHTS, read_config
+from ml.artifact import CARD, METRICS, TOP_WEIGHTS, VOCAB, WEIGHTS, read_config, write_config
 from ml.captioner import load_captioner
 from ml.evaluate import evaluate_model
 from ml.model_card import render_model_card
+from ml.rerank import NEIGHBOURS_FILE
 from ml.style_router import ROUTER_FILE
 
 # The fixed subset whose scores tests re-compute: the first N images of the dev split.
@@ -58,7 +59,9 @@ def ship_model(
     # Fitted on the run's model (`ml route`): the style of every image it scores here.
     if (run / ROUTER_FILE).is_file():
         shutil.copyfile(run / ROUTER_FILE, out / ROUTER_FILE)
-    (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    # An older model's neighbours hold its vocabulary's token ids: `ml neighbours` makes new ones.
+    (out / NEIGHBOURS_FILE).unlink(missing_ok=True)
+    write_config(out, config)
     captioner = load_captioner(out)
     data = config["data"]
     dataset, split = data["dataset"], data.get("dev_split") or "dev"

@@ -7,8 +7,8 @@ import pytest
 from conftest import TINY, needs_flickr8k, read_log
 from pycocoevalcap.cider.cider import Cider
 
+from ml.cider import CiderD
 from ml.config import TrainConfig
-from ml.scst import CiderD
 from ml.train import train
 
 REFERENCES = [
