@@ -219,31 +219,39 @@ def _pooled_source(cache, src: dict, limit: int | None, progress: bool) -> tuple
     return [images[i] for i in keep], captions, features[keep].astype(np.float32).mean(axis=1)
 
 
+def _training_photos(captioner, limit: int | None, progress: bool) -> tuple[list[tuple], list[str]]:
+    """Per training source of the model found on this machine: (source, readable images, image ->
+    captions, pooled features [N, C]); and what was used, in words. ValueError: none is here."""
+    from ml.features import FeatureCache
+
+    cache = FeatureCache(captioner.encoder)
+    found, used = [], []
+    for src in captioner.config.get("data", {}).get("sources") or []:
+        if not Path(src["root"]).expanduser().exists():
+            # The broad data is fetched by hand (make data-cc): what is fitted comes from what is here.
+            print(f"skipping {src['dataset']} at {src['root']}: not found", file=sys.stderr)
+            continue
+        images, captions, features = _pooled_source(cache, src, limit, progress)
+        found.append((src, images, captions, features))
+        used.append(f"{src['dataset']}:{src['split']} ({len(images)} images)")
+    if not found:
+        raise ValueError("none of the model's training data is on this machine")
+    return found, used
+
+
 def _word_vectors(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ml.captioner import load_captioner
-    from ml.features import FeatureCache
     from ml.model_card import refresh_model_card
     from ml.paths import default_model_dir
     from ml.word_vectors import fit_word_vectors
 
     directory = Path(args.model) if args.model else default_model_dir()
     captioner = load_captioner(directory)
-    sources = captioner.config.get("data", {}).get("sources") or []
-    cache = FeatureCache(captioner.encoder)
-    pooled, texts, used = [], [], []
-    for src in sources:
-        if not Path(src["root"]).expanduser().exists():
-            # The broad data is fetched by hand (make data-cc): the prototypes come from what is here.
-            print(f"skipping {src['dataset']} at {src['root']}: not found", file=sys.stderr)
-            continue
-        images, captions, features = _pooled_source(cache, src, args.limit, not args.quiet)
-        pooled.append(features)
-        texts += [captions[image] for image in images]
-        used.append(f"{src['dataset']}:{src['split']} ({len(images)} images)")
-    if not pooled:
-        raise ValueError(f"none of the training data of {directory} is on this machine")
+    found, used = _training_photos(captioner, args.limit, not args.quiet)
+    pooled = [features for *_, features in found]
+    texts = [captions[image] for _, images, captions, _ in found for image in images]
     vectors = fit_word_vectors(np.concatenate(pooled), texts, dims=args.dims, min_photos=args.min_photos)
     vectors.info["sources"] = used
     vectors.save(directory)
@@ -257,27 +265,17 @@ def _neighbours(args: argparse.Namespace) -> int:
 
     from ml.artifact import read_config, write_config
     from ml.captioner import load_captioner
-    from ml.features import FeatureCache
     from ml.model_card import refresh_model_card
     from ml.paths import default_model_dir
     from ml.rerank import fit_neighbours
 
     directory = Path(args.model) if args.model else default_model_dir()
     captioner = load_captioner(directory)
-    sources = captioner.config.get("data", {}).get("sources") or []
-    cache = FeatureCache(captioner.encoder)
-    pooled, captions, styles, used = [], [], [], []
-    for src in sources:
-        if not Path(src["root"]).expanduser().exists():
-            print(f"skipping {src['dataset']} at {src['root']}: not found", file=sys.stderr)
-            continue
-        images, by_image, features = _pooled_source(cache, src, args.limit, not args.quiet)
-        pooled.append(features)
-        captions += [[captioner.vocab.encode(c)[1:-1] for c in by_image[image]] for image in images]
-        styles += [src.get("style") or captioner.style or ""] * len(images)
-        used.append(f"{src['dataset']}:{src['split']} ({len(images)} images)")
-    if not pooled:
-        raise ValueError(f"none of the training data of {directory} is on this machine")
+    found, used = _training_photos(captioner, args.limit, not args.quiet)
+    pooled = [features for *_, features in found]
+    encode = captioner.vocab.encode
+    captions = [[encode(c)[1:-1] for c in by_image[im]] for _, images, by_image, _ in found for im in images]
+    styles = [src.get("style") or captioner.style or "" for src, images, *_ in found for _ in images]
     neighbours = fit_neighbours(np.concatenate(pooled), captions, styles, dims=args.dims)
     neighbours.info["sources"] = used
     neighbours.save(directory)

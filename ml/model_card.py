@@ -85,10 +85,15 @@ def _image_text(info: dict[str, Any] | None) -> str:
     )
 
 
+def _fitted_on(info: dict[str, Any]) -> str:
+    """The training sources a model-directory file was fitted on, in words."""
+    return ", ".join(info.get("sources", [])) or f"{info.get('photos')} training images"
+
+
 def _word_vectors(info: dict[str, Any] | None) -> str:
     if not info:
         return ""
-    sources = ", ".join(info.get("sources", [])) or f"{info.get('photos')} training images"
+    sources = _fitted_on(info)
     return (
         f"\n\n`word_vectors.npz`: {info.get('words')} words of the training captions placed in the photo "
         f"feature space (each the mean of the standardised pooled features of the photos whose captions use "
@@ -100,7 +105,7 @@ def _word_vectors(info: dict[str, Any] | None) -> str:
 def _reranking(info: dict[str, Any] | None) -> str:
     if not info:
         return ""
-    sources = ", ".join(info.get("sources", [])) or f"{info.get('photos')} training images"
+    sources = _fitted_on(info)
     return (
         f"\n\nReranking (`neighbours.npz`, `python -m ml neighbours`): the beam's candidates are reordered "
         f"by their CIDEr-D consensus with the captions of the image's nearest training photos of its style "

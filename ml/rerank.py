@@ -42,7 +42,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 class Neighbours:
     """The training photos a caption is checked against, and what people said of them."""
 
-    styles: list[str]  # style_names[photo_style[i]] is photo i's caption style
+    styles: list[str]  # styles[photo_style[i]] is photo i's caption style
     mean: np.ndarray  # [C] standardisation of the pooled features
     scale: np.ndarray  # [C]
     basis: np.ndarray  # [C, D] PCA directions of the standardised features
@@ -55,6 +55,7 @@ class Neighbours:
 
     def __post_init__(self) -> None:
         self._index: _NgramIndex | None = None  # built on first use
+        self._unit_vectors: np.ndarray | None = None  # float32 [N, D], made on first use
 
     def __len__(self) -> int:
         return len(self.vectors)
@@ -67,13 +68,16 @@ class Neighbours:
         """Per image (pooled features [n, C]), its k nearest training photos of its style (any style
         when None or one the file does not have), nearest first."""
         query = _unit(((np.asarray(pooled, np.float32) - self.mean) / self.scale) @ self.basis)  # [n, D]
-        sims = query @ (self.vectors.astype(np.float32) / 127.0).T  # [n, N]
+        if self._unit_vectors is None:
+            self._unit_vectors = self.vectors.astype(np.float32) / 127.0
+        sims = query @ self._unit_vectors.T  # [n, N]
         out = []
         for row, style in zip(sims, styles, strict=True):
             if style in self.styles:
                 row = np.where(self.photo_style == self.styles.index(style), row, -np.inf)
             k_row = min(k, len(row))
             top = np.argpartition(-row, k_row - 1)[:k_row]
+            top = top[np.isfinite(row[top])]  # a style with fewer than k photos gives fewer
             out.append(top[np.argsort(-row[top])])
         return out
 

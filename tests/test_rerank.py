@@ -37,6 +37,7 @@ def test_a_candidate_that_says_what_the_neighbours_said_comes_first():
     assert nb.consensus([2], [BEACH])[0] == pytest.approx(0.75, abs=1e-5)
     # A style narrows the neighbours to photos of that style; an unknown or no style allows all.
     assert set(nb.nearest(dog_photo[None], ["cc"], k=2)[0].tolist()) == {4, 5}
+    assert set(nb.nearest(dog_photo[None], ["cc"], k=5)[0].tolist()) == {4, 5}  # all the style has
     assert sorted(nb.nearest(dog_photo[None], [None], k=2)[0].tolist()) == [0, 1]
     assert len(nb.nearest(dog_photo[None], ["other"], k=50)[0]) == 6
 
