@@ -12,7 +12,7 @@ import numpy as np
 
 from ml.artifact import ModelError, load_decoder, model_version
 from ml.concepts import Tag, top_tags
-from ml.confidence import ConfidenceModel, confidence_features
+from ml.confidence import NBEST, ConfidenceModel, confidence_features
 from ml.decode import Decoder, Hypothesis
 from ml.encoder_top import TOP_FILE, fine_tuned
 from ml.encoders import Encoder, EncoderError, get_encoder
@@ -146,9 +146,12 @@ class Captioner:
             for i, message in errors.items():
                 results[start + i].error = message
             if readable:
-                hyps = self.caption_features(feats, beam_size, n_best, max_len, length_penalty, concepts)
-                tags = top_tags(concepts) if concepts is not None else [[] for _ in readable]
+                # Confidence compares the first NBEST candidates, however few a caller keeps.
+                wanted = None if n_best is None else max(n_best, NBEST)
+                hyps = self.caption_features(feats, beam_size, wanted, max_len, length_penalty, concepts)
                 sure = self.confidences(hyps, concepts, feats)
+                hyps = [h[:n_best] for h in hyps] if n_best is not None else hyps
+                tags = top_tags(concepts) if concepts is not None else [[] for _ in readable]
                 pooled = np.asarray(feats, np.float32).mean(axis=1)  # [N, C]
                 embedded = self.image_text.embed(pooled) if self.image_text is not None else None
                 for j, i in enumerate(readable):

@@ -11,6 +11,11 @@ several cheap signals of one forward pass into a logistic model fitted on held-o
 - how much the feature grid varies across the picture (a blank or 1x1 image varies not at all);
 - whether the classifier sees a page, a chart or a screen capture rather than a photo: a caption
   of a scene is not what such a picture needs (its text is).
+- whether the caption says what people said of the most similar training photos (its consensus,
+  from reranking: ml/rerank.py).
+
+The file names the features it was fitted on, so a calibration made before a feature existed keeps
+predicting from its own.
 """
 
 from __future__ import annotations
@@ -41,7 +46,11 @@ FEATURES = (
     "spatial_spread",  # log(1 + mean over channels of the features' spread over the grid)
     "document",  # probability of the classes a page of text, a chart or a screenshot falls into
     "length",  # words in the best caption
+    "consensus",  # its agreement with the captions of the nearest training photos (0 without reranking)
 )
+# Candidates the agreement feature compares: the platform's N-best (IMGCAP_N_BEST), whatever a caller
+# asks for, so calibration and every caller see the same feature.
+NBEST = 3
 
 
 def _content(words: list[str]) -> set[str]:
@@ -73,7 +82,7 @@ def confidence_features(
             continue
         best = cands[0]
         words = _content(best.words)
-        others = [_content(c.words) for c in cands[1:]]
+        others = [_content(c.words) for c in cands[1:NBEST]]
         agreement = np.mean([len(words & o) / max(len(words), 1) for o in others]) if others else 1.0
         p = per_label[i] if len(labels) else np.zeros(0)
         named = sum(
@@ -89,6 +98,7 @@ def confidence_features(
             spread[i],
             document[i],
             len(best.words),
+            best.consensus or 0.0,
         )
     return rows
 
@@ -109,15 +119,18 @@ class ConfidenceModel:
     coef: np.ndarray
     intercept: float
     info: dict  # how it was fitted and how well it ranks (written to the file and the model card)
+    features: tuple[str, ...] = FEATURES  # the FEATURES it was fitted on (older files: fewer)
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
+        """P(right) from confidence_features rows [N, len(FEATURES)]."""
+        rows = np.asarray(rows)[:, [FEATURES.index(f) for f in self.features]]
         z = ((rows - self.mean) / self.scale) @ self.coef + self.intercept
         return 1.0 / (1.0 + np.exp(-z))
 
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / CONFIDENCE_FILE
         data = {
-            "features": list(FEATURES),
+            "features": list(self.features),
             "mean": self.mean.tolist(),
             "scale": self.scale.tolist(),
             "coef": self.coef.tolist(),
@@ -134,10 +147,9 @@ class ConfidenceModel:
         if not path.is_file():
             return None
         data = json.loads(path.read_text())
-        if data.get("features") != list(FEATURES):
-            raise ValueError(
-                f"{path}: fitted on features {data.get('features')}, this code computes {FEATURES}"
-            )
+        features = tuple(data.get("features") or ())
+        if not features or not set(features) <= set(FEATURES):
+            raise ValueError(f"{path}: fitted on features {list(features)}, this code computes {FEATURES}")
         info = {k: v for k, v in data.items() if k not in ("features", "mean", "scale", "coef", "intercept")}
         arrays = (np.asarray(data[k], np.float64) for k in ("mean", "scale", "coef"))
-        return cls(*arrays, float(data["intercept"]), info)
+        return cls(*arrays, float(data["intercept"]), info, features)
