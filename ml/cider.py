@@ -1,15 +1,14 @@
 """CIDEr-D of candidate captions against fixed reference sets: the reward of self-critical training
-(ml/scst.py) and the agreement score of consensus reranking (ml/rerank.py).
+(ml/scst.py), coco-caption's definition (its n-gram counting reused), on the vocabulary's token ids.
 
-coco-caption's definition (its n-gram counting reused), on token ids or words, with the document
-frequencies of the whole reference collection computed once; a reference set's tf-idf vectors are
-computed the first time it is scored against, so a large collection costs little until it is used.
+Kept apart from ml/scst.py so that numpy-only code (ml/rerank.py, which computes the same tf-idf
+n-gram vectors vectorised for many photos at once) shares its n-gram orders without TensorFlow.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from pycocoevalcap.cider.cider_scorer import precook
@@ -17,30 +16,25 @@ from pycocoevalcap.cider.cider_scorer import precook
 NGRAMS = 4
 SIGMA = 6.0  # CIDEr-D's length penalty width
 
-_Vector = tuple[list[dict[tuple[str, ...], float]], list[float], int]
 
-
-def _counts(tokens: Sequence[Hashable]) -> dict[tuple[str, ...], int]:
-    return precook(" ".join(map(str, tokens)), NGRAMS)
+def _counts(ids: Sequence[int]) -> dict[tuple[str, ...], int]:
+    return precook(" ".join(map(str, ids)), NGRAMS)
 
 
 class CiderD:
-    """CIDEr-D against `references` (one list of tokenised captions per image), coco-caption's 0-10
-    scale; `score(i, tokens)` scores against the i-th image's references."""
+    """CIDEr-D of candidate captions against fixed references, with document frequencies over
+    `references` (one list of token-id captions per image), on coco-caption's 0-10 scale."""
 
-    def __init__(self, references: Sequence[Sequence[Sequence[Hashable]]]) -> None:
-        self._cooked = [[_counts(r) for r in refs] for refs in references]
+    def __init__(self, references: Sequence[Sequence[Sequence[int]]]) -> None:
+        cooked = [[_counts(r) for r in refs] for refs in references]
         self.df: dict[tuple[str, ...], float] = defaultdict(float)
-        for refs in self._cooked:
+        for refs in cooked:
             for ngram in {g for r in refs for g in r}:
                 self.df[ngram] += 1.0
         self.log_images = float(np.log(len(references)))
-        self._refs: dict[int, list[_Vector]] = {}
+        self._refs = [[self._vector(r) for r in refs] for refs in cooked]
 
-    def __len__(self) -> int:
-        return len(self._cooked)
-
-    def _vector(self, counts: dict[tuple[str, ...], int]) -> _Vector:
+    def _vector(self, counts: dict[tuple[str, ...], int]):
         """tf-idf per n-gram order, the orders' norms, and the length as coco-caption counts it."""
         vec: list[dict[tuple[str, ...], float]] = [{} for _ in range(NGRAMS)]
         norm = [0.0] * NGRAMS
@@ -54,19 +48,11 @@ class CiderD:
                 length += tf_
         return vec, [float(np.sqrt(x)) for x in norm], length
 
-    def _references(self, image: int) -> list[_Vector]:
-        refs = self._refs.get(image)
-        if refs is None:
-            refs = self._refs[image] = [self._vector(r) for r in self._cooked[image]]
-        return refs
-
-    def score(self, image: int, tokens: Sequence[Hashable]) -> float:
-        """CIDEr-D of caption `tokens` (words only) for the `image`-th reference set."""
-        vec, norm, length = self._vector(_counts(tokens))
-        refs = self._references(image)
-        if not refs:
-            return 0.0
+    def score(self, image: int, ids: Sequence[int]) -> float:
+        """CIDEr-D of caption `ids` (words only) for the `image`-th reference set."""
+        vec, norm, length = self._vector(_counts(ids))
         total = 0.0
+        refs = self._refs[image]
         for vec_ref, norm_ref, length_ref in refs:
             penalty = np.exp(-((length - length_ref) ** 2) / (2 * SIGMA**2))
             for n in range(NGRAMS):
