@@ -74,7 +74,7 @@ model: install data-cc ## train and ship models/default from the data (hours)
 	$(PY) -m ml calibrate --model models/default --set flickr8k:flickr8k:../shared/data/flickr8k:dev \
 		cc:img2dataset:$(CC_DATA)/data:dev --out-of-domain 100
 	$(PY) -m ml align --model models/default
-	$(PY) -m ml word-vectors --model models/default
+	$(PY) -m ml word-vectors --model models/default --style flickr8k
 
 lint: install ## ruff check and format --check
 	$(VENV)/bin/ruff check .

@@ -219,14 +219,23 @@ def _pooled_source(cache, src: dict, limit: int | None, progress: bool) -> tuple
     return [images[i] for i in keep], captions, features[keep].astype(np.float32).mean(axis=1)
 
 
-def _training_photos(captioner, limit: int | None, progress: bool) -> tuple[list[tuple], list[str]]:
-    """Per training source of the model found on this machine: (source, readable images, image ->
-    captions, pooled features [N, C]); and what was used, in words. ValueError: none is here."""
+def _training_photos(
+    captioner, limit: int | None, progress: bool, style: str | None = None
+) -> tuple[list[tuple], list[str]]:
+    """Per training source of the model found on this machine (of caption style `style` only, if
+    given): (source, readable images, image -> captions, pooled features [N, C]); and what was used,
+    in words. ValueError: none is here."""
     from ml.features import FeatureCache
 
     cache = FeatureCache(captioner.encoder)
     found, used = [], []
-    for src in captioner.config.get("data", {}).get("sources") or []:
+    sources = captioner.config.get("data", {}).get("sources") or []
+    if style is not None:
+        known = sorted({src.get("style") or "" for src in sources})
+        sources = [src for src in sources if src.get("style") == style]
+        if not sources:
+            raise ValueError(f"the model has no training source of style {style!r} (it has: {known})")
+    for src in sources:
         if not Path(src["root"]).expanduser().exists():
             # The broad data is fetched by hand (make data-cc): what is fitted comes from what is here.
             print(f"skipping {src['dataset']} at {src['root']}: not found", file=sys.stderr)
@@ -249,10 +258,12 @@ def _word_vectors(args: argparse.Namespace) -> int:
 
     directory = Path(args.model) if args.model else default_model_dir()
     captioner = load_captioner(directory)
-    found, used = _training_photos(captioner, args.limit, not args.quiet)
+    found, used = _training_photos(captioner, args.limit, not args.quiet, args.style)
     pooled = [features for *_, features in found]
     texts = [captions[image] for _, images, captions, _ in found for image in images]
-    vectors = fit_word_vectors(np.concatenate(pooled), texts, dims=args.dims, min_photos=args.min_photos)
+    vectors = fit_word_vectors(
+        np.concatenate(pooled), texts, dims=args.dims, min_photos=args.min_photos, penalty=args.penalty
+    )
     vectors.info["sources"] = used
     vectors.save(directory)
     refresh_model_card(directory)
@@ -286,15 +297,25 @@ def _neighbours(args: argparse.Namespace) -> int:
     write_config(directory, config)
     if args.root:  # the shipped decoding scored on dev, beside what `ml ship` recorded
         from ml.evaluate import evaluate_model
+        from ml.metrics import CaptionScorer
         from ml.ship import SUBSET_IMAGES
 
         data = config.get("data", {})
         reranking = load_captioner(directory)
         split = data.get("dev_split") or "dev"
-        result = evaluate_model(reranking, data["dataset"], args.root, split, progress=not args.quiet)
-        subset = evaluate_model(
-            reranking, data["dataset"], args.root, split, limit=SUBSET_IMAGES, progress=not args.quiet
-        )
+        with CaptionScorer() as scorer:
+            result = evaluate_model(
+                reranking, data["dataset"], args.root, split, progress=not args.quiet, scorer=scorer
+            )
+            subset = evaluate_model(
+                reranking,
+                data["dataset"],
+                args.root,
+                split,
+                limit=SUBSET_IMAGES,
+                progress=not args.quiet,
+                scorer=scorer,
+            )
         metrics_file = directory / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
         metrics.setdefault("decoding", {})[f"beam{args.beam_size} reranked"] = result["metrics"]
@@ -533,6 +554,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="the first N training images of each source only")
     p.add_argument("--dims", type=int, default=256, help="PCA directions kept")
     p.add_argument("--min-photos", type=int, default=2, help="a word needs this many photos")
+    p.add_argument(
+        "--penalty", type=float, default=10.0, help="ridge penalty; 0: each word's mean photo (prototypes)"
+    )
+    p.add_argument("--style", help="only the training sources of this caption style (e.g. flickr8k)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_word_vectors)
 

@@ -94,11 +94,17 @@ def _word_vectors(info: dict[str, Any] | None) -> str:
     if not info:
         return ""
     sources = _fitted_on(info)
+    # Files from before ridge have no penalty: their vectors are the photos' means.
+    how = (
+        f"a ridge regression, penalty {info['penalty']:g}, from the standardised pooled features to the "
+        "word's share of each photo's captions"
+        if info.get("penalty")
+        else "each the mean of the standardised pooled features of the photos whose captions use it"
+    )
     return (
         f"\n\n`word_vectors.npz`: {info.get('words')} words of the training captions placed in the photo "
-        f"feature space (each the mean of the standardised pooled features of the photos whose captions use "
-        f"it, {info.get('dims')} PCA directions; from {sources}): the keyword list of search "
-        "(`python -m ml word-vectors`, models/NOTES.md)."
+        f"feature space ({how}, {info.get('dims')} PCA directions; from {sources}): the keyword list of "
+        "search (`python -m ml word-vectors`, models/NOTES.md)."
     )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from ml.artifact import CARD, METRICS, TOP_WEIGHTS, VOCAB, WEIGHTS, read_config, write_config
 from ml.captioner import load_captioner
 from ml.evaluate import evaluate_model
+from ml.metrics import CaptionScorer
 from ml.model_card import render_model_card
 from ml.rerank import NEIGHBOURS_FILE
 from ml.style_router import ROUTER_FILE
@@ -66,12 +67,17 @@ def ship_model(
     data = config["data"]
     dataset, split = data["dataset"], data.get("dev_split") or "dev"
     decoding: dict[str, Any] = {}
-    for k in beams:
-        result = evaluate_model(captioner, dataset, root, split, beam_size=k, limit=limit, progress=progress)
-        decoding["greedy" if k == 1 else f"beam{k}"] = result["metrics"]
-        images = result["images"]
     subset_size = min(SUBSET_IMAGES, limit) if limit else SUBSET_IMAGES
-    subset = evaluate_model(captioner, dataset, root, split, limit=subset_size, progress=progress)
+    with CaptionScorer() as scorer:  # one METEOR JVM for every evaluation below
+        for k in beams:
+            result = evaluate_model(
+                captioner, dataset, root, split, beam_size=k, limit=limit, progress=progress, scorer=scorer
+            )
+            decoding["greedy" if k == 1 else f"beam{k}"] = result["metrics"]
+            images = result["images"]
+        subset = evaluate_model(
+            captioner, dataset, root, split, limit=subset_size, progress=progress, scorer=scorer
+        )
     metrics = {
         "dataset": dataset,
         "split": split,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
 import os
 import subprocess
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -135,21 +137,66 @@ def jpeg_48mp(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture
+def meteor_starts(monkeypatch) -> list:
+    """The METEOR JVMs (ml.metrics._Meteor) started during the test, in order: each costs 10-20 s."""
+    from ml import metrics
+
+    started = []
+
+    class CountedMeteor(metrics._Meteor):
+        def __init__(self, timeout: float) -> None:
+            super().__init__(timeout)
+            started.append(self)
+
+    monkeypatch.setattr(metrics, "_Meteor", CountedMeteor)
+    return started
+
+
 def read_log(run: Path) -> list[dict[str, str]]:
     with (run / "log.csv").open() as fp:
         return list(csv.DictReader(fp))
 
 
-def run_ml(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """`python -m ml ARGS` from the repository root, as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "ml", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-    )
+def run_ml(
+    *args: str, env: dict[str, str] | None = None, own_process: bool = False
+) -> subprocess.CompletedProcess:
+    """`python -m ml ARGS` from the repository root: its exit code, stdout and stderr.
+
+    By default `ml.cli.main` runs in this process (what `python -m ml` runs once the interpreter is
+    up), so each call does not pay a second TensorFlow import (~10 s here); `own_process` runs the
+    real command line in a subprocess, as a user types it.
+    """
+    if own_process:
+        return subprocess.run(
+            [sys.executable, "-m", "ml", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, **(env or {})},
+        )
+    from ml.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = {key: os.environ.get(key) for key in env or {}}
+    os.environ.update(env or {})
+    try:
+        with contextlib.chdir(REPO), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse's usage errors
+                code = exc.code if isinstance(exc.code, int) else 1
+            except Exception:  # noqa: BLE001 - what the interpreter would print before exiting 1
+                traceback.print_exc()
+                code = 1
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return subprocess.CompletedProcess(["python", "-m", "ml", *args], code, out.getvalue(), err.getvalue())
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

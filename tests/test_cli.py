@@ -34,8 +34,17 @@ def odd_images(tmp_path_factory, tiny_references):
 
 def test_caption_jsonl_contract(tiny_run, tiny_references, odd_images):
     images = list(tiny_references)[:2]
+    # The command line itself, in its own process, as a user runs it.
     proc = run_ml(
-        "caption", "--model", str(tiny_run), "--beam-size", "3", "--jsonl", *images, str(odd_images)
+        "caption",
+        "--model",
+        str(tiny_run),
+        "--beam-size",
+        "3",
+        "--jsonl",
+        *images,
+        str(odd_images),
+        own_process=True,
     )
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert proc.returncode == 1, proc.stderr  # two of the inputs are not images
@@ -204,3 +213,19 @@ def test_word_vectors_places_the_training_words_in_the_photo_space(tiny_run, tmp
     vectors = WordVectors.load(model)
     assert vectors.query_vector("dog").shape == (1280,)
     assert "word_vectors.npz" in (model / "README.md").read_text()
+
+
+def test_word_vectors_of_one_caption_style_only(tiny_broad_run, tmp_path):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_broad_run, model)
+    proc = run_ml(
+        "word-vectors", "--model", str(model), "--dims", "4", "--min-photos", "1", "--style", "cc", "--quiet"
+    )
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert info["sources"] == ["img2dataset:train (4 images)"] and info["penalty"] == 10.0
+    proc = run_ml("word-vectors", "--model", str(model), "--style", "coco", "--quiet")
+    assert proc.returncode == 2 and "no training source of style 'coco'" in proc.stderr
+    assert "cc" in proc.stderr and "flickr8k" in proc.stderr  # what it has

@@ -64,15 +64,8 @@ def test_per_image_cider_averages_to_the_corpus_score_and_ranks_captions(scorer)
 
 
 @needs_java
-def test_bleu1_hand_checked_cwd_independent_and_jvm_closed(tmp_path, monkeypatch):
-    started = []
-
-    class SpyMeteor(metrics._Meteor):
-        def __init__(self, timeout: float) -> None:
-            super().__init__(timeout)
-            started.append(self)
-
-    monkeypatch.setattr(metrics, "_Meteor", SpyMeteor)
+def test_bleu1_hand_checked_cwd_independent_and_jvm_closed(tmp_path, monkeypatch, meteor_starts):
+    started = meteor_starts
     monkeypatch.chdir(tmp_path)  # the jars must be found whatever the caller's cwd
     # Tokenized: hyp "a dog sits" (3 words, 2 in the reference), reference 5 words; case and
     # punctuation vanish in PTB tokenization. BLEU-1 = 2/3 * exp(1 - 5/3).

@@ -93,14 +93,17 @@ def test_batches_group_similar_lengths():
     assert padded.shape == (2, 6) and padded[1, 2:].sum() == 0
 
 
-def test_ship_copies_the_best_model_with_scores_and_a_card(tmp_path):
+def test_ship_copies_the_best_model_with_scores_and_a_card(tmp_path, meteor_starts):
     needs_flickr8k()
     from ml.captioner import load_captioner
     from ml.ship import ship_model
 
     run = tmp_path / "run"
     train(TrainConfig(**{**TINY, "eval_every": 1, "eval_images": 4, "epochs": 2}), run, progress=False)
+    meteor_starts.clear()  # training's dev scoring had its own
     metrics = ship_model(run, tmp_path / "model", TINY["root"], beams=(1, 2), progress=False, limit=10)
+    # Three evaluations (greedy, beam 2, the subset), one METEOR JVM, stopped after.
+    assert len(meteor_starts) == 1 and meteor_starts[0]._proc.poll() is not None
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
         "README.md",
         "config.json",

@@ -32,7 +32,7 @@ def test_a_word_points_at_the_photos_described_with_it_in_their_own_feature_spac
     assert cosine(dog, a_dog) > cosine(dog, a_cat)
     assert vectors.query_vector("the a of") is None  # stop words only
     assert vectors.query_vector("zebra") is None  # a word no training caption used
-    assert vectors.info == {"photos": 40, "words": 6, "dims": 16, "min_photos": 2}
+    assert vectors.info == {"photos": 40, "words": 6, "dims": 16, "min_photos": 2, "penalty": 10.0}
 
     vectors.save(tmp_path)
     again = WordVectors.load(tmp_path)
@@ -51,3 +51,33 @@ def test_rare_words_weigh_more_and_bad_input_is_refused():
         fit_word_vectors(pooled, captions[:3])
     with pytest.raises(ValueError, match="no word"):
         fit_word_vectors(pooled[:2], [["one"], ["two"]])
+
+
+def test_ridge_tells_a_word_from_the_words_it_comes_with_and_no_penalty_gives_prototypes():
+    # Most dogs are on grass: the mean of the grass photos leans towards dogs, so a prototype "grass"
+    # finds the dogs indoors nearly as well as the men on grass; ridge puts the word on grass itself.
+    rng = np.random.default_rng(0)
+    grass, dog = rng.normal(size=64), rng.normal(size=64)
+    base = np.abs(rng.normal(size=64)) + 2.0
+    on_grass, is_dog = np.arange(60) < 30, (np.arange(60) < 24) | (np.arange(60) >= 54)
+    pooled = np.stack(
+        [
+            base + grass * g + dog * d + 0.3 * rng.normal(size=64)
+            for g, d in zip(on_grass, is_dog, strict=True)
+        ]
+    )
+    captions = [
+        [f"a {'dog' if d else 'man'} {'on the grass' if g else 'indoors'}"]
+        for g, d in zip(on_grass, is_dog, strict=True)
+    ]
+    ridge = fit_word_vectors(pooled, captions, dims=16)
+    prototypes = fit_word_vectors(pooled, captions, dims=16, penalty=0)
+    assert prototypes.info["penalty"] == 0 and ridge.words == prototypes.words
+
+    def margin(vectors: WordVectors) -> float:
+        """How much nearer "grass" is to the men on grass than to the dogs indoors (stored features)."""
+        q = vectors.query_vector("grass")
+        near = pooled @ q / np.linalg.norm(pooled, axis=1)
+        return float(near[on_grass & ~is_dog].mean() - near[~on_grass & is_dog].mean())
+
+    assert margin(ridge) > 1.5 * margin(prototypes) > 0  # measured: 0.22 against 0.11
