@@ -6,10 +6,10 @@ The photos' pooled features are standardised (centred on the training mean, divi
 spread), reduced by PCA to `dims` directions and scaled to length 1. A word's vector is the ridge
 regression from those to the word's share of each photo's captions (penalty 10: the best of 0.1-100
 on the retrieval benchmark's keywords, Flickr8k dev), normalised; with no penalty, the mean of the
-photos whose captions use it (the first version: a prototype). Ridge weighs each direction by how
-well it tells the word apart rather than by how much the word's photos share it, so common
-directions ("outdoors", "a person") count less: photo list alone, keywords R@10 31.6 against 28.8,
-sentences 54.5 against 43.0. A query is the IDF-weighted sum of its words' vectors, mapped back to the
+photos whose captions use it (the first version: a prototype). Ridge explains each photo's words
+together, so a word that mostly comes with another ("grass" with "dog") is placed on what is its own,
+not on its companion's photos: photo list alone, keywords R@10 31.6 against 28.8, sentences 54.5
+against 43.0. A query is the IDF-weighted sum of its words' vectors, mapped back to the
 feature space (`basis`), so it can be compared by cosine with each photo's stored pooled features
 as they are (the platform's pgvector index on them): scoring standardised features against a word's
 vector equals an inner product with the raw features up to a constant. Measured in models/NOTES.md.
