@@ -1,26 +1,31 @@
-"""Search latency: GET /api/v1/search/?q=... on Postgres holding 1,000,000 captions.
+"""Search latency: GET /api/v1/search/?q=... (words, meaning, picture, tags fused) and "more like this"
+(GET /api/v1/images/ID/similar/) on Postgres holding 1,000,000 captions.
 
     .venv/bin/python -m bench.bench_search                     # 1M captions (generated once), 300 queries
     .venv/bin/python -m bench.bench_search --reuse             # keep the captions already generated
-    .venv/bin/python -m bench.bench_search --captions 20000 --queries 40    # smoke run
+    .venv/bin/python -m bench.bench_search --captions 20000 --queries 40 --similar 20   # smoke run
 
 Data: `python -m bench.synthetic_captions N` (synthetic Flickr8k-style captions, 3 per public image) into the
 database `imgcap_bench_search`, then VACUUM ANALYZE (what autovacuum would have done on a live
-database). The database is kept afterwards; `--reuse` skips generation when it already holds at
-least N captions (`--drop` removes it at the end instead).
+database); then `python -m bench.synthetic_vectors` gives every image what the worker stores beside
+its captions (pooled features, their projection, the caption's embedding, a perceptual hash, concept
+tags), made from real Flickr8k photos, and builds the HNSW indexes again, timed, with their sizes. The
+database is kept afterwards; `--reuse` skips generation when it already holds at least N captions
+(`--drop` removes it at the end instead).
 
 Queries (fixed seed): 1-3 consecutive content words from real Flickr8k captions (what people
 type: mostly common words), rare Flickr8k words (3 occurrences or fewer in its 40,000 captions,
-often absent from the synthetic data), and 1-3 words of the synthetic captions' own grammar
-(always many matches). Each goes, one at a time, to the search endpoint of gunicorn (`-w 1`, production
-settings) with token auth, as a signed-in user who owns none of the images (so every match is a
-public image); the latency is the client's, from connecting to the last byte, for the first page
-(the API's default page size). `--warmup` queries first, untimed. Latencies are also broken down by how
-many images truly match: the search caps its count (at the images of the newest 1,000 matching
-captions), so after the timed run each distinct query is counted once more with a plain
-COUNT(DISTINCT image) over every match, untimed. Finally EXPLAIN (ANALYZE, BUFFERS) of each SQL
-statement one search runs (captured from the selector) for a common and a rare query, each labelled
-by the search step it is and whether the GIN index appears in its plan.
+often absent from the synthetic data), 1-3 words of the synthetic captions' own grammar (always many
+matches) and whole real Flickr8k captions (what search by meaning is for). Each goes, one at a time, to
+the search endpoint of gunicorn (`-w 1`, production settings) with token auth, as a signed-in user who
+owns none of the images (so every match is a public image); the latency is the client's, from
+connecting to the last byte, for the first page (the API's default page size). `--warmup` queries
+first, untimed. Latencies are also broken down by how many images truly match: the search caps its
+count (at the images of the newest IMGCAP_SEARCH_CANDIDATES matching captions), so after the timed run
+each distinct query is counted once more with a plain COUNT(DISTINCT image) over every match, untimed.
+Then `--similar` random images' "more like this", timed the same way. Finally EXPLAIN (ANALYZE,
+BUFFERS) of each full-text SQL statement one search runs (captured from the selector) for a common and
+a rare query, each labelled by the search step it is and whether the GIN index appears in its plan.
 """
 
 from __future__ import annotations
@@ -53,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--captions", type=int, default=1_000_000, help="captions in the database")
     parser.add_argument("--queries", type=int, default=300)
-    parser.add_argument("--warmup", type=int, default=10, help="untimed queries first")
+    parser.add_argument("--warmup", type=int, default=30, help="untimed queries first")
+    parser.add_argument("--similar", type=int, default=300, help="'more like this' requests timed")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--db", default="imgcap_bench_search")
     parser.add_argument("--reuse", action="store_true", help="keep the database if it has enough captions")
@@ -71,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if have is not None and have >= args.captions:
         print(f"reusing {args.db}: {have:,} captions", flush=True)
         pe.setup_django(env)
+        pe.migrate()  # the code may have migrations the database has not had yet
     else:
         if have is not None:
             print(f"{args.db} has {have:,} captions, fewer than {args.captions:,}: generating again")
@@ -79,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         pe.migrate()
         generation = _generate(env, args.db, args.captions)
         have = _caption_count(args.db)
+    vectors = None
+    if _images_without_vectors(args.db):
+        vectors = _fill_vectors(env, args.db)
 
     try:
         _, token = pe.make_user("bench-searcher")
@@ -99,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                         "capped": body["capped"],
                     }
                 )
+            similar = _time_similar(web.port, token, args.similar, args.seed)
         print("counting every query's matching images (untimed)…", flush=True)
         matches = true_matches(sorted({r["q"] for r in rows}))
         for row in rows:
@@ -140,6 +151,16 @@ def main(argv: list[str] | None = None) -> int:
     print("slowest: " + "; ".join(f"{r['q']!r} {r['ms']:.0f} ms ({r['matches']:,} images)" for r in slowest))
     met = overall.get("p95_ms", float("inf")) < GOAL_P95_MS
     print(f"p95 {overall.get('p95_ms')} ms (goal < {GOAL_P95_MS:.0f} ms: {'met' if met else 'NOT met'})")
+    similar_stats = pe.summarize([r["ms"] / 1000 for r in similar])
+    similar_met = similar_stats.get("p95_ms", float("inf")) < GOAL_P95_MS
+    verdict = "met" if similar_met else "NOT met"
+    print(
+        f"similar images (GET /api/v1/images/ID/similar/, {len(similar)} images): "
+        f"{pe.fmt_latency(similar_stats)} (goal p95 < {GOAL_P95_MS:.0f} ms: {verdict})"
+    )
+    if vectors is not None:
+        for index in vectors["indexes"]:
+            print(f"index {index['name']}: built in {index['seconds']} s, {index['mb']} MB")
     for q, label in ((common, "common"), (rare, "rare")):
         print(f"\nSQL of one search for the {label} query {q!r} ({matches_of(plans, q)}), in order:")
         for plan in (p for p in plans if p["q"] == q):
@@ -155,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             "environment_end": pe.environment(),
             "captions": have,
             "generation": generation,
+            "vectors": vectors,
             "latency": overall,
             "by_kind": by_kind,
             "by_matches": by_matches,
@@ -163,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             "explained": {"common": common, "rare": rare},
             "plans": plans,
             "queries": rows,
+            "similar": {"latency": similar_stats, "requests": similar},
         },
     )
     print(f"-> {path}")
@@ -214,6 +237,55 @@ def _generate(env: dict[str, str], db: str, count: int) -> dict:
         "captions_per_s": round(count / generate_s),
         "vacuum_analyze_s": round(analyze_s, 1),
     }
+
+
+def _images_without_vectors(db: str) -> int:
+    conn = pe.connect(db)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM captions_image WHERE features IS NULL")
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _fill_vectors(env: dict[str, str], db: str) -> dict:
+    """`python -m bench.synthetic_vectors`: what the worker would have stored beside the captions, and the
+    HNSW indexes built over it (timed, with their sizes)."""
+    print("filling vectors, tags and hashes with bench/synthetic_vectors.py…", flush=True)
+    report = pe.REPO / "var" / "bench" / "synthetic_vectors.json"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [sys.executable, "-m", "bench.synthetic_vectors", "--db", db, "--report", str(report)],
+        cwd=pe.REPO,
+        env={**os.environ, **env},
+        check=True,
+    )
+    return json.loads(report.read_text())
+
+
+def _time_similar(port: int, token: str, count: int, seed: int) -> list[dict]:
+    """'More like this' for `count` random images (after two untimed ones)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT min(id), max(id) FROM captions_image WHERE features IS NOT NULL")
+        low, high = cursor.fetchone()
+    if low is None:
+        return []
+    rng = random.Random(seed)
+    rows = []
+    for n in range(count + 2):
+        image_id = rng.randint(low, high)
+        path = f"/api/v1/images/{image_id}/similar/"
+        status, _, body, seconds = pe.request(port, "GET", path, headers={"Authorization": f"Token {token}"})
+        if status != 200:
+            raise SystemExit(f"similar {image_id} answered {status}: {body[:500]!r}")
+        if n >= 2:
+            found = json.loads(body)
+            hits = found["results"] if isinstance(found, dict) else found
+            rows.append({"image": image_id, "ms": round(seconds * 1000, 2), "hits": len(hits)})
+    return rows
 
 
 def _search(port: int, token: str, q: str) -> tuple[float, dict]:
@@ -284,8 +356,9 @@ def _phrase(rng: random.Random, words: list[str]) -> str | None:
 
 
 def build_queries(count: int, seed: int) -> list[tuple[str, str]]:
-    """(kind, query) pairs: 40% real common phrases, 20% rare real words, 40% synthetic-grammar phrases."""
-    from captions.synthetic import synthetic_caption
+    """(kind, query) pairs: 35% real common phrases, 15% rare real words, 30% synthetic-grammar phrases,
+    20% whole real captions (what search by meaning is for)."""
+    from bench.synthetic_captions import synthetic_caption
 
     rng = random.Random(seed)
     real = _real_captions()
@@ -293,17 +366,20 @@ def build_queries(count: int, seed: int) -> list[tuple[str, str]]:
     queries: list[tuple[str, str]] = []
     while len(queries) < count:
         roll = rng.random()
-        if roll < 0.4:
+        if roll < 0.35:
             q = _phrase(rng, rng.choice(real))
             kind = "real common"
-        elif roll < 0.6:
+        elif roll < 0.5:
             q = rng.choice(rare)
             if rng.random() < 0.3:  # a rare word next to a common one
                 q = f"{(_phrase(rng, rng.choice(real)) or 'dog').split()[0]} {q}"
             kind = "real rare"
-        else:
+        elif roll < 0.8:
             q = _phrase(rng, re.findall(r"[a-z]+", synthetic_caption(rng)))
             kind = "synthetic"
+        else:
+            q = " ".join(rng.choice(real))
+            kind = "sentence"
         if q:
             queries.append((kind, q))
     return queries

@@ -237,7 +237,11 @@ class ImageTag(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["image", "model_version", "label"], name="image_tag_unique")
         ]
-        indexes = [models.Index(fields=["label", "image"], name="image_tag_label")]
+        indexes = [
+            models.Index(fields=["label", "image"], name="image_tag_label"),
+            # Search by tag: the most probable images of a label first, without reading all of them.
+            models.Index(fields=["label", "-score"], name="image_tag_label_score"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.label} ({self.score:.2f})"

@@ -1,5 +1,6 @@
 """WSGI entry point (gunicorn imgcap_site.wsgi). Production sets DJANGO_SETTINGS_MODULE explicitly."""
 
+import gc
 import os
 
 from django.core.wsgi import get_wsgi_application
@@ -7,3 +8,8 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "imgcap_site.settings.local")
 
 application = get_wsgi_application()
+
+# What is loaded by now (Django, the apps, their modules) lives as long as the process: frozen, the
+# cyclic garbage collector's full passes no longer walk it. They did every ~75 requests and paused
+# that request 40-60 ms (a search at a million captions, bench/README.md); now about 20 ms.
+gc.freeze()

@@ -465,7 +465,7 @@ class SearchView(generics.GenericAPIView):
     match what an image shows (its human captions, else the model's best caption; the model's other
     candidates rank lower); a model caption the owner replaced no longer matches. Paginated: 20 hits a
     page, `page_size` up to 100. A hit is slim (image id, URLs and best caption; the matched caption,
-    snippet and score): GET the image's `urls.self` for its N-best list. The newest 1,000 captions that
+    snippet and score): GET the image's `urls.self` for its N-best list. The newest 200 captions that
     match by words (IMGCAP_SEARCH_CANDIDATES) are ranked: `capped` true means that more match."""
 
     serializer_class = s.SearchHitSerializer

@@ -4,7 +4,7 @@ A stored generated tsvector column `search_vector` (to_tsvector('english', text)
 words) with a GIN index (migration 0002), `websearch_to_tsquery` for what people type, `ts_rank_cd` to
 rank and `ts_headline` for snippets.
 
-Bounded work: a search ranks the `IMGCAP_SEARCH_CANDIDATES` (1,000) most recent matching captions the
+Bounded work: a search ranks the `IMGCAP_SEARCH_CANDIDATES` (200) most recent matching captions the
 user can see, not every match, so that a word found in a quarter of a million captions costs about what
 a rare one does. When there are more matches, `Candidates.capped` is true.
 """

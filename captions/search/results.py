@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -31,6 +32,9 @@ RRF_K = 60
 # 48.9 with meaning first), the shown caption's meaning adds a little; a caption's own words weigh most,
 # so that its top 20 matches rank above any photo found only by its picture.
 WEIGHTS = {"words": 4.0, "other_words": 1.0, "meaning": 0.5, "picture": 3.0, "photo_words": 3.0, "tag": 1.0}
+_SHOWN_AS = {"other_words": "words", "photo_words": "picture"}  # how a hit says it was found that way
+# Query embeddings, beside the request's own thread (two: a threaded server may search twice at once).
+_embedding = ThreadPoolExecutor(max_workers=2, thread_name_prefix="imgcap-query-embedding")
 
 
 @dataclass(frozen=True)
@@ -141,15 +145,24 @@ class SearchResults:
         return self._ranked
 
     def _fuse(self) -> list[_Ranked]:
+        meaning = None
+        if settings.IMGCAP_SEMANTIC_SEARCH:
+            # Meaning is searched with what was typed: a word no caption uses may be a real one the
+            # sentence model knows ("goalie" is not a typo of "goal"); words and tags, corrected. The
+            # query's embedding (~10 ms of numpy, which lets go of the GIL) is worked out while Postgres
+            # finds the other lists.
+            meaning = _embedding.submit(semantic.embed_query, self.typed)
         limit = max(1, settings.IMGCAP_SEARCH_CANDIDATES)
         found = lexical.LexicalSearch().candidates(self.query, self.user_id, limit=limit)
         self._capped = found.capped
         fused: dict[int, _Ranked] = {}
 
         def add(image_id: int, rank: int, way: str) -> _Ranked:
-            entry = fused.setdefault(image_id, _Ranked(image_id))
+            entry = fused.get(image_id)
+            if entry is None:
+                entry = fused[image_id] = _Ranked(image_id)
             entry.score += WEIGHTS[way] / (RRF_K + rank)
-            label = {"other_words": "words", "photo_words": "picture"}.get(way, way)
+            label = _SHOWN_AS.get(way, way)
             if label not in entry.matched_by:
                 entry.matched_by.append(label)
             return entry
@@ -170,13 +183,14 @@ class SearchResults:
                 match.image_id, rank, "words" if match.tier == 0 else "other_words"
             ).caption_id = match.caption_id
 
-        if settings.IMGCAP_SEMANTIC_SEARCH:
+        if meaning is not None:
             n = max(1, settings.IMGCAP_SEARCH_SEMANTIC_CANDIDATES)
-            # Meaning is searched with what was typed: a word no caption uses may be a real one the
-            # sentence model knows ("goalie" is not a typo of "goal"); words and tags, corrected.
+            by_tag = semantic.by_tag(self.query, self.user_id, n)
+            # The words as typed, as for meaning: a word no caption uses may be one the training photos know.
+            by_photo_words = semantic.by_photo_words(self.typed, self.user_id, n)
             by_caption, by_picture = [], []
             try:
-                vector = semantic.embed_query(self.typed)
+                vector = meaning.result()
             except (ImportError, OSError) as exc:  # the embedding model is not installed or unreadable
                 logger.error("imgcap search: no search by meaning (%s); searching words and tags", exc)
             else:
@@ -185,10 +199,9 @@ class SearchResults:
                 add(near.image_id, rank, "meaning")
             for rank, near in enumerate(by_picture, start=1):
                 add(near.image_id, rank, "picture")
-            # The words as typed, as for meaning: a word no caption uses may be one the training photos know.
-            for rank, near in enumerate(semantic.by_photo_words(self.typed, self.user_id, n), start=1):
+            for rank, near in enumerate(by_photo_words, start=1):
                 add(near.image_id, rank, "photo_words")
-            for rank, near in enumerate(semantic.by_tag(self.query, self.user_id, n), start=1):
+            for rank, near in enumerate(by_tag, start=1):
                 add(near.image_id, rank, "tag").tags.append(near.label)
         return sorted(fused.values(), key=lambda r: (-r.score, -r.image_id))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -144,23 +145,83 @@ def by_photo_words(query: str, user_id: int | None, limit: int) -> list[Near]:
 
 
 def by_tag(query: str, user_id: int | None, limit: int) -> list[Near]:
-    """Images with a tag that any word of the query names (stemmed: "bananas" finds "banana"); of each
-    image its most probable such tag (an image keeps the tags of its latest captioning only)."""
-    visible, params = visible_sql(user_id)
-    sql = f"""
-        WITH q AS (
-            SELECT replace(plainto_tsquery('english', %s)::text, ' & ', ' | ')::tsquery AS words
-        )
-        SELECT DISTINCT ON (t.image_id) t.image_id, t.score, t.label
-        FROM captions_imagetag t JOIN captions_image i ON i.id = t.image_id, q
-        WHERE q.words::text <> '' AND to_tsvector('english', t.label) @@ q.words
-          AND t.score >= %s AND {visible}
-        ORDER BY t.image_id, t.score DESC
-    """
+    """Images with a tag that any word of the query names (stemmed: "bananas" finds "banana"), most
+    probable first; of each image its most probable such tag (an image keeps the tags of its latest
+    captioning only). The labels are a small vocabulary (a few hundred), matched in Python; then the top
+    `limit` tags of each named label come from the (label, score) index, so a label on a fifth of the
+    library costs what a rare one does."""
     with connection.cursor() as cursor:
-        cursor.execute(sql, [query, settings.IMGCAP_SEARCH_TAG_FLOOR, *params])
+        cursor.execute(
+            "SELECT (SELECT max(id) FROM captions_imagetag), tsvector_to_array(to_tsvector('english', %s))",
+            [query],
+        )
+        newest, words = cursor.fetchone()
+        labels = [label for label, stems in _tag_labels(cursor, newest).items() if stems & set(words)]
+        if not labels:
+            return []
+        visible, params = visible_sql(user_id)
+        cursor.execute(
+            f"""
+            SELECT t.image_id, t.score, t.label FROM unnest(%s::text[]) AS named(label)
+            CROSS JOIN LATERAL (
+                SELECT t.image_id, t.score, t.label FROM captions_imagetag t
+                JOIN captions_image i ON i.id = t.image_id
+                WHERE t.label = named.label AND t.score >= %s AND {visible}
+                ORDER BY t.score DESC LIMIT %s
+            ) t
+            """,
+            [labels, settings.IMGCAP_SEARCH_TAG_FLOOR, *params, limit],
+        )
         rows = cursor.fetchall()
-    found = sorted(
-        (Near(int(i), float(s), label) for i, s, label in rows), key=lambda n: (-n.similarity, -n.image_id)
-    )
-    return found[:limit]
+    best: dict[int, Near] = {}
+    for image_id, score, label in rows:
+        if image_id not in best or score > best[image_id].similarity:
+            best[image_id] = Near(int(image_id), float(score), label)
+    return sorted(best.values(), key=lambda n: (-n.similarity, -n.image_id))[:limit]
+
+
+# label -> its stems, for every label any tag has had, and the newest tag id looked at: tags are only
+# ever added with higher ids, so one max(id) per search tells whether there is anything new to read.
+_labels_lock = threading.Lock()
+_LABELS_READ_BY_ID = 20_000  # more new tags than this: read every label through the index instead
+_labels: dict[str, object] = {"stems": {}, "newest": 0}
+
+
+def _tag_labels(cursor, newest: int | None) -> dict[str, frozenset[str]]:
+    """Every tag label with its stems (English text search), brought up to tag id `newest`."""
+    with _labels_lock:
+        known = _labels["stems"]
+        seen = int(_labels["newest"])  # type: ignore[arg-type]
+    if newest is None or newest < seen:  # no tags, or fewer than before (emptied, restored): read anew
+        known, seen = {}, 0
+    if newest is None or newest == seen:
+        return known  # type: ignore[return-value]
+    if newest - seen > _LABELS_READ_BY_ID:
+        # Every distinct label, one (label, score) index descent each: a few ms for hundreds of labels,
+        # where DISTINCT over the rows reads them all (270 ms at 450,000 tags).
+        cursor.execute("""
+            WITH RECURSIVE labels(label) AS (
+                (SELECT label FROM captions_imagetag ORDER BY label LIMIT 1)
+                UNION ALL
+                SELECT (
+                    SELECT t.label FROM captions_imagetag t WHERE t.label > l.label ORDER BY t.label LIMIT 1
+                ) FROM labels l WHERE l.label IS NOT NULL
+            )
+            SELECT label, tsvector_to_array(to_tsvector('english', label)) FROM labels WHERE label IS NOT NULL
+        """)
+    else:  # the tags added since: few
+        cursor.execute(
+            "SELECT DISTINCT label, tsvector_to_array(to_tsvector('english', label)) FROM captions_imagetag "
+            "WHERE id > %s AND id <= %s",
+            [seen, newest],
+        )
+    grown = {**known, **{label: frozenset(stems) for label, stems in cursor.fetchall()}}  # type: ignore[dict-item]
+    with _labels_lock:
+        _labels.update(stems=grown, newest=newest)
+    return grown
+
+
+def forget_tag_labels() -> None:
+    """Read the tag labels again (tests: each test database starts its ids anew)."""
+    with _labels_lock:
+        _labels.update(stems={}, newest=0)

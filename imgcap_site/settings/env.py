@@ -10,6 +10,14 @@ import environ
 env = environ.Env()
 
 
+def semantic_candidates() -> int:
+    """How many images each list of search by meaning takes, best first (IMGCAP_SEARCH_SEMANTIC_CANDIDATES).
+    pgvector's HNSW scans cost about their ef_search: at a million captions 50 keeps a search's p95 under
+    50 ms where 200 took twice that (bench/bench_search.py), for the same recall@10 (62.9 / 31.5 against
+    62.8 / 31.4 with 100, bench/bench_retrieval.py; sentences' recall@1 18.7 against 19.7)."""
+    return env.int("IMGCAP_SEARCH_SEMANTIC_CANDIDATES", default=50)
+
+
 def database(url: str) -> dict[str, Any]:
     """The DATABASES entry of `postgres://user:pass@host:port/name?opt=v` (or `postgresql://`; a Unix
     socket: `postgres://user@/name?host=/socket/dir`), parsed by django-environ (query parameters become
@@ -25,9 +33,11 @@ def database(url: str) -> dict[str, Any]:
         config.setdefault("CONN_MAX_AGE", 60)
         config["CONN_HEALTH_CHECKS"] = True
         # JIT compiling costs more (~100+ ms) than the short queries of a web app ever save. pgvector's
-        # HNSW scans filtered by visibility go on until they have enough rows (iterative scans), over
-        # up to ef_search candidates: set per connection, so no search pays a statement for it.
-        tuning = "-c jit=off -c hnsw.iterative_scan=relaxed_order -c hnsw.ef_search=200"
+        # HNSW scans filtered by visibility go on until they have enough rows (iterative scans); the
+        # first pass keeps ef_search candidates, as many as a search's list takes. Set per connection,
+        # so no search pays a statement for it.
+        ef_search = semantic_candidates()
+        tuning = f"-c jit=off -c hnsw.iterative_scan=relaxed_order -c hnsw.ef_search={ef_search}"
         options["options"] = f"{tuning} {options.get('options', '')}".strip()
     else:
         raise environ.ImproperlyConfigured(

@@ -133,13 +133,16 @@ def make_image(media_root, photo):
 
 
 @pytest.fixture(autouse=True)
-def fresh_spelling_vocabulary() -> Iterator[None]:
-    """Typo correction caches the captions' words per process: each test starts from its own captions."""
-    from captions.search import spelling
+def fresh_search_vocabularies() -> Iterator[None]:
+    """Typo correction caches the captions' words, tag search the tags' labels, per process: each test
+    starts from its own."""
+    from captions.search import semantic, spelling
 
     spelling.forget_vocabulary()
+    semantic.forget_tag_labels()
     yield
     spelling.forget_vocabulary()
+    semantic.forget_tag_labels()
 
 
 @pytest.fixture(autouse=True)

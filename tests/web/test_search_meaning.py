@@ -88,6 +88,32 @@ def test_typos_are_corrected_to_words_the_captions_use(api, user, library):
         assert api.get(SEARCH, {"q": query}).json()["corrected"] is None
 
 
+def test_a_word_only_older_captions_use_is_not_corrected(
+    user, make_image, model_version, save_captions, settings
+):
+    from django.db import connection
+
+    from captions.search import spelling
+
+    settings.IMGCAP_SPELLING_SAMPLE = 1  # the vocabulary: the newest caption's words only
+    save_captions(make_image(user), model_version, ["a horse runs on the sand"])
+    save_captions(make_image(user), model_version, ["a house by the sea"])
+    plans = []
+
+    def explain(execute, sql, params, many, context):
+        if "EXISTS" in sql and "plainto_tsquery" in sql:  # whether an older caption uses a word
+            raw = context["cursor"].cursor  # psycopg2's own: no wrappers, and before the real statement
+            raw.execute("EXPLAIN " + sql, params)
+            plans.append("\n".join(row[0] for row in raw.fetchall()))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(explain):
+        assert spelling.correct("horse").changed is False  # one edit from "house", but a caption says it
+        assert spelling.correct("seaa").query == "sea"
+    # Asked through the full-text index, never by reading every caption (a million, in bench_search).
+    assert len(plans) == 2 and all("captions_caption_search_gin" in plan for plan in plans)
+
+
 def test_an_owners_caption_replaces_what_the_photo_is_found_by(user, library):
     noodles = library["noodles"]
     add_human_caption(image=noodles, text="grandma's ramen on Sunday", author=user)
@@ -106,6 +132,24 @@ def test_concept_tags_find_what_the_caption_missed(api, user, make_image, model_
     save_captions(other, model_version, ["a man stands in front of a shop"], tags=[("banana", 0.05)])
     (hit,) = [r for r in api.get(SEARCH, {"q": "bananas"}).json()["results"] if "tag" in r["matched_by"]]
     assert hit["image"]["id"] == market.pk and hit["tags"] == ["banana"]  # a tag below 0.2 does not count
+
+
+@pytest.mark.parametrize("read_by_id", [20_000, 0])  # new tags read by id, or every label by the index
+def test_tag_search_reads_labels_as_they_come_and_shows_each_image_once(
+    api, user, make_image, model_version, save_captions, monkeypatch, read_by_id
+):
+    from captions.search import semantic
+
+    monkeypatch.setattr(semantic, "_LABELS_READ_BY_ID", read_by_id)
+    player = make_image(user)
+    save_captions(player, model_version, ["a man runs on the grass"], tags=[("baseball player", 0.7)])
+    tagged = [r for r in api.get(SEARCH, {"q": "players"}).json()["results"] if "tag" in r["matched_by"]]
+    assert [(r["image"]["id"], r["tags"]) for r in tagged] == [(player.pk, ["baseball player"])]
+    # A label first seen after that search (the labels are read once per process, then only new tags).
+    desk = make_image(user)
+    save_captions(desk, model_version, ["a woman sits in a room"], tags=[("laptop", 0.9), ("desk", 0.4)])
+    tagged = [r for r in api.get(SEARCH, {"q": "laptop desk"}).json()["results"] if "tag" in r["matched_by"]]
+    assert [(r["image"]["id"], r["tags"]) for r in tagged] == [(desk.pk, ["laptop"])]  # its most probable
 
 
 def test_the_photo_itself_is_found_when_its_caption_is_wrong(user, make_image, model_version, save_captions):

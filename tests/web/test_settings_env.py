@@ -8,7 +8,8 @@ from django.core.exceptions import ImproperlyConfigured
 from imgcap_site.settings.env import database
 
 
-def test_postgres_gets_persistent_checked_connections_and_no_jit():
+def test_postgres_gets_persistent_checked_connections_and_no_jit(monkeypatch):
+    monkeypatch.delenv("IMGCAP_SEARCH_SEMANTIC_CANDIDATES", raising=False)
     config = database("postgres://imgcap:p%40ss@db.example:5433/imgcap?sslmode=require")
     assert config["ENGINE"] == "django.db.backends.postgresql"
     assert (config["NAME"], config["USER"], config["PASSWORD"], config["HOST"], config["PORT"]) == (
@@ -19,11 +20,14 @@ def test_postgres_gets_persistent_checked_connections_and_no_jit():
         5433,
     )
     assert config["CONN_MAX_AGE"] == 60 and config["CONN_HEALTH_CHECKS"] is True
-    tuning = "-c jit=off -c hnsw.iterative_scan=relaxed_order -c hnsw.ef_search=200"
+    tuning = "-c jit=off -c hnsw.iterative_scan=relaxed_order -c hnsw.ef_search=50"
     assert config["OPTIONS"] == {"sslmode": "require", "options": tuning}
     tuned = database("postgresql://h/db?conn_max_age=0&options=-c%20statement_timeout%3D5000")
     assert tuned["CONN_MAX_AGE"] == 0
     assert tuned["OPTIONS"]["options"] == f"{tuning} -c statement_timeout=5000"
+    # The HNSW scans keep as many candidates as each list of search by meaning takes.
+    monkeypatch.setenv("IMGCAP_SEARCH_SEMANTIC_CANDIDATES", "150")
+    assert "-c hnsw.ef_search=150" in database("postgres://h/db")["OPTIONS"]["options"]
 
 
 def test_a_socket_folder_goes_to_libpq_as_the_host():
