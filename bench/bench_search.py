@@ -41,6 +41,7 @@ import sys
 import time
 import urllib.parse
 from collections import Counter
+from pathlib import Path
 
 from bench import platform_env as pe
 from bench.timing import write_results
@@ -86,9 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         pe.migrate()
         generation = _generate(env, args.db, args.captions)
         have = _caption_count(args.db)
-    vectors = None
-    if _images_without_vectors(args.db):
-        vectors = _fill_vectors(env, args.db)
+    # How the vectors and their indexes were built: now, or by the run that built them (kept beside).
+    vectors = _fill_vectors(env, args.db) if _images_without_vectors(args.db) else _vectors_report(args.db)
 
     try:
         _, token = pe.make_user("bench-searcher")
@@ -249,11 +249,15 @@ def _images_without_vectors(db: str) -> int:
         conn.close()
 
 
+def _vectors_report_path(db: str) -> Path:
+    return pe.REPO / "var" / "bench" / f"synthetic_vectors-{db}.json"
+
+
 def _fill_vectors(env: dict[str, str], db: str) -> dict:
     """`python -m bench.synthetic_vectors`: what the worker would have stored beside the captions, and the
     HNSW indexes built over it (timed, with their sizes)."""
     print("filling vectors, tags and hashes with bench/synthetic_vectors.py…", flush=True)
-    report = pe.REPO / "var" / "bench" / "synthetic_vectors.json"
+    report = _vectors_report_path(db)
     report.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [sys.executable, "-m", "bench.synthetic_vectors", "--db", db, "--report", str(report)],
@@ -262,6 +266,14 @@ def _fill_vectors(env: dict[str, str], db: str) -> dict:
         check=True,
     )
     return json.loads(report.read_text())
+
+
+def _vectors_report(db: str) -> dict | None:
+    """The report of the run that filled `db`'s vectors, if it is still there."""
+    try:
+        return json.loads(_vectors_report_path(db).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _time_similar(port: int, token: str, count: int, seed: int) -> list[dict]:

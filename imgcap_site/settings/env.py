@@ -12,8 +12,8 @@ env = environ.Env()
 
 def semantic_candidates() -> int:
     """How many images each list of search by meaning takes, best first (IMGCAP_SEARCH_SEMANTIC_CANDIDATES).
-    pgvector's HNSW scans cost about their ef_search: at a million captions 50 keeps a search's p95 under
-    50 ms where 200 took twice that (bench/bench_search.py), for the same recall@10 (62.9 / 31.5 against
+    pgvector's HNSW scans cost about their ef_search: at a million captions a search's three scans take
+    about 5 ms at 50 and 13 ms at 200 (bench/README.md), for the same recall@10 (62.9 / 31.5 against
     62.8 / 31.4 with 100, bench/bench_retrieval.py; sentences' recall@1 18.7 against 19.7)."""
     return env.int("IMGCAP_SEARCH_SEMANTIC_CANDIDATES", default=50)
 
