@@ -252,6 +252,7 @@ def _word_vectors(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ml.captioner import load_captioner
+    from ml.image_text import embed_texts_cached
     from ml.model_card import refresh_model_card
     from ml.paths import default_model_dir
     from ml.word_vectors import fit_word_vectors
@@ -261,8 +262,16 @@ def _word_vectors(args: argparse.Namespace) -> int:
     found, used = _training_photos(captioner, args.limit, not args.quiet, args.style)
     pooled = [features for *_, features in found]
     texts = [captions[image] for _, images, captions, _ in found for image in images]
+    # Every caption's sentence embedding (cached on disk, as `ml align` uses them), photo by photo.
+    flat = embed_texts_cached([t for caps in texts for t in caps], progress=not args.quiet)
+    ends = np.cumsum([len(caps) for caps in texts])
     vectors = fit_word_vectors(
-        np.concatenate(pooled), texts, dims=args.dims, min_photos=args.min_photos, penalty=args.penalty
+        np.concatenate(pooled),
+        texts,
+        dims=args.dims,
+        min_photos=args.min_photos,
+        penalty=args.penalty,
+        caption_embeddings=np.split(flat, ends[:-1]),
     )
     vectors.info["sources"] = used
     vectors.save(directory)
@@ -548,7 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_align)
 
     p = sub.add_parser(
-        "word-vectors", help="place the training captions' words in the photo space (keyword search)"
+        "word-vectors",
+        help="place the training captions' words in the photo and sentence spaces (keyword search)",
     )
     p.add_argument("--model", help="model directory (default: the shipped default model)")
     p.add_argument("--limit", type=int, help="the first N training images of each source only")

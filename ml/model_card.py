@@ -101,10 +101,16 @@ def _word_vectors(info: dict[str, Any] | None) -> str:
         if info.get("penalty")
         else "each the mean of the standardised pooled features of the photos whose captions use it"
     )
+    sentences = (
+        "; and in the sentence-embedding space (the mean all-MiniLM-L6-v2 embedding of the captions using "
+        "each word), added to a short query's own embedding before it meets the photos' projections"
+        if info.get("sentence_vectors")
+        else ""
+    )
     return (
         f"\n\n`word_vectors.npz`: {info.get('words')} words of the training captions placed in the photo "
         f"feature space ({how}, {info.get('dims')} PCA directions; from {sources}): the keyword list of "
-        "search (`python -m ml word-vectors`, models/NOTES.md)."
+        f"search{sentences} (`python -m ml word-vectors`, models/NOTES.md)."
     )
 
 

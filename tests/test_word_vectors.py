@@ -81,3 +81,31 @@ def test_ridge_tells_a_word_from_the_words_it_comes_with_and_no_penalty_gives_pr
         return float(near[on_grass & ~is_dog].mean() - near[~on_grass & is_dog].mean())
 
     assert margin(ridge) > 1.5 * margin(prototypes) > 0  # measured: 0.22 against 0.11
+
+
+def test_a_words_sentence_vector_is_where_the_captions_using_it_lie(tmp_path):
+    from ml.text_embedding import shared_embedder
+
+    pooled, _, _, _ = clusters()
+    captions = [["a cat sleeps on the sofa", "a kitten naps"]] * 20 + [
+        ["a dog runs in the park", "a puppy"]
+    ] * 20
+    embedded = [shared_embedder().embed(caps) for caps in captions]  # the real sentence model
+    vectors = fit_word_vectors(pooled, captions, dims=8, caption_embeddings=embedded)
+    assert vectors.info["sentence_vectors"] is True
+    # "sofa" is used by one caption of each cat photo: its vector is that caption's embedding.
+    np.testing.assert_allclose(vectors.sentence_vector("sofa"), embedded[0][0], atol=1e-5)
+    # A two-word query lands nearer the sentences of its words than of the others'.
+    both = vectors.sentence_vector("cat sofa")
+    assert cosine(both, embedded[0][0]) > cosine(both, embedded[20][0])
+    assert vectors.sentence_vector("zebra") is None
+
+    vectors.save(tmp_path)
+    np.testing.assert_allclose(
+        WordVectors.load(tmp_path).sentence_vector("park"), vectors.sentence_vector("park"), atol=1e-3
+    )
+    without = fit_word_vectors(pooled, captions, dims=8)  # no embeddings given: none kept, none saved
+    without.save(tmp_path)
+    assert WordVectors.load(tmp_path).sentences is None and without.sentence_vector("cat") is None
+    with pytest.raises(ValueError, match="one embedding per caption"):
+        fit_word_vectors(pooled, captions, dims=8, caption_embeddings=[e[:1] for e in embedded])

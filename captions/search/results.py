@@ -194,7 +194,8 @@ class SearchResults:
             except (ImportError, OSError) as exc:  # the embedding model is not installed or unreadable
                 logger.error("imgcap search: no search by meaning (%s); searching words and tags", exc)
             else:
-                by_caption, by_picture = semantic.nearest(vector, self.user_id, n)
+                picture = semantic.picture_query(self.typed, vector)
+                by_caption, by_picture = semantic.nearest(vector, self.user_id, n, picture)
             for rank, near in enumerate(by_caption, start=1):
                 add(near.image_id, rank, "meaning")
             for rank, near in enumerate(by_picture, start=1):

@@ -241,3 +241,30 @@ def test_a_keyword_reaches_photos_like_those_the_training_captions_use_it_for(
         assert keeper.pk not in {hit.image.pk for hit in found(user, "zebra")}  # a word it never learnt
     finally:
         semantic.forget_word_vectors()
+
+
+def test_a_short_query_meets_the_photos_with_the_training_captions_of_its_words(settings, tmp_path):
+    from captions.search import semantic
+    from ml.word_vectors import fit_word_vectors
+
+    rng = np.random.default_rng(4)
+    captions = [["a goalie dives for the ball in front of the net"]] * 5 + [
+        ["a red bus on a busy street"]
+    ] * 5
+    embedded = [shared_embedder().embed(caps) for caps in captions]
+    fit_word_vectors(rng.normal(size=(10, 32)), captions, dims=4, caption_embeddings=embedded).save(tmp_path)
+    settings.IMGCAP_MODEL_DIR = str(tmp_path)
+    semantic.forget_word_vectors()
+    try:
+        typed = tuple(float(x) for x in shared_embedder().embed(["goalie net"])[0])
+        picture = np.asarray(semantic.picture_query("goalie net", typed))
+        # Nearer the sentence the training captions say with those words than the query alone is.
+        sentence = embedded[0][0]
+        assert picture @ sentence > np.asarray(typed) @ sentence and np.linalg.norm(picture) == pytest.approx(
+            1
+        )
+        assert semantic.picture_query("zebra", typed) == typed  # no training caption uses it
+        long = "a goalie in front of the net"  # a sentence already: left as typed
+        assert semantic.picture_query(long, typed) == typed
+    finally:
+        semantic.forget_word_vectors()
