@@ -192,18 +192,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _caption_count(db: str) -> int | None:
-    import psycopg2
-
+def _count(db: str, sql: str) -> int:
+    """The one number `sql` selects on `db`."""
     conn = pe.connect(db)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM captions_caption")
+            cur.execute(sql)
             return int(cur.fetchone()[0])
-    except psycopg2.Error:
-        return None
     finally:
         conn.close()
+
+
+def _caption_count(db: str) -> int | None:
+    """Captions in `db`; None when it has no captions table (not migrated)."""
+    import psycopg2
+
+    try:
+        return _count(db, "SELECT count(*) FROM captions_caption")
+    except psycopg2.Error:
+        return None
 
 
 def _generate(env: dict[str, str], db: str, count: int) -> dict:
@@ -240,13 +247,7 @@ def _generate(env: dict[str, str], db: str, count: int) -> dict:
 
 
 def _images_without_vectors(db: str) -> int:
-    conn = pe.connect(db)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM captions_image WHERE features IS NULL")
-            return int(cur.fetchone()[0])
-    finally:
-        conn.close()
+    return _count(db, "SELECT count(*) FROM captions_image WHERE features IS NULL")
 
 
 def _vectors_report_path(db: str) -> Path:
@@ -294,9 +295,7 @@ def _time_similar(port: int, token: str, count: int, seed: int) -> list[dict]:
         if status != 200:
             raise SystemExit(f"similar {image_id} answered {status}: {body[:500]!r}")
         if n >= 2:
-            found = json.loads(body)
-            hits = found["results"] if isinstance(found, dict) else found
-            rows.append({"image": image_id, "ms": round(seconds * 1000, 2), "hits": len(hits)})
+            rows.append({"image": image_id, "ms": round(seconds * 1000, 2), "hits": len(json.loads(body))})
     return rows
 
 

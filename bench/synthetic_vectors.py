@@ -101,9 +101,10 @@ def fill_vectors(db: str, *, photos: int, pool: int, model: str | None, seed: in
 
 
 def real_photos(count: int, model: str | None) -> dict:
-    """Features [N, 1280], projections [N, 384], tags and hashes of the first `count` Flickr8k train
-    photos through `model`'s encoder (cached per model version)."""
+    """Features [N, 1280], tags and hashes of the first `count` Flickr8k train photos through `model`'s
+    encoder (cached per model version), and the model's projection into the sentence space."""
     from ml.captioner import load_captioner
+    from ml.concepts import top_tags
     from ml.data import load_dataset
 
     captioner = load_captioner(model)
@@ -112,7 +113,6 @@ def real_photos(count: int, model: str | None) -> dict:
         with np.load(cache, allow_pickle=False) as data:
             return {
                 "features": data["features"],
-                "visual": data["visual"],
                 "hashes": [str(h) for h in data["hashes"]],
                 "tags": json.loads(str(data["tags"])),
                 "projection": captioner.image_text,
@@ -125,11 +125,9 @@ def real_photos(count: int, model: str | None) -> dict:
     features, tags, hashes = [], [], []
     for start in range(0, len(paths), 32):
         chunk = paths[start : start + 32]
-        feats, concepts, readable, errors = captioner.encoder.encode_readable_with_concepts(chunk)
+        feats, concepts, _, errors = captioner.encoder.encode_readable_with_concepts(chunk)
         if errors:
             raise SystemExit(f"unreadable Flickr8k photos: {errors}")
-        from ml.concepts import top_tags
-
         features.append(np.asarray(feats, np.float32).mean(axis=1))
         tags += [[[t.label, round(t.score, 4)] for t in image_tags] for image_tags in top_tags(concepts)]
         for path in chunk:
@@ -137,11 +135,9 @@ def real_photos(count: int, model: str | None) -> dict:
                 hashes.append(perceptual_hashes(picture)[0])
         print(f"encoded {start + len(chunk)}/{len(paths)} real photos", flush=True)
     pooled = np.concatenate(features)
-    visual = captioner.image_text.embed(pooled)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, features=pooled, visual=visual, hashes=np.array(hashes), tags=np.array(json.dumps(tags)))
-    projection = captioner.image_text
-    return {"features": pooled, "visual": visual, "hashes": hashes, "tags": tags, "projection": projection}
+    np.savez(cache, features=pooled, hashes=np.array(hashes), tags=np.array(json.dumps(tags)))
+    return {"features": pooled, "hashes": hashes, "tags": tags, "projection": captioner.image_text}
 
 
 def caption_pool(count: int, seed: int) -> np.ndarray:

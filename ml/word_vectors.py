@@ -63,10 +63,14 @@ class WordVectors:
     def __post_init__(self) -> None:
         self._index = {w: i for i, w in enumerate(self.words)}
 
+    def _rows(self, text: str) -> list[int]:
+        """The rows of the known words of `text`."""
+        return [self._index[w] for w in words_of(text) if w in self._index]
+
     def query_vector(self, text: str) -> np.ndarray | None:
         """A unit vector [C] to compare by cosine with photos' pooled features; None when no word of
         `text` is known."""
-        rows = [self._index[w] for w in words_of(text) if w in self._index]
+        rows = self._rows(text)
         if not rows:
             return None
         reduced = (self.vectors[rows].astype(np.float32) * self.idf[rows, None]).sum(axis=0)  # [D]
@@ -75,7 +79,7 @@ class WordVectors:
     def sentence_vector(self, text: str) -> np.ndarray | None:
         """A unit vector [384] in the sentence-embedding space where the training captions using the
         words of `text` lie; None when no word is known or the file has no sentence vectors."""
-        rows = [self._index[w] for w in words_of(text) if w in self._index]
+        rows = self._rows(text)
         if not rows or self.sentences is None:
             return None
         return _unit((self.sentences[rows].astype(np.float32) * self.idf[rows, None]).sum(axis=0))

@@ -116,8 +116,15 @@ def _word_vectors():
 def forget_word_vectors() -> None:
     """Read the model directory's word vectors again on the next query (tests, a model change)."""
     _word_vectors.cache_clear()
-    photo_words_vector.cache_clear()
-    _words_sentence_vector.cache_clear()
+    _from_word_vectors.cache_clear()
+
+
+@functools.lru_cache(maxsize=1024)
+def _from_word_vectors(method: str, query: str) -> tuple[float, ...] | None:
+    """WordVectors.`method`(query) as a tuple (cached: paging through results asks again), or None."""
+    vectors = _word_vectors()
+    found = getattr(vectors, method)(query) if vectors is not None else None
+    return None if found is None else tuple(float(x) for x in found)
 
 
 # A query of at most this many words meets the photos' projections with the sentence vector of its
@@ -126,33 +133,23 @@ def forget_word_vectors() -> None:
 SHORT_QUERY_WORDS = 3
 
 
-@functools.lru_cache(maxsize=512)
-def _words_sentence_vector(query: str) -> tuple[float, ...] | None:
-    vectors = _word_vectors()
-    found = vectors.sentence_vector(query) if vectors is not None else None
-    return None if found is None else tuple(float(x) for x in found)
-
-
 def picture_query(query: str, embedding: tuple[float, ...]) -> tuple[float, ...]:
     """What the photos' projections are compared with: the query's embedding, plus, for a short query,
     where the training captions using its words lie in the same space (ml/word_vectors.py: a two-word
     query embeds far from the sentences the projection learned from)."""
     if len(re.findall(r"[a-z]+", query.lower())) > SHORT_QUERY_WORDS:
         return embedding
-    words = _words_sentence_vector(query)
+    words = _from_word_vectors("sentence_vector", query)
     if words is None:
         return embedding
     both = np.asarray(embedding, np.float32) + np.asarray(words, np.float32)
     return tuple(float(x) for x in both / max(float(np.linalg.norm(both)), 1e-12))
 
 
-@functools.lru_cache(maxsize=512)
 def photo_words_vector(query: str) -> tuple[float, ...] | None:
     """Where photos described with the query's words lie in the encoder's feature space; None when the
     model has no word vectors or knows none of the words."""
-    vectors = _word_vectors()
-    found = vectors.query_vector(query) if vectors is not None else None
-    return None if found is None else tuple(float(x) for x in found)
+    return _from_word_vectors("query_vector", query)
 
 
 def by_photo_words(query: str, user_id: int | None, limit: int) -> list[Near]:
@@ -191,7 +188,8 @@ def by_tag(query: str, user_id: int | None, limit: int) -> list[Near]:
             [query],
         )
         newest, words = cursor.fetchone()
-        labels = [label for label, stems in _tag_labels(cursor, newest).items() if stems & set(words)]
+        named = set(words)
+        labels = [label for label, stems in _tag_labels(cursor, newest).items() if stems & named]
         if not labels:
             return []
         visible, params = visible_sql(user_id)
