@@ -58,7 +58,7 @@ class TrainConfig:
     samples_per_image: int = 5
     batch_size: int = 64  # captions per step ("xe") or images per step ("cider")
     epochs: int = 20
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-3  # 0 with tune_blocks: the decoder stays frozen, only the top trains
     lr_schedule: str = "cosine"  # "constant" or "cosine" (with linear warm-up)
     warmup_steps: int = 200
     penalty: float = 1.0  # doubly-stochastic attention regulariser (lambda)

@@ -44,7 +44,8 @@ class SelfCritical:
 
     `image_index` maps each caption of `tokens` to its image (a row of the split's features);
     every image is trained in the style of its own captions (their first token). With a
-    fine-tuned `top`, `step` is given block inputs, and the top trains by `top_optimizer`.
+    fine-tuned `top`, `step` is given block inputs, and the top trains by `top_optimizer` (alone, with
+    `train_decoder` False).
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class SelfCritical:
         clip_norm: float = 5.0,
         top: TunedTop | None = None,
         top_optimizer: keras.optimizers.Optimizer | None = None,
+        train_decoder: bool = True,
     ) -> None:
         if samples < 2:
             raise ValueError("self-critical training needs at least 2 samples per image (the baseline)")
@@ -74,7 +76,7 @@ class SelfCritical:
         ban = np.zeros(c.vocab_size, np.float32)
         ban[vocab.non_word_ids] = -1e9  # never sampled: <pad>, <start>, <unk>, style tokens
         self._ban = tf.constant(ban)
-        self.params = Trainables(decoder, optimizer, top, top_optimizer)
+        self.params = Trainables(decoder, optimizer, top, top_optimizer, train_decoder)
         spec = [
             tf.TensorSpec([None, None, self.params.input_dim], tf.float32),
             tf.TensorSpec([None, c.concept_dim], tf.float32),

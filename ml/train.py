@@ -416,8 +416,10 @@ def train(
         if top is not None
         else None
     )
+    # A decoder learning rate of 0 freezes it: only the encoder's top trains.
+    train_decoder = cfg.learning_rate > 0
     step_fn = make_train_step(
-        decoder, optimizer, cfg.penalty, cfg.label_smoothing, cfg.clip_norm, top, top_optimizer
+        decoder, optimizer, cfg.penalty, cfg.label_smoothing, cfg.clip_norm, top, top_optimizer, train_decoder
     )
     critic = (
         SelfCritical(
@@ -431,6 +433,7 @@ def train(
             cfg.clip_norm,
             top,
             top_optimizer,
+            train_decoder,
         )
         if cfg.objective == "cider"
         else None

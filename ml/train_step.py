@@ -16,7 +16,10 @@ if TYPE_CHECKING:
 
 class Trainables:
     """The decoder's variables and its optimizer, plus, when the encoder's top is fine-tuned, the
-    top's with an optimizer of their own (its own learning rate). Gradients are clipped jointly."""
+    top's with an optimizer of their own (its own learning rate). Gradients are clipped jointly.
+
+    `train_decoder` False freezes the decoder (only the top trains): its weights get no gradients,
+    which also spares the backward pass their cost."""
 
     def __init__(
         self,
@@ -24,10 +27,14 @@ class Trainables:
         optimizer: keras.optimizers.Optimizer,
         top: TunedTop | None = None,
         top_optimizer: keras.optimizers.Optimizer | None = None,
+        train_decoder: bool = True,
     ) -> None:
         if (top is None) != (top_optimizer is None):
             raise ValueError("a fine-tuned top needs its optimizer (and an optimizer its top)")
+        if not train_decoder and top is None:
+            raise ValueError("with the decoder frozen nothing would train: fine-tune the encoder's top")
         self.decoder, self.optimizer, self.top, self.top_optimizer = decoder, optimizer, top, top_optimizer
+        self.train_decoder = train_decoder
 
     @property
     def input_dim(self) -> int:
@@ -41,15 +48,20 @@ class Trainables:
     @property
     def variables(self) -> list:
         top = self.top.trainable_variables if self.top is not None else []
-        return list(self.decoder.trainable_variables) + list(top)
+        return self._decoder_variables + list(top)
+
+    @property
+    def _decoder_variables(self) -> list:
+        return list(self.decoder.trainable_variables) if self.train_decoder else []
 
     def apply(self, grads: list, clip_norm: float) -> None:
         """Clip (over all variables) and apply each group's gradients with its optimizer."""
         if clip_norm:
             grads, _ = tf.clip_by_global_norm(grads, clip_norm)
         variables = self.variables
-        n = len(self.decoder.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads[:n], variables[:n], strict=True))
+        n = len(self._decoder_variables)
+        if n:
+            self.optimizer.apply_gradients(zip(grads[:n], variables[:n], strict=True))
         if self.top_optimizer is not None:
             self.top_optimizer.apply_gradients(zip(grads[n:], variables[n:], strict=True))
 
@@ -98,11 +110,12 @@ def make_train_step(
     clip_norm: float = 5.0,
     top: TunedTop | None = None,
     top_optimizer: keras.optimizers.Optimizer | None = None,
+    train_decoder: bool = True,
 ) -> Callable[[tf.Tensor, tf.Tensor, tf.Tensor], dict[str, tf.Tensor]]:
     """A compiled step: (features [B,P,C] float, tokens [B,T+1] int32 with <start>...<end> + padding,
     concepts [B,K] float). With a fine-tuned `top`, the first input is its block input [B,P,C_in]
-    and the top trains too (by `top_optimizer`)."""
-    params = Trainables(decoder, optimizer, top, top_optimizer)
+    and the top trains too (by `top_optimizer`), or alone (`train_decoder` False)."""
+    params = Trainables(decoder, optimizer, top, top_optimizer, train_decoder)
 
     # No XLA: on CPUs it measured about 2x slower than TF's own kernels for this step.
     @tf.function(input_signature=_signature(decoder, params.input_dim))

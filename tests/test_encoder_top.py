@@ -114,6 +114,51 @@ def test_training_a_top_gives_a_model_that_captions_with_the_original_tags(tmp_p
     assert json.loads((run / "checkpoints" / "state.json").read_text())["epoch"] == 4
 
 
+def test_a_decoder_learning_rate_of_0_trains_the_top_alone(tmp_path, images):
+    """Self-critical training of the top with the decoder frozen: the decoder's weights come out
+    bit for bit as they went in, the top's moved."""
+    import keras
+
+    from ml.model import CaptionDecoder, DecoderConfig
+    from ml.train_step import Trainables
+
+    needs_flickr8k()
+    start = tmp_path / "start"
+    train(TrainConfig(**{**TINY, "captions_per_image": 5}, epochs=4, concepts=True), start, progress=False)
+    cfg = TrainConfig(
+        **{**TINY, "captions_per_image": 5, "learning_rate": 0.0},
+        epochs=2,
+        concepts=True,
+        objective="cider",
+        samples_per_image=3,
+        init_from=str(start),
+        lr_schedule="constant",
+        tune_blocks=1,
+        top_learning_rate=1e-3,
+    )
+    run = tmp_path / "top"
+    train(cfg, run, progress=False)
+    with np.load(start / "decoder.npz") as before, np.load(run / "decoder.npz") as after:
+        assert sorted(before) == sorted(after)
+        for name in before:
+            np.testing.assert_array_equal(before[name], after[name], err_msg=name)
+    plain = get_encoder("efficientnet_lite0", image_size=96)
+    tuned = fine_tuned(plain, 1, run / TOP_FILE)
+    assert np.abs(tuned.encode(images) - plain.encode(images)).max() > 1e-3
+    # The frozen decoder's weights are not even differentiated (not left to a zero learning rate).
+    decoder = CaptionDecoder(DecoderConfig(vocab_size=20, feature_dim=1280, embed_dim=8, units=8))
+    decoder.build_for(9)
+    params = Trainables(
+        decoder, keras.optimizers.Adam(), tuned.top, keras.optimizers.Adam(), train_decoder=False
+    )
+    assert params.variables == list(tuned.top.trainable_variables)
+    assert len(
+        Trainables(decoder, keras.optimizers.Adam(), tuned.top, keras.optimizers.Adam()).variables
+    ) > len(params.variables)
+    with pytest.raises(ValueError, match="nothing would train"):
+        Trainables(decoder, keras.optimizers.Adam(), train_decoder=False)
+
+
 def test_the_default_model_is_unchanged():
     """models/default has no tuned top: same encoder, version, captions, tags and confidences as
     the code before fine-tuning gave (tests/fixtures/default_model_coco_mini.json)."""

@@ -127,6 +127,21 @@ def _from_word_vectors(method: str, query: str) -> tuple[float, ...] | None:
     return None if found is None else tuple(float(x) for x in found)
 
 
+def preload() -> None:
+    """Read now what every search reads from disk: the query embedder (about 90 MB, 0.5-0.7 s) and the
+    model's word vectors, so that a web process's first search is as fast as the others. Never fails:
+    what cannot load now is tried again, and logged, by the first search that needs it."""
+    if not settings.IMGCAP_SEMANTIC_SEARCH:
+        return
+    from ml.text_embedding import shared_embedder
+
+    try:
+        shared_embedder()
+    except Exception as exc:  # noqa: BLE001 - a web process starts without it; search falls back to words
+        logger.warning("imgcap search: the query embedder did not load at start (%s)", exc)
+    _word_vectors()
+
+
 # A query of at most this many words meets the photos' projections with the sentence vector of its
 # words added: keywords R@10 31.5 -> 33.1 on the retrieval benchmark (bench/README.md). A longer query
 # is a sentence already, as the projection was trained on, and is left as typed.

@@ -243,6 +243,29 @@ def test_a_keyword_reaches_photos_like_those_the_training_captions_use_it_for(
         semantic.forget_word_vectors()
 
 
+def test_preload_reads_the_search_models_before_the_first_query(settings, tmp_path):
+    from captions.search import semantic
+    from ml import text_embedding
+    from ml.word_vectors import fit_word_vectors
+
+    rng = np.random.default_rng(5)
+    fit_word_vectors(rng.normal(size=(4, 32)), [["a goalie dives"]] * 2 + [["a bus"]] * 2, dims=2).save(
+        tmp_path
+    )
+    settings.IMGCAP_MODEL_DIR = str(tmp_path)
+    semantic.forget_word_vectors()
+    try:
+        settings.IMGCAP_SEMANTIC_SEARCH = False
+        semantic.preload()  # search by words only: nothing to read
+        assert semantic._word_vectors.cache_info().currsize == 0
+        settings.IMGCAP_SEMANTIC_SEARCH = True
+        semantic.preload()
+        assert semantic._word_vectors.cache_info().currsize == 1
+        assert semantic._word_vectors() is not None and text_embedding._shared is not None
+    finally:
+        semantic.forget_word_vectors()
+
+
 def test_a_short_query_meets_the_photos_with_the_training_captions_of_its_words(settings, tmp_path):
     from captions.search import semantic
     from ml.word_vectors import fit_word_vectors

@@ -32,7 +32,9 @@ PROBE = textwrap.dedent(
     for info in pkgutil.walk_packages(captions.__path__, "captions."):
         importlib.import_module(info.name)
         imported.append(info.name)
-    for name in ("worker", "worker.tasks", "worker.micro_batches", "worker.runtime", "imgcap_site.urls"):
+    # imgcap_site.wsgi preloads search's models (numpy + tokenizers only).
+    names = ("worker", "worker.tasks", "worker.micro_batches", "worker.runtime", "imgcap_site.urls")
+    for name in (*names, "imgcap_site.wsgi"):
         importlib.import_module(name)
         imported.append(name)
 
