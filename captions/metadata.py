@@ -80,6 +80,8 @@ class PhotoMetadata:
     """What intake keeps of a photo's metadata; empty fields where the file says nothing usable."""
 
     taken_at: datetime.datetime | None = None  # aware: the camera's offset, else read as UTC
+    # Minutes east of UTC of the camera's clock (EXIF OffsetTimeOriginal); None when it wrote none.
+    taken_offset: int | None = None
     camera: str = ""  # "Apple iPhone 13"
     description: str = ""  # the photo's own caption, cleaned; "" for none or a camera's placeholder
     orientation: int | None = None  # EXIF Orientation 1-8 (intake's sizes already follow it)
@@ -108,12 +110,14 @@ def read_photo_metadata(data: bytes) -> PhotoMetadata:
     camera = camera_name(exif.get("Exif.Image.Make"), exif.get("Exif.Image.Model"))
     if description.casefold() in {camera.casefold(), _text(exif.get("Exif.Image.Make")).casefold()}:
         description = ""  # "Canon EOS 5D" as a description is the camera's name again
+    offset = exif.get("Exif.Photo.OffsetTimeOriginal") or exif.get("Exif.Photo.OffsetTimeDigitized")
     taken_at = parse_exif_datetime(
-        exif.get("Exif.Photo.DateTimeOriginal") or exif.get("Exif.Photo.DateTimeDigitized"),
-        exif.get("Exif.Photo.OffsetTimeOriginal") or exif.get("Exif.Photo.OffsetTimeDigitized"),
+        exif.get("Exif.Photo.DateTimeOriginal") or exif.get("Exif.Photo.DateTimeDigitized"), offset
     )
+    minutes = parse_exif_offset(offset)
     return PhotoMetadata(
         taken_at=taken_at,
+        taken_offset=minutes if taken_at is not None else None,
         camera=camera,
         description=description,
         orientation=_orientation(exif.get("Exif.Image.Orientation")),
@@ -187,14 +191,21 @@ def parse_exif_datetime(value: object, offset: object = None) -> datetime.dateti
         naive = datetime.datetime(*(int(part) for part in match.groups()))
     except ValueError:
         return None
-    zone = datetime.UTC
-    found = _OFFSET.fullmatch(_text(offset).strip())
-    if found:
-        sign, hours, minutes = found.groups()
-        delta = datetime.timedelta(hours=int(hours), minutes=int(minutes))
-        if delta < datetime.timedelta(hours=15):
-            zone = datetime.timezone(-delta if sign == "-" else delta)
+    minutes = parse_exif_offset(offset)
+    zone = datetime.UTC if minutes is None else datetime.timezone(datetime.timedelta(minutes=minutes))
     return naive.replace(tzinfo=zone)
+
+
+def parse_exif_offset(value: object) -> int | None:
+    """EXIF's OffsetTime ("+02:00", "-0530") as minutes east of UTC; None when absent or impossible."""
+    found = _OFFSET.fullmatch(_text(value).strip())
+    if not found:
+        return None
+    sign, hours, minutes = found.groups()
+    total = int(hours) * 60 + int(minutes)
+    if total >= 15 * 60 or int(minutes) >= 60:
+        return None
+    return -total if sign == "-" else total
 
 
 def _orientation(value: object) -> int | None:

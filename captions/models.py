@@ -5,6 +5,8 @@ Writes go through captions.services, reads through captions.selectors.
 
 from __future__ import annotations
 
+import datetime
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -137,6 +139,9 @@ class Image(models.Model):
     # --- read from the file's metadata at intake (captions/metadata.py) ---
     # EXIF DateTimeOriginal (with OffsetTimeOriginal when the camera wrote one, else read as UTC).
     taken_at = models.DateTimeField(null=True, blank=True)
+    # The camera clock's offset from UTC in minutes (EXIF OffsetTimeOriginal); null when it wrote none.
+    # The date taken is shown on that clock, as the photographer saw it, not in the server's zone.
+    taken_offset = models.SmallIntegerField(null=True, blank=True)
     camera = models.CharField(max_length=200, blank=True, default="")  # EXIF Make + Model, "Apple iPhone 13"
 
     # --- search by meaning (captions/vectors.py) ---
@@ -185,6 +190,31 @@ class Image(models.Model):
 
     def __str__(self) -> str:
         return f"image {self.pk} ({self.original_name or self.sha256[:12]})"
+
+    @property
+    def taken_on_camera(self) -> datetime.datetime | None:
+        """The date taken with the camera clock's offset (UTC when it wrote none): the same instant
+        as `taken_at`, at the hour the photographer saw."""
+        if self.taken_at is None:
+            return None
+        zone = datetime.timezone(datetime.timedelta(minutes=self.taken_offset or 0))
+        return self.taken_at.astimezone(zone)
+
+    @property
+    def taken_wall_clock(self) -> datetime.datetime | None:
+        """`taken_on_camera` without its zone, for pages: templates would convert an aware time to the
+        server's zone, and a photo taken at 14:00 in Paris was taken at 14:00 wherever it is viewed."""
+        taken = self.taken_on_camera
+        return None if taken is None else taken.replace(tzinfo=None)
+
+    @property
+    def taken_offset_label(self) -> str:
+        """ "UTC+02:00" for the camera's offset; "" when the camera wrote none."""
+        if self.taken_offset is None:
+            return ""
+        sign = "-" if self.taken_offset < 0 else "+"
+        hours, minutes = divmod(abs(self.taken_offset), 60)
+        return f"UTC{sign}{hours:02d}:{minutes:02d}"
 
 
 class Caption(models.Model):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -147,6 +148,13 @@ class ImageUrls:
         }
 
 
+class CameraClockField(serializers.DateTimeField):
+    """A date shown with the offset it carries (a photo's camera clock), not moved to the server's zone."""
+
+    def enforce_timezone(self, value: datetime.datetime) -> datetime.datetime:
+        return value
+
+
 class CaptionSerializer(serializers.ModelSerializer):
     model = serializers.CharField(source="model_version.name", default=None, read_only=True)
     confidence = serializers.FloatField(
@@ -179,11 +187,13 @@ class ImageSerializer(serializers.ModelSerializer):
         help_text="Whether others get the photo's EXIF GPS position (removed from their copy when "
         "false); shown to the owner only."
     )
-    taken_at = serializers.DateTimeField(
+    taken_at = CameraClockField(
+        source="taken_on_camera",
         read_only=True,
         allow_null=True,
-        help_text="When the photo was taken (its EXIF DateTimeOriginal, with the camera's offset; read as "
-        "UTC when it wrote none); null when the file does not say.",
+        help_text="When the photo was taken (its EXIF DateTimeOriginal), on the camera's clock: with the "
+        'offset the camera wrote ("2026-07-01T14:00:00+02:00"), else read as UTC; null when the file '
+        "does not say.",
     )
     camera = serializers.CharField(
         read_only=True,
@@ -599,7 +609,7 @@ class SharedImageSerializer(serializers.Serializer):
     caption = serializers.SerializerMethodField(help_text="The caption the site shows for it.")
     width = serializers.IntegerField()
     height = serializers.IntegerField()
-    taken_at = serializers.DateTimeField(allow_null=True)
+    taken_at = CameraClockField(source="taken_on_camera", allow_null=True)
     urls = serializers.SerializerMethodField()
 
     def get_caption(self, image: Image) -> str | None:

@@ -538,5 +538,6 @@ def _new_image(
         batch=batch,
         perceptual_hash=info.perceptual_hashes[0] if info.perceptual_hashes else None,
         taken_at=photo.taken_at,
+        taken_offset=photo.taken_offset,
         camera=photo.camera,
     )

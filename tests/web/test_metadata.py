@@ -22,6 +22,7 @@ from captions.metadata import (
     clean_description,
     embed_caption,
     parse_exif_datetime,
+    parse_exif_offset,
     read_photo_metadata,
     xmp_sidecar,
 )
@@ -104,6 +105,7 @@ def test_the_date_taken_camera_and_description_are_read_xmp_first():
         taken_at=datetime.datetime(
             2023, 5, 1, 10, 11, 12, tzinfo=datetime.timezone(datetime.timedelta(hours=2))
         ),
+        taken_offset=120,
         camera="Apple iPhone 13",
         description="Two dogs on the beach at Cascais",
         orientation=1,
@@ -197,6 +199,17 @@ def test_dates_with_an_offset_without_one_and_impossible_ones():
         assert parse_exif_datetime(bad) is None
     data = with_metadata(picture(), exif={"Exif.Photo.DateTimeOriginal": "2021:13:45 99:00:00"})
     assert read_photo_metadata(data).taken_at is None
+
+
+def test_the_cameras_offset_is_kept_in_minutes_and_only_when_it_wrote_one():
+    assert [parse_exif_offset(v) for v in ("+02:00", "-0530", "+00:00", " +05:45 ")] == [120, -330, 0, 345]
+    for bad in ("+15:00", "+02:75", "02:00", "Z", "", None, "nonsense"):
+        assert parse_exif_offset(bad) is None, bad
+    plain = with_metadata(picture(), exif={"Exif.Photo.DateTimeOriginal": "2020:02:03 04:05:06"})
+    assert read_photo_metadata(plain).taken_offset is None  # read as UTC, but not known to be UTC
+    # An offset without a date is no date taken.
+    alone = with_metadata(picture(), exif={"Exif.Photo.OffsetTimeOriginal": "+02:00"})
+    assert read_photo_metadata(alone) == PhotoMetadata()
 
 
 def test_garbage_never_raises():
@@ -319,6 +332,7 @@ def test_a_description_in_the_file_is_the_shown_caption_before_any_model_ran(api
     assert datetime.datetime.fromisoformat(body["taken_at"]) == datetime.datetime(
         2023, 5, 1, 8, 11, 12, tzinfo=datetime.UTC
     )
+    assert body["taken_at"] == "2023-05-01T10:11:12+02:00"  # on the camera's clock, not the server's
     detail = api.get(f"{IMAGES}{body['id']}/").json()
     assert detail["caption"]["text"] == "Our tent on the ridge" and detail["taken_at"] == body["taken_at"]
 
@@ -388,6 +402,24 @@ def test_the_image_page_shows_the_description_the_date_and_the_camera(alice, api
     assert "Breakfast in Porto" in page and "From the photo's description" in page
     assert 'id="taken-at"' in page and "Apple iPhone 13" in page
     assert f'href="/api/v1/images/{image_id}/download/"' in page
+
+
+@pytest.mark.django_db
+def test_the_date_taken_is_shown_on_the_cameras_clock_whatever_the_servers_zone(
+    alice, api, media_root, settings
+):
+    settings.TIME_ZONE = "America/New_York"  # the server's zone: 6 hours behind the camera here
+    paris = upload(api, with_metadata(picture(seed=7), exif=CAMERA), "paris.jpg").json()
+    plain = with_metadata(picture(seed=8), exif={"Exif.Photo.DateTimeOriginal": "2020:02:03 04:05:06"})
+    unknown = upload(api, plain, "plain.jpg").json()
+    assert paris["taken_at"] == "2023-05-01T10:11:12+02:00"
+    assert unknown["taken_at"] == "2020-02-03T04:05:06Z"  # no offset written: read as UTC
+    page = alice.get(f"/images/{paris['id']}/").content.decode()
+    assert '<time datetime="2023-05-01T10:11:12+02:00">2023-05-01 10:11</time>' in page
+    assert "UTC+02:00" in page
+    page = alice.get(f"/images/{unknown['id']}/").content.decode()
+    assert '<time datetime="2020-02-03T04:05:06+00:00">2020-02-03 04:05</time>' in page
+    assert "UTC+" not in page
 
 
 @pytest.mark.django_db
