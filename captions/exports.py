@@ -14,6 +14,7 @@ from django.contrib.postgres.aggregates import StringAgg
 from django.db.models import Case, F, IntegerField, OuterRef, QuerySet, Subquery, Value, When
 from django.utils.text import slugify
 
+from captions.metadata import on_camera_clock
 from captions.models import Caption, ImageTag
 from captions.search import filter_captions
 from captions.selectors import active_model_version, filter_all_images, list_images
@@ -30,6 +31,8 @@ COLUMNS = (
     "original_name",
     "created_at",
     "tags",
+    "taken_at",
+    "camera",
 )
 CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson; charset=utf-8"}
 
@@ -46,6 +49,8 @@ class ExportRow:
     source: str
     created_at: str
     tags: str = ""  # the image's concept tags, most probable first, ";"-separated
+    taken_at: str = ""  # the photo's date taken on its camera's clock (ISO 8601), "" when unknown
+    camera: str = ""
 
 
 EXPORT_SOURCES = tuple(Caption.Source.values)
@@ -92,21 +97,37 @@ def export_rows(
         "source",
         "created_at",
         "image_tags",
+        "image__taken_at",
+        "image__taken_offset",
+        "image__camera",
     ).iterator(chunk_size=chunk_size)
-    return (
-        ExportRow(
-            image_id=image_id,
-            image_file=file,
-            original_name=name,
-            caption=text,
-            score=score,
-            rank=rank,
-            model_version=version or "",
-            source=source_,
-            created_at=created.isoformat(),
-            tags=tags or "",
-        )
-        for image_id, file, name, text, score, rank, version, source_, created, tags in rows
+    return (_export_row(*values) for values in rows)
+
+
+def _iso(moment: datetime.datetime) -> str:
+    """ISO 8601 as the API writes it (DRF): UTC as "Z"."""
+    text = moment.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def _export_row(
+    image_id, file, name, text, score, rank, version, source, created, tags, taken_utc, offset, camera
+) -> ExportRow:
+    """An ExportRow from `export_rows`' columns, in their order."""
+    taken = on_camera_clock(taken_utc, offset)
+    return ExportRow(
+        image_id=image_id,
+        image_file=file,
+        original_name=name,
+        caption=text,
+        score=score,
+        rank=rank,
+        model_version=version or "",
+        source=source,
+        created_at=created.isoformat(),
+        tags=tags or "",
+        taken_at=_iso(taken) if taken else "",
+        camera=camera,
     )
 
 
@@ -222,6 +243,8 @@ def row_dict(row: ExportRow, url_for: Callable[[ExportRow], str]) -> dict:
         "original_name": row.original_name,
         "created_at": row.created_at,
         "tags": row.tags,
+        "taken_at": row.taken_at or None,
+        "camera": row.camera,
     }
 
 

@@ -196,6 +196,14 @@ def parse_exif_datetime(value: object, offset: object = None) -> datetime.dateti
     return naive.replace(tzinfo=zone)
 
 
+def on_camera_clock(instant: datetime.datetime | None, offset: int | None) -> datetime.datetime | None:
+    """A stored date taken back on the clock of the camera that wrote `offset` (minutes east of UTC;
+    None: it wrote none, and the date was read as UTC)."""
+    if instant is None:
+        return None
+    return instant.astimezone(datetime.timezone(datetime.timedelta(minutes=offset or 0)))
+
+
 def parse_exif_offset(value: object) -> int | None:
     """EXIF's OffsetTime ("+02:00", "-0530") as minutes east of UTC; None when absent or impossible."""
     found = _OFFSET.fullmatch(_text(value).strip())

@@ -13,6 +13,8 @@ from django.db.models import Q
 from django.utils import timezone
 from pgvector.django import BitField, HalfVectorField, HnswIndex, VectorField
 
+from captions.metadata import on_camera_clock
+
 # all-MiniLM-L6-v2 (ml/text_embedding.py): captions, queries and the image projection share its space.
 TEXT_EMBEDDING_DIM = 384
 # EfficientNet-Lite's pooled feature grid (the default encoders); other encoders store no features.
@@ -195,10 +197,7 @@ class Image(models.Model):
     def taken_on_camera(self) -> datetime.datetime | None:
         """The date taken with the camera clock's offset (UTC when it wrote none): the same instant
         as `taken_at`, at the hour the photographer saw."""
-        if self.taken_at is None:
-            return None
-        zone = datetime.timezone(datetime.timedelta(minutes=self.taken_offset or 0))
-        return self.taken_at.astimezone(zone)
+        return on_camera_clock(self.taken_at, self.taken_offset)
 
     @property
     def taken_wall_clock(self) -> datetime.datetime | None:

@@ -194,3 +194,24 @@ def test_an_albums_export_holds_its_images_and_is_named_after_it(api, other_api,
     assert [r["caption"] for r in csv_rows(response)] == ["a dog runs on the beach"]
     refused = other_api.get("/api/v1/export.csv", {"album": album.pk})
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "unknown_album"
+
+
+def test_the_date_taken_on_the_cameras_clock_and_the_camera_are_exported(api, library, settings):
+    import datetime
+
+    from captions.models import Image
+
+    settings.TIME_ZONE = "America/New_York"  # not the camera's: the export keeps the camera's clock
+    taken = datetime.datetime(2023, 5, 1, 8, 11, 12, tzinfo=datetime.UTC)  # 10:11:12 in Paris (+02:00)
+    Image.objects.filter(pk=library["beach"].pk).update(
+        taken_at=taken, taken_offset=120, camera="Apple iPhone 13"
+    )
+    Image.objects.filter(pk=library["park"].pk).update(taken_at=taken, taken_offset=None)  # no offset written
+    rows = {r["image_id"]: r for r in csv_rows(api.get("/api/v1/export.csv"))}
+    beach, park = rows[str(library["beach"].pk)], rows[str(library["park"].pk)]
+    assert beach["taken_at"] == "2023-05-01T10:11:12+02:00" and beach["camera"] == "Apple iPhone 13"
+    assert park["taken_at"] == "2023-05-01T08:11:12Z" and park["camera"] == ""
+    assert rows[str(library["bob_public"].pk)]["taken_at"] == ""
+    lines = {r["image_id"]: r for r in jsonl_rows(api.get("/api/v1/export.jsonl"))}
+    assert lines[library["beach"].pk]["taken_at"] == "2023-05-01T10:11:12+02:00"
+    assert lines[library["bob_public"].pk]["taken_at"] is None
