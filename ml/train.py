@@ -416,8 +416,9 @@ def train(
         if top is not None
         else None
     )
-    # A decoder learning rate of 0 freezes it: only the encoder's top trains.
-    train_decoder = cfg.learning_rate > 0
+    # With a tuned top, a decoder learning rate of 0 freezes the decoder: only the top trains. (Without
+    # one it is a run that learns nothing, as a test of early stopping wants.)
+    train_decoder = cfg.learning_rate > 0 or top is None
     step_fn = make_train_step(
         decoder, optimizer, cfg.penalty, cfg.label_smoothing, cfg.clip_norm, top, top_optimizer, train_decoder
     )
