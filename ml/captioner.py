@@ -20,8 +20,11 @@ from ml.image_text import ImageTextProjection
 from ml.images import ImageInput
 from ml.paths import default_model_dir
 from ml.rerank import Neighbours
+from ml.rerank_score import combined
+from ml.second_opinion import SecondOpinion
 from ml.style_router import StyleRouter
 from ml.vocab import Vocabulary, detokenize
+from ml.word_vectors import WordVectors
 
 
 @dataclass
@@ -34,6 +37,8 @@ class Candidate:
     # Agreement with the captions of the most similar training photos, 0-1 (ml/rerank.py); None
     # when the model does not rerank. The N-best list is then sorted by it.
     consensus: float | None = None
+    # The other reranking signals (ml/rerank_score.py), when the image's style is reranked by them.
+    signals: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -95,6 +100,8 @@ class Captioner:
         image_text: ImageTextProjection | None = None,
         neighbours: Neighbours | None = None,
         style: str | None = None,
+        second_opinion: SecondOpinion | None = None,
+        word_vectors: WordVectors | None = None,
     ) -> None:
         self.encoder, self.decoder, self.config = encoder, decoder, config
         self.version = version
@@ -105,6 +112,13 @@ class Captioner:
         self.neighbours = neighbours  # consensus reranking of the beam's candidates, if given
         decoding = config.get("decoding", {})
         self.consensus_neighbours = int(decoding.get("consensus_neighbours", 30))
+        # The judges beside consensus (ml/rerank_score.py) and their weights per caption style: an
+        # image of a style without weights is reranked by consensus alone, and its signals not computed.
+        self.second_opinion, self.word_vectors = second_opinion, word_vectors
+        self.rerank_weights: dict[str, dict[str, float]] = {
+            str(k): {str(n): float(w) for n, w in v.items()}
+            for k, v in decoding.get("rerank_weights", {}).items()
+        }
         self.beam_size = int(decoding.get("beam_size", 3))
         self.max_len = int(decoding.get("max_len", 30))
         self.length_penalty = float(decoding.get("length_penalty", 0.0))
@@ -112,6 +126,11 @@ class Captioner:
     @property
     def vocab(self) -> Vocabulary:
         return self.decoder.vocab
+
+    @property
+    def default_style(self) -> str:
+        """The style an image is captioned in without a router ("" for a model without styles)."""
+        return self.style or (self.vocab.styles[0] if self.vocab.styles else "")
 
     @property
     def needs_concepts(self) -> bool:
@@ -191,24 +210,91 @@ class Captioner:
         hyps = self.decoder.beam(features, k, max_len, lp, k if rerank else n_best, concepts, first)
         out = [[self._candidate(h) for h in per_image] for per_image in hyps]
         if rerank:
-            out = self._rerank(out, features, styles)
+            out = self._rerank(out, features, styles, concepts)
             out = [cands[: n_best or k] for cands in out]
         return out
 
     def _rerank(
-        self, candidates: list[list[Candidate]], features: np.ndarray, styles: Sequence[str | None]
+        self,
+        candidates: list[list[Candidate]],
+        features: np.ndarray,
+        styles: Sequence[str | None],
+        concepts: np.ndarray | None,
     ) -> list[list[Candidate]]:
-        """Each image's candidates by their consensus with its nearest training photos (ml/rerank.py)."""
+        """Each image's candidates by consensus with its nearest training photos (ml/rerank.py), plus
+        its style's weighted signals (ml/rerank_score.py) when it has weights."""
         assert self.neighbours is not None
         pooled = np.asarray(features, np.float32).mean(axis=1)
         nearest = self.neighbours.nearest(pooled, styles, self.consensus_neighbours)
         stoi, unk = self.vocab.stoi, self.vocab.unk_id
+        styles = [s or self.default_style for s in styles]  # (nearest() takes None as any style)
+        judged = [i for i, s in enumerate(styles) if s in self.rerank_weights]
+        signals = self._signals(
+            [candidates[i] for i in judged], features[judged], pooled[judged], concepts, judged, styles
+        )
         out = []
-        for cands, photos in zip(candidates, nearest, strict=True):
+        for i, (cands, photos) in enumerate(zip(candidates, nearest, strict=True)):
             agree = self.neighbours.consensus(photos, [[stoi.get(w, unk) for w in c.words] for c in cands])
             for c, a in zip(cands, agree, strict=True):
                 c.consensus = float(a)
-            out.append(sorted(cands, key=lambda c: -(c.consensus or 0.0)))  # stable: ties keep beam order
+            if i in signals:
+                for name, values in signals[i].items():
+                    for c, v in zip(cands, values, strict=True):
+                        c.signals[name] = float(v)
+                score = combined(agree, signals[i], self.rerank_weights[styles[i]])
+            else:
+                score = agree
+            order = np.argsort(-np.asarray(score, np.float64), kind="stable")  # ties keep beam order
+            out.append([cands[j] for j in order])
+        return out
+
+    def _signals(
+        self,
+        candidates: list[list[Candidate]],
+        features: np.ndarray,
+        pooled: np.ndarray,
+        concepts: np.ndarray | None,
+        images: list[int],
+        styles: Sequence[str],
+    ) -> dict[int, dict[str, np.ndarray]]:
+        """{image index: {signal: [K]}} for the images given (`images`: their indices in the batch,
+        `styles` the whole batch's caption styles)."""
+        if not images:
+            return {}
+        out: dict[int, dict[str, np.ndarray]] = {i: {} for i in images}
+        judge = self.second_opinion
+        # It abstains on an image one of whose candidates uses a word it does not know.
+        heard = [
+            j
+            for j, cs in enumerate(candidates)
+            if judge is not None and all(judge.knows(c.words) for c in cs)
+        ]
+        if judge is not None and heard:
+            given = None
+            if judge.decoder.config.concept_dim:
+                given = concepts[images] if concepts is not None else self.encoder.concept_probs(features)
+                given = given[heard]
+            said = judge.mean_log_probs(
+                features[heard],
+                [[c.words for c in candidates[j]] for j in heard],
+                given,
+                [styles[images[j]] for j in heard],
+            )
+            for j, values in zip(heard, said, strict=True):
+                out[images[j]]["second_opinion"] = values
+        if self.word_vectors is not None:
+            wv = self.word_vectors
+            unit = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+            photos = self.image_text.embed(pooled) if self.image_text is not None else None
+            for j, (i, cands) in enumerate(zip(images, candidates, strict=True)):
+                texts = [c.text for c in cands]
+                query = [wv.query_vector(t) for t in texts]
+                out[i]["word_support"] = np.asarray([0.0 if q is None else float(q @ unit[j]) for q in query])
+                if photos is not None and wv.sentences is not None:
+                    sent = [wv.sentence_vector(t) for t in texts]
+                    out[i]["sentence_match"] = np.asarray(
+                        [0.0 if v is None else float(v @ photos[j]) for v in sent]
+                    )
         return out
 
     def confidences(
@@ -276,6 +362,15 @@ def load_captioner(path: str | os.PathLike | None = None, style: str | None = No
         neighbours = Neighbours.load(directory)
     except (ValueError, KeyError, OSError) as exc:
         raise ModelError(f"{directory}: unusable neighbours.npz ({exc})") from exc
+    second_opinion, word_vectors = None, None
+    if decoding.get("rerank_weights"):  # only a model reranked by them needs its judges
+        second_opinion = SecondOpinion.load(directory)
+        if second_opinion is not None and second_opinion.feature_shape != list(encoder.feature_shape):
+            raise ModelError(f"{directory}: its second opinion reads other features than the encoder's")
+        try:
+            word_vectors = WordVectors.load(directory)
+        except (ValueError, KeyError, OSError) as exc:
+            raise ModelError(f"{directory}: unusable word_vectors.npz ({exc})") from exc
     return Captioner(
         encoder,
         inference,
@@ -286,4 +381,6 @@ def load_captioner(path: str | os.PathLike | None = None, style: str | None = No
         image_text,
         neighbours,
         style or decoding.get("style"),
+        second_opinion,
+        word_vectors,
     )

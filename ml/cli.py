@@ -201,6 +201,57 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compress(args: argparse.Namespace) -> int:
+    from ml.artifact import WEIGHTS, compress_weights
+    from ml.paths import default_model_dir
+
+    directory = Path(args.model) if args.model else default_model_dir()
+    before, after = compress_weights(directory / WEIGHTS)
+    print(json.dumps({"weights": str(directory / WEIGHTS), "bytes_before": before, "bytes_after": after}))
+    return 0
+
+
+def _second_opinion(args: argparse.Namespace) -> int:
+    from ml.model_card import refresh_model_card
+    from ml.paths import default_model_dir
+    from ml.second_opinion import add_second_opinion
+
+    directory = Path(args.model) if args.model else default_model_dir()
+    out = add_second_opinion(directory, args.source)
+    refresh_model_card(directory)
+    print(json.dumps({"second_opinion": str(out), "from": args.source}))
+    return 0
+
+
+def _fit_rerank(args: argparse.Namespace) -> int:
+    from ml.artifact import read_config, write_config
+    from ml.captioner import load_captioner
+    from ml.model_card import refresh_model_card
+    from ml.paths import default_model_dir
+    from ml.rerank_fit import fit_rerank
+    from ml.second_opinion import SecondOpinion
+    from ml.word_vectors import WordVectors
+
+    directory = Path(args.model) if args.model else default_model_dir()
+    captioner = load_captioner(directory)
+    # The judges load only for a model that has weights: give them to this one before it has any.
+    captioner.second_opinion = SecondOpinion.load(directory)
+    captioner.word_vectors = WordVectors.load(directory)
+    report = fit_rerank(
+        captioner, args.dataset, args.root, args.split, args.style, args.limit, progress=not args.quiet
+    )
+    config = read_config(directory)
+    config.setdefault("decoding", {}).setdefault("rerank_weights", {})[report["style"]] = report["weights"]
+    write_config(directory, config)
+    if args.record:
+        report["dev"] = _record_dev_metrics(
+            directory, f"beam{captioner.beam_size} reranked, judged", args.root, args.quiet
+        )
+    refresh_model_card(directory)
+    print(json.dumps(report))
+    return 0
+
+
 def _pooled_source(cache, src: dict, limit: int | None, progress: bool) -> tuple[list[str], dict, object]:
     """(readable images, image -> captions, pooled features float32 [N, C]) of one training source."""
     import numpy as np
@@ -280,6 +331,30 @@ def _word_vectors(args: argparse.Namespace) -> int:
     return 0
 
 
+def _record_dev_metrics(directory: Path, key: str, root: str, quiet: bool) -> dict:
+    """Score the model as it now decodes on its dev split; record it in metrics.json under `key` and
+    as the subset a quick re-evaluation checks against. Returns the dev metrics."""
+    from ml.captioner import load_captioner
+    from ml.evaluate import evaluate_model
+    from ml.metrics import CaptionScorer
+    from ml.ship import SUBSET_IMAGES
+
+    captioner = load_captioner(directory)
+    data = captioner.config.get("data", {})
+    split = data.get("dev_split") or "dev"
+    with CaptionScorer() as scorer:
+        result = evaluate_model(captioner, data["dataset"], root, split, progress=not quiet, scorer=scorer)
+        subset = evaluate_model(
+            captioner, data["dataset"], root, split, limit=SUBSET_IMAGES, progress=not quiet, scorer=scorer
+        )
+    metrics_file = directory / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    metrics.setdefault("decoding", {})[key] = result["metrics"]
+    metrics["subset"] = {k: subset[k] for k in ("images", "beam_size", "length_penalty", "metrics")}
+    metrics_file.write_text(json.dumps(metrics, indent=2) + "\n")
+    return result["metrics"]
+
+
 def _neighbours(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -305,33 +380,9 @@ def _neighbours(args: argparse.Namespace) -> int:
     )
     write_config(directory, config)
     if args.root:  # the shipped decoding scored on dev, beside what `ml ship` recorded
-        from ml.evaluate import evaluate_model
-        from ml.metrics import CaptionScorer
-        from ml.ship import SUBSET_IMAGES
-
-        data = config.get("data", {})
-        reranking = load_captioner(directory)
-        split = data.get("dev_split") or "dev"
-        with CaptionScorer() as scorer:
-            result = evaluate_model(
-                reranking, data["dataset"], args.root, split, progress=not args.quiet, scorer=scorer
-            )
-            subset = evaluate_model(
-                reranking,
-                data["dataset"],
-                args.root,
-                split,
-                limit=SUBSET_IMAGES,
-                progress=not args.quiet,
-                scorer=scorer,
-            )
-        metrics_file = directory / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-        metrics.setdefault("decoding", {})[f"beam{args.beam_size} reranked"] = result["metrics"]
-        # What a quick re-evaluation checks against: the model as it now decodes.
-        metrics["subset"] = {k: subset[k] for k in ("images", "beam_size", "length_penalty", "metrics")}
-        metrics_file.write_text(json.dumps(metrics, indent=2) + "\n")
-        neighbours.info["dev"] = result["metrics"]
+        neighbours.info["dev"] = _record_dev_metrics(
+            directory, f"beam{args.beam_size} reranked", args.root, args.quiet
+        )
     refresh_model_card(directory)
     print(json.dumps(neighbours.info))
     return 0
@@ -587,6 +638,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_neighbours)
+
+    p = sub.add_parser("compress", help="rewrite a model's decoder weights as int8 (half the size)")
+    p.add_argument("--model", help="model directory (default: the shipped default model)")
+    p.set_defaults(func=_compress)
+
+    p = sub.add_parser(
+        "second-opinion",
+        help="copy another model's decoder in, to judge the beam's candidates when reranking",
+    )
+    p.add_argument("--model", help="model directory (default: the shipped default model)")
+    p.add_argument("--from", dest="source", required=True, help="the model directory whose decoder judges")
+    p.set_defaults(func=_second_opinion)
+
+    p = sub.add_parser(
+        "fit-rerank", help="fit how much each signal beside consensus counts when reranking, for one style"
+    )
+    p.add_argument("--model", help="model directory (default: the shipped default model)")
+    p.add_argument("--dataset", choices=DATASET_FORMATS, default="flickr8k")
+    p.add_argument("--root", default="../shared/data/flickr8k")
+    p.add_argument("--split", default="dev")
+    p.add_argument(
+        "--style", help="the caption style whose images the weights are fitted on (default: the model's own)"
+    )
+    p.add_argument("--limit", type=int, help="the first N images of the split only")
+    p.add_argument(
+        "--record", action="store_true", help="then score the model's dev split and record it in metrics.json"
+    )
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_fit_rerank)
 
     p = sub.add_parser("features", help="pre-compute and cache encoder features for dataset splits")
     p.add_argument("--dataset", choices=DATASET_FORMATS, default="flickr8k")

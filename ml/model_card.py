@@ -114,15 +114,29 @@ def _word_vectors(info: dict[str, Any] | None) -> str:
     )
 
 
-def _reranking(info: dict[str, Any] | None) -> str:
+def _reranking(info: dict[str, Any] | None, weights: dict[str, Any], judge: str | None) -> str:
     if not info:
         return ""
     sources = _fitted_on(info)
+    judged = ""
+    if weights:
+        per_style = "; ".join(
+            f"{style or 'the one style'}: " + ", ".join(f"{name} {w:g}" for name, w in ws.items())
+            for style, ws in weights.items()
+        )
+        opinion = f"`second_opinion/`: {judge}, int8" if judge else "none in this directory"
+        judged = (
+            f" For the styles with weights the consensus is joined by other judges of each candidate, "
+            f"standardised per image and weighted ({per_style}; `python -m ml fit-rerank`, "
+            f"ml/rerank_score.py): a second decoder's mean log-probability per word ({opinion}); "
+            f"the fit of its words to the photo (`word_vectors.npz`); and of their sentence "
+            f"vectors to the photo's projection (`image_text.npz`)."
+        )
     return (
         f"\n\nReranking (`neighbours.npz`, `python -m ml neighbours`): the beam's candidates are reordered "
         f"by their CIDEr-D consensus with the captions of the image's nearest training photos of its style "
         f"({info.get('photos')} photos, {info.get('captions')} captions, {info.get('dims')} PCA directions; "
-        f"from {sources}); see models/NOTES.md."
+        f"from {sources}).{judged} See models/NOTES.md."
     )
 
 
@@ -134,6 +148,7 @@ def render_model_card(
     image_text: dict[str, Any] | None = None,
     word_vectors: dict[str, Any] | None = None,
     reranking: dict[str, Any] | None = None,
+    judge: str | None = None,
 ) -> str:
     """Markdown: encoder and weights, data and licence, decoding, dev metrics, training set-up."""
     enc, train = config["encoder"], config.get("training", {})
@@ -148,6 +163,7 @@ def render_model_card(
         else "dev"
     )
     training = metrics.get("training", {})
+    decoding = config.get("decoding", {})
     took = (
         f"{training['epochs_run']} epochs in {training['train_seconds'] / 60:.0f} min on this project's "
         f"2-core CPU machine ({training['tokens_per_s']} tokens/s)"
@@ -168,7 +184,7 @@ Show, Attend and Tell captioner (additive attention + {rnn}) trained with imgcap
 {_sources(data)}
 
 ## Decoding defaults
-{config.get("decoding", {})}{_reranking(reranking)}
+{decoding}{_reranking(reranking, decoding.get("rerank_weights", {}), judge)}
 
 ## Metrics (coco-caption definitions, 0-100, on {scored}; best epoch {epoch})
 
@@ -203,6 +219,10 @@ def refresh_model_card(directory: str | Path, notes: str | None = None) -> Path:
     projection = ImageTextProjection.load(directory)
     info = projection.info if projection is not None else None
     words, neighbours = WordVectors.load(directory), Neighbours.load(directory)
+    from ml.second_opinion import SECOND_OPINION_DIR  # (TensorFlow: only when a card is refreshed)
+
+    judge_config = directory / SECOND_OPINION_DIR / "config.json"
+    judge = json.loads(judge_config.read_text()).get("name") if judge_config.is_file() else None
     card.write_text(
         render_model_card(
             config,
@@ -212,6 +232,7 @@ def refresh_model_card(directory: str | Path, notes: str | None = None) -> Path:
             info,
             words.info if words is not None else None,
             neighbours.info if neighbours is not None else None,
+            judge,
         )
     )
     return card
