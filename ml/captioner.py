@@ -264,12 +264,12 @@ class Captioner:
         out: dict[int, dict[str, np.ndarray]] = {i: {} for i in images}
         judge = self.second_opinion
         # It abstains on an image one of whose candidates uses a word it does not know.
-        heard = [
-            j
-            for j, cs in enumerate(candidates)
-            if judge is not None and all(judge.knows(c.words) for c in cs)
-        ]
-        if judge is not None and heard:
+        heard = (
+            []
+            if judge is None
+            else [j for j, cs in enumerate(candidates) if all(judge.knows(c.words) for c in cs)]
+        )
+        if heard:
             given = None
             if judge.decoder.config.concept_dim:
                 given = concepts[images] if concepts is not None else self.encoder.concept_probs(features)
