@@ -101,7 +101,8 @@ def _write_arrays(arrays: dict[str, np.ndarray], path: Path) -> None:
 
 
 def save_weights(decoder: CaptionDecoder, path: Path, dtype: str = "float16") -> None:
-    """`dtype` float16 (what training writes) or int8 (`python -m ml compress`)."""
+    """`dtype` float16 (what shipping writes), float32 (training's checkpoints) or int8, which keeps a
+    scale per channel (quantise_int8, as `python -m ml compress` rewrites a file)."""
     arrays = {_weight_key(w.path): w.numpy() for w in decoder.weights}
     _write_arrays(_stored_arrays(arrays, dtype), path)
 
