@@ -71,10 +71,15 @@ model: install data-cc ## train and ship models/default from the data (hours)
 	$(PY) -m ml ship --run runs/broad_cider --out models/default --notes models/NOTES.md \
 		--beam-size 5 --length-penalty 1.0 --block-repeats --tag-boost 1.5
 	$(PY) -m ml neighbours --model models/default --beam-size 10 --neighbours 30
-	$(PY) -m ml calibrate --model models/default --set flickr8k:flickr8k:../shared/data/flickr8k:dev \
-		cc:img2dataset:$(CC_DATA)/data:dev --out-of-domain 100
 	$(PY) -m ml align --model models/default
 	$(PY) -m ml word-vectors --model models/default --style flickr8k
+	$(PY) -m ml train --config configs/flickr8k_judge.toml --out runs/flickr8k_judge \
+		$$(test -f runs/flickr8k_judge/checkpoints/state.json && echo --resume)
+	$(PY) -m ml compress --model models/default
+	$(PY) -m ml second-opinion --model models/default --from runs/flickr8k_judge
+	$(PY) -m ml fit-rerank --model models/default --style flickr8k --record
+	$(PY) -m ml calibrate --model models/default --set flickr8k:flickr8k:../shared/data/flickr8k:dev \
+		cc:img2dataset:$(CC_DATA)/data:dev --out-of-domain 100
 
 lint: install ## ruff check and format --check
 	$(VENV)/bin/ruff check .

@@ -64,8 +64,10 @@ def _agreed_subject(captions: list[str]) -> str | None:
 def test_shipped_model_is_complete_and_small():
     for name in ("config.json", "vocab.json", "decoder.npz", "metrics.json", "README.md"):
         assert (MODEL / name).is_file(), name
-    size = sum(f.stat().st_size for f in MODEL.iterdir())
+    size = sum(f.stat().st_size for f in MODEL.rglob("*") if f.is_file())  # second_opinion/ included
     assert size <= 30 * 1024 * 1024, size
+    # Its reranking judges ship with it: a second opinion the captioner loads (ml/second_opinion.py).
+    assert (MODEL / "second_opinion" / "decoder.npz").is_file()
     card = (MODEL / "README.md").read_text()
     assert "Hodosh" in card and "BLEU-4" in card and "efficientnet" in card.lower()
 
@@ -180,3 +182,29 @@ def test_captions_read_as_text(captioner):
             assert " 's" not in cand.text and all(words[i] != words[i + 1] for i in range(len(words) - 1))
             trigrams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
             assert len(trigrams) == len(set(trigrams)), cand.text
+
+
+def test_its_judges_choose_among_the_beams_candidates(captioner):
+    """The default reranks the Flickr8k style's candidates by consensus joined by its judges: every
+    candidate carries their signals, and the order shown is the order of the combined score."""
+    import numpy as np
+
+    from ml.rerank_score import combined
+
+    needs_flickr8k()
+    assert captioner.second_opinion is not None
+    weights = captioner.rerank_weights["flickr8k"]
+    assert weights["second_opinion"] > 0
+    images = list(load_dataset("flickr8k", FLICKR8K, split="dev").captions_by_image())[:4]
+    results = captioner.caption(images)
+    judged = 0
+    for r in results:
+        if not all("second_opinion" in c.signals for c in r.candidates):
+            continue  # routed to the other style, or the judge abstained on a word it does not know
+        judged += 1
+        assert len(r.candidates) == captioner.beam_size
+        consensus = np.asarray([c.consensus for c in r.candidates])
+        signals = {n: np.asarray([c.signals[n] for c in r.candidates]) for n in r.candidates[0].signals}
+        score = combined(consensus, signals, weights)
+        assert np.all(np.diff(score) <= 1e-9), (r.image, score)  # shown best first
+    assert judged >= 3
