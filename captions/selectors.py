@@ -356,6 +356,8 @@ def list_albums(user, *, name: str | None = None) -> QuerySet[Album]:
     `last_added`; `name`: only the album of that exact name (how the uploader finds one)."""
     if not _signed_in(user):
         return Album.objects.none()
+    if name is not None and "\x00" in name:  # no album is named so, and Postgres refuses it in a query
+        return Album.objects.none()
     albums = Album.objects.filter(owner=user)
     if name is not None:
         albums = albums.filter(name=" ".join(name.split()))
